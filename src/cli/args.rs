@@ -1,0 +1,137 @@
+//! The command line as clap sees it: global options and subcommands (DESIGN.md §1). Only shapes
+//! and help text live here; values are validated and turned into real objects by the drivers.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "warpgate",
+    version,
+    about = "An encrypted byte pipe between two machines, even behind NATs"
+)]
+#[command(propagate_version = true, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// State directory: identity key, config, caches (two homes = two nodes on one machine)
+    #[arg(long, global = true, env = "WARPGATE_HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    /// TOML config file [default: config.toml in the config directory]
+    #[arg(long, global = true, env = "WARPGATE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// MQTT broker for signalling, replaces the configured list (repeatable)
+    #[arg(long = "broker", global = true, value_name = "URL")]
+    pub brokers: Vec<String>,
+    /// STUN server, replaces the configured list (repeatable)
+    #[arg(long = "stun", global = true, value_name = "HOST:PORT")]
+    pub stun: Vec<String>,
+    /// TURN server, replaces the configured list (repeatable)
+    #[arg(
+        long = "turn",
+        global = true,
+        value_name = "turn://USER:PASS@HOST:PORT"
+    )]
+    pub turn: Vec<String>,
+    /// Name registry, replaces the configured list (repeatable)
+    #[arg(long = "registry", global = true, value_name = "URL")]
+    pub registries: Vec<String>,
+    /// Use no infrastructure at all: direct paths only
+    #[arg(long, global = true)]
+    pub offline: bool,
+    /// Machine-readable output: reports as JSON on stdout, events as JSON lines on stderr
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More detail on stderr (-v: every connection attempt, -vv: debug)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Only errors on stderr
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print this node's address
+    Addr(AddrArgs),
+    /// Accept peers: splice the first one to stdin/stdout, a file or a local port
+    Listen(ListenArgs),
+    /// Connect to a peer by address or name
+    Connect(ConnectArgs),
+    /// Show the NAT and network in front of this machine
+    NatInfo,
+    /// Claim, look up or release a name
+    #[command(subcommand)]
+    Name(NameCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct AddrArgs {
+    /// Listen port to put in the address [default: derived from the identity]
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
+}
+
+#[derive(Debug, Args)]
+pub struct ListenArgs {
+    /// Port for TCP and UDP [default: derived from the identity; 0 = any free port]
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
+    /// Keep accepting peers after the first
+    #[arg(short, long)]
+    pub keep_open: bool,
+    /// Connect each inbound stream to this TCP port (default host: localhost)
+    #[arg(long, value_name = "[HOST:]PORT", conflicts_with_all = ["send", "recv"])]
+    pub forward: Option<String>,
+    /// Send this file instead of stdin
+    #[arg(long, value_name = "FILE")]
+    pub send: Option<PathBuf>,
+    /// Write what the peer sends to this file instead of stdout
+    #[arg(long, value_name = "FILE", conflicts_with = "keep_open")]
+    pub recv: Option<PathBuf>,
+    /// Claim and refresh this name while listening
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Accept only this peer id (repeatable)
+    #[arg(long = "allow", value_name = "ID")]
+    pub allow: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// The peer: an address (wg…) or a name (bob.p2p)
+    #[arg(value_name = "TARGET")]
+    pub target: String,
+    /// Listen on this local TCP port and carry each connection to the peer's --forward
+    #[arg(long, value_name = "[HOST:]PORT", conflicts_with_all = ["send", "recv"])]
+    pub local: Option<String>,
+    /// Send this file instead of stdin
+    #[arg(long, value_name = "FILE")]
+    pub send: Option<PathBuf>,
+    /// Write what the peer sends to this file instead of stdout
+    #[arg(long, value_name = "FILE")]
+    pub recv: Option<PathBuf>,
+    /// Only these methods: strategy names (direct) and/or transports (tcp, quic)
+    #[arg(long, value_name = "METHOD[,METHOD]")]
+    pub via: Vec<String>,
+    /// Give up finding a path after this many seconds
+    #[arg(long, value_name = "SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NameCommand {
+    /// Claim NAME for this node on the registries
+    Claim { name: String },
+    /// Show the record NAME resolves to
+    Lookup { name: String },
+    /// Give NAME up
+    Release { name: String },
+}

@@ -1,0 +1,142 @@
+//! `warpgate connect TARGET`: run the traversal cascade to the peer, then splice stdio or files
+//! over one stream, or carry each connection to a local TCP port (`--local`) as a new stream.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use tokio::task::JoinSet;
+
+use super::args::ConnectArgs;
+use super::transfer::{self, Ends};
+use super::{usage, Node};
+use crate::addr::{Address, TEXT_PREFIX};
+use crate::config::HostPort;
+use crate::link::Link;
+use crate::report::{Connected, Reporter};
+use crate::traversal::{self, cascade, Context, LocalFacts, Via};
+
+/// TARGET is an address (`wg…`) or a name (`bob.p2p`).
+fn parse_target(text: &str) -> anyhow::Result<Address> {
+    let trimmed = text.trim();
+    if !trimmed.to_ascii_lowercase().starts_with(TEXT_PREFIX) && trimmed.contains('.') {
+        return Err(usage(format!("{trimmed:?} looks like a name; the name registry is not built yet in this version of warpgate, use an address (wg…)")));
+    }
+    Address::parse(trimmed).map_err(Into::into)
+}
+
+fn parse_local(text: &str) -> anyhow::Result<HostPort> {
+    let hp = match text.parse::<u16>() {
+        Ok(port) => Some(HostPort {
+            host: "127.0.0.1".into(),
+            port,
+        }),
+        Err(_) => HostPort::parse(text, None),
+    };
+    hp.ok_or_else(|| usage(format!("--local {text:?}: expected [HOST:]PORT")))
+}
+
+pub async fn run(
+    node: Node,
+    args: ConnectArgs,
+    reporter: Reporter,
+    start: Instant,
+) -> anyhow::Result<ExitCode> {
+    let peer = parse_target(&args.target)?;
+    let strategies = traversal::registry();
+    let via = Via::parse(&args.via, &strategies).map_err(usage)?;
+    let local = args.local.as_deref().map(parse_local).transpose()?;
+    let ends = Ends {
+        send: args.send,
+        recv: args.recv,
+    };
+    ends.check()?;
+    // Bind the local port before connecting, so a busy port fails before any network work.
+    let local_listener = match &local {
+        Some(hp) => Some(
+            tokio::net::TcpListener::bind((hp.host.as_str(), hp.port))
+                .await
+                .with_context(|| format!("cannot listen on {hp}"))?,
+        ),
+        None => None,
+    };
+
+    let facts = LocalFacts {
+        interface_ips: crate::net::interface_ips().context("cannot list network interfaces")?,
+    };
+    let plan = traversal::plan(&strategies, &via, &peer, &facts);
+    tracing::info!(attempts = plan.len(), "planned");
+    let ctx = Arc::new(Context {
+        creds: node.creds,
+        peer,
+    });
+    let restricted = via != Via::default();
+    let winner = cascade::run(
+        plan,
+        &strategies,
+        ctx,
+        Duration::from_secs(args.timeout),
+        restricted,
+    )
+    .await?;
+    let link = winner.link;
+    reporter.connected(&connected_event(&link, winner.method, start));
+
+    match local_listener {
+        Some(tcp) => serve_local(&link, tcp, &reporter).await,
+        None => {
+            let peer = link.info().peer.id().to_string();
+            let stream = link.open().await?;
+            let outcome = transfer::run(stream, &ends, &reporter, &peer).await;
+            link.close().await;
+            outcome.map(|_| ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn connected_event(link: &Link, method: &str, start: Instant) -> Connected {
+    let info = link.info();
+    Connected {
+        peer: info.peer.id().to_string(),
+        method: method.to_string(),
+        transport: info.transport.as_str(),
+        path: "direct",
+        local: info.local.to_string(),
+        remote: info.remote.to_string(),
+        setup_ms: start.elapsed().as_millis() as u64,
+    }
+}
+
+/// Carries each local TCP connection to the peer as a new stream until the link ends.
+async fn serve_local(
+    link: &Link,
+    tcp: tokio::net::TcpListener,
+    reporter: &Reporter,
+) -> anyhow::Result<ExitCode> {
+    let bound = tcp.local_addr()?.to_string();
+    reporter.forwarding(&bound, "connections on");
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = tcp.accept() => {
+                let (socket, from) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!("local accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let stream = link.open().await.context("cannot open a stream to the peer")?;
+                connections.spawn(async move {
+                    if let Err(e) = crate::splice::splice_tcp(stream, socket).await {
+                        tracing::info!(%from, "forwarded connection ended: {e}");
+                    }
+                });
+            }
+            Some(_) = connections.join_next() => {}
+            lost = link.closed() => return Err(anyhow::Error::new(lost).context("the link to the peer ended")),
+        }
+    }
+}

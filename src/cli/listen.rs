@@ -1,0 +1,181 @@
+//! `warpgate listen`: accept peers and splice the first (or, with `-k`, each) to stdio or files,
+//! or forward each inbound stream to a local TCP port.
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use tokio::task::JoinSet;
+
+use super::args::ListenArgs;
+use super::transfer::{self, Ends};
+use super::{usage, Node};
+use crate::config::HostPort;
+use crate::identity::NodeId;
+use crate::link::listener::Listener;
+use crate::link::Link;
+use crate::report::{Connected, Reporter};
+
+pub async fn run(node: Node, args: ListenArgs, reporter: Reporter) -> anyhow::Result<ExitCode> {
+    if args.name.is_some() {
+        return Err(usage(
+            "--name: the name registry is not built yet in this version of warpgate",
+        ));
+    }
+    let allowed = if args.allow.is_empty() {
+        None
+    } else {
+        let ids = args.allow.iter().map(|a| {
+            NodeId::parse(a).ok_or_else(|| {
+                usage(format!(
+                    "--allow {a:?} is not a node id (16 characters, a-z and 2-7)"
+                ))
+            })
+        });
+        Some(ids.collect::<anyhow::Result<Vec<_>>>()?)
+    };
+    let forward = args.forward.as_deref().map(parse_forward).transpose()?;
+    let ends = Ends {
+        send: args.send,
+        recv: args.recv,
+    };
+    ends.check()?;
+
+    let mut listener = Listener::bind(
+        args.port.unwrap_or_else(|| node.default_port()),
+        &node.creds,
+        allowed,
+    )?;
+    let address = node.address(listener.port())?;
+    reporter.listening(
+        node.identity.id().as_str(),
+        &address.to_string(),
+        listener.port(),
+    );
+
+    let result = match forward {
+        Some(target) => serve_forward(&mut listener, &target, args.keep_open, &reporter).await,
+        None => serve_transfers(&mut listener, &ends, args.keep_open, &reporter).await,
+    };
+    listener.shutdown().await;
+    result.map(|()| ExitCode::SUCCESS)
+}
+
+fn parse_forward(text: &str) -> anyhow::Result<HostPort> {
+    let hp = match text.parse::<u16>() {
+        Ok(port) if port != 0 => Some(HostPort {
+            host: "localhost".into(),
+            port,
+        }),
+        _ => HostPort::parse(text, None),
+    };
+    hp.ok_or_else(|| usage(format!("--forward {text:?}: expected [HOST:]PORT")))
+}
+
+fn connected_event(link: &Link, since: Instant) -> Connected {
+    let info = link.info();
+    Connected {
+        peer: info.peer.id().to_string(),
+        // Inbound links reach a listener only by being dialled directly, until signalling lets
+        // the connector say which strategy it used.
+        method: "direct".into(),
+        transport: info.transport.as_str(),
+        path: "direct",
+        local: info.local.to_string(),
+        remote: info.remote.to_string(),
+        setup_ms: since.elapsed().as_millis() as u64,
+    }
+}
+
+async fn serve_transfers(
+    listener: &mut Listener,
+    ends: &Ends,
+    keep_open: bool,
+    reporter: &Reporter,
+) -> anyhow::Result<()> {
+    loop {
+        let link = listener.accept().await.context("listener stopped")?;
+        reporter.connected(&connected_event(&link, link.info().started));
+        let peer = link.info().peer.id().to_string();
+        let stream = link
+            .accept()
+            .await?
+            .context("peer closed the link before opening a stream")?;
+        let outcome = transfer::run(stream, ends, reporter, &peer).await;
+        link.close().await;
+        match outcome {
+            Ok(_) if keep_open => {}
+            Ok(_) => return Ok(()),
+            // One peer's failure does not stop a -k listener.
+            Err(e) if keep_open => tracing::warn!(%peer, "transfer failed: {e:#}"),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn serve_forward(
+    listener: &mut Listener,
+    target: &HostPort,
+    keep_open: bool,
+    reporter: &Reporter,
+) -> anyhow::Result<()> {
+    reporter.forwarding(&target.to_string(), "inbound streams to");
+    let mut peers = JoinSet::new();
+    loop {
+        tokio::select! {
+            link = listener.accept() => {
+                let link = link.context("listener stopped")?;
+                reporter.connected(&connected_event(&link, link.info().started));
+                let forwarding = forward_link(link, target.clone());
+                if keep_open {
+                    peers.spawn(forwarding);
+                } else {
+                    return forwarding.await;
+                }
+            }
+            Some(done) = peers.join_next() => {
+                if let Ok(Err(e)) = done {
+                    tracing::warn!("peer link ended: {e:#}");
+                }
+            }
+        }
+    }
+}
+
+/// Forwards every stream of one link to `target` until the link ends.
+async fn forward_link(link: Link, target: HostPort) -> anyhow::Result<()> {
+    let peer = link.info().peer.id();
+    let mut streams = JoinSet::new();
+    let ended = loop {
+        tokio::select! {
+            next = link.accept() => match next {
+                Ok(Some(stream)) => {
+                    let target = target.clone();
+                    streams.spawn(async move {
+                        let addr = (target.host.as_str(), target.port);
+                        match tokio::net::TcpStream::connect(addr).await {
+                            Ok(tcp) => {
+                                if let Err(e) = crate::splice::splice_tcp(stream, tcp).await {
+                                    tracing::info!("forwarded connection ended: {e}");
+                                }
+                            }
+                            Err(e) => {
+                                tracing::warn!("cannot connect to {target}: {e}");
+                                let mut stream = stream;
+                                stream.send.reset();
+                            }
+                        }
+                    });
+                }
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            },
+            Some(_) = streams.join_next() => {}
+        }
+    };
+    // Let connections in flight finish their last bytes before the link goes.
+    while streams.join_next().await.is_some() {}
+    link.close().await;
+    tracing::info!(%peer, "peer link ended");
+    ended.map_err(Into::into)
+}

@@ -1,0 +1,196 @@
+//! The command-line front end: parses arguments ([`args`]), sets up logging and the runtime,
+//! runs one subcommand driver, and turns its outcome into an exit code: 0 success, 1 runtime
+//! failure, 2 usage error. Ctrl-C is handled here and nowhere else. No networking logic lives in
+//! this module; the drivers call into [`crate::link`], [`crate::traversal`] and [`crate::splice`].
+
+pub mod args;
+mod connect;
+pub mod docs;
+mod listen;
+mod show;
+mod transfer;
+
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use clap::Parser;
+
+use crate::addr::{Address, Candidate, CandidateKind};
+use crate::config::{Overrides, Settings};
+use crate::identity::Identity;
+use crate::link::pin::Credentials;
+use crate::report::Reporter;
+use args::{Cli, Command, Global, NameCommand};
+
+/// A mistake in what the user asked for: exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// The user pressed ctrl-c during a transfer: exit code 1.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted: the transfer did not complete")]
+struct Interrupted;
+
+fn usage(message: impl Into<String>) -> anyhow::Error {
+    UsageError(message.into()).into()
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let start = Instant::now();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    init_logging(&cli.global);
+    let reporter = Reporter {
+        json: cli.global.json,
+        quiet: cli.global.quiet,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            reporter.error(&format!("cannot start the async runtime: {e}"));
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(run(cli, reporter, start));
+    // A blocking stdin read may still be pending; do not wait for it.
+    runtime.shutdown_background();
+    match result {
+        Ok(code) => code,
+        Err(e) if is_closed_output(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            reporter.error(&format!("{e:#}"));
+            if e.downcast_ref::<UsageError>().is_some()
+                || e.downcast_ref::<crate::addr::AddrError>().is_some()
+                || e.downcast_ref::<crate::config::ConfigError>().is_some()
+            {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+/// `warpgate … | head`: our reader went away; end quietly like any Unix filter.
+fn is_closed_output(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<crate::splice::SpliceError>()
+            .is_some_and(|s| s.is_closed_output())
+            || cause
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn init_logging(global: &Global) {
+    let level = match (global.quiet, global.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, _) => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("warpgate={level},warn")));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    // With --json every stderr line is JSON, logs included, so events can be parsed line by line.
+    let _ = if global.json {
+        builder.json().try_init()
+    } else {
+        builder.compact().without_time().try_init()
+    };
+}
+
+/// The node: settings, identity and the credentials links are made with.
+pub(crate) struct Node {
+    pub identity: Identity,
+    pub creds: Credentials,
+}
+
+impl Node {
+    fn load(global: &Global) -> anyhow::Result<Self> {
+        let settings = Settings::resolve(&Overrides {
+            home: global.home.clone(),
+            config: global.config.clone(),
+            brokers: global.brokers.clone(),
+            stun: global.stun.clone(),
+            turn: global.turn.clone(),
+            registries: global.registries.clone(),
+            offline: global.offline,
+        })?;
+        let identity = Identity::load_or_create(&settings.home)?;
+        let creds = Credentials::new(&identity)
+            .context("cannot make a certificate from the identity key")?;
+        Ok(Self { identity, creds })
+    }
+
+    fn default_port(&self) -> u16 {
+        crate::net::derived_port(self.identity.public_key().fingerprint_u64())
+    }
+
+    /// This node's address with every usable interface address on `port`.
+    fn address(&self, port: u16) -> anyhow::Result<Address> {
+        let ips = crate::net::interface_ips().context("cannot list network interfaces")?;
+        let candidates = ips
+            .into_iter()
+            .map(|ip| Candidate {
+                kind: CandidateKind::Local,
+                addr: (ip, port).into(),
+            })
+            .collect();
+        Ok(Address::new(self.identity.public_key(), candidates))
+    }
+}
+
+async fn run(cli: Cli, reporter: Reporter, start: Instant) -> anyhow::Result<ExitCode> {
+    let not_built = |what: &str| {
+        Err(usage(format!(
+            "{what} is not built yet in this version of warpgate"
+        )))
+    };
+    // Long-running services stop cleanly on ctrl-c; a transfer cut short by it has failed.
+    let service = match &cli.command {
+        Command::Listen(a) => a.keep_open || a.forward.is_some(),
+        Command::Connect(a) => a.local.is_some(),
+        _ => false,
+    };
+    let command = async {
+        match cli.command {
+            Command::Addr(args) => show::addr(&Node::load(&cli.global)?, args, &reporter),
+            Command::Listen(args) => listen::run(Node::load(&cli.global)?, args, reporter).await,
+            Command::Connect(args) => {
+                connect::run(Node::load(&cli.global)?, args, reporter, start).await
+            }
+            Command::NatInfo => not_built("nat-info"),
+            Command::Name(
+                NameCommand::Claim { .. }
+                | NameCommand::Lookup { .. }
+                | NameCommand::Release { .. },
+            ) => not_built("the name registry (name claim/lookup/release)"),
+        }
+    };
+    tokio::select! {
+        result = command => result,
+        _ = tokio::signal::ctrl_c() => {
+            if service { Ok(ExitCode::SUCCESS) } else { Err(Interrupted.into()) }
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! `warpgate addr`: prints this node's address, or with `--json` the decoded record.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use super::args::AddrArgs;
+use super::Node;
+use crate::addr::ADDR_VERSION;
+use crate::report::Reporter;
+
+pub fn addr(node: &Node, args: AddrArgs, reporter: &Reporter) -> anyhow::Result<ExitCode> {
+    let address = node.address(args.port.unwrap_or_else(|| node.default_port()))?;
+    let text = address.to_string();
+    if reporter.json {
+        let doc = serde_json::json!({
+            "text": text,
+            "version": ADDR_VERSION,
+            "id": address.id(),
+            "key": data_encoding::HEXLOWER.encode(&address.key.to_compressed()),
+            "candidates": address.candidates,
+            "unknown_fields": address.unknown_fields.iter().map(|(t, _)| t).collect::<Vec<_>>(),
+        });
+        writeln!(std::io::stdout().lock(), "{doc}")?;
+    } else {
+        writeln!(std::io::stdout().lock(), "{text}")?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,126 @@
+//! The stdio/file side of `listen` and `connect`: where our bytes come from (stdin, `--send
+//! FILE`, or nothing with `--recv` alone) and where the peer's go (stdout or `--recv FILE`,
+//! written to `FILE.part` and renamed only once complete), with a progress bar on a TTY.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::link::Stream;
+use crate::report::Reporter;
+use crate::splice::{self, Totals};
+
+/// What a transfer reads and writes locally.
+#[derive(Clone, Debug)]
+pub struct Ends {
+    pub send: Option<PathBuf>,
+    pub recv: Option<PathBuf>,
+}
+
+impl Ends {
+    /// Fails early, before any network work, on a file that cannot be read or written.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if let Some(path) = &self.send {
+            std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+        }
+        if let Some(path) = &self.recv {
+            let dir = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            anyhow::ensure!(
+                dir.is_dir(),
+                "cannot write {}: no directory {}",
+                path.display(),
+                dir.display()
+            );
+        }
+        Ok(())
+    }
+}
+
+fn part_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".part");
+    PathBuf::from(name)
+}
+
+fn progress_bar(len: Option<u64>, reporter: &Reporter, ends: &Ends) -> ProgressBar {
+    let on_tty = std::io::stderr().is_terminal() && !reporter.quiet && !reporter.json;
+    let moving_data =
+        ends.send.is_some() || ends.recv.is_some() || !std::io::stdout().is_terminal();
+    if !on_tty || !moving_data {
+        return ProgressBar::hidden();
+    }
+    let bar = match len {
+        Some(len) => ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr())
+            .with_style(
+                ProgressStyle::with_template(
+                    "{bar:30} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ),
+        None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()).with_style(
+            ProgressStyle::with_template("{spinner} {bytes} {bytes_per_sec}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        ),
+    };
+    bar
+}
+
+/// Runs one transfer over `stream` and reports it.
+pub async fn run(
+    stream: Stream,
+    ends: &Ends,
+    reporter: &Reporter,
+    peer: &str,
+) -> anyhow::Result<Totals> {
+    let (input, len): (Box<dyn AsyncRead + Unpin + Send>, Option<u64>) =
+        match (&ends.send, &ends.recv) {
+            (Some(path), _) => {
+                let file = tokio::fs::File::open(path)
+                    .await
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                let len = file.metadata().await.ok().map(|m| m.len());
+                (Box::new(file), len)
+            }
+            // Receiving into a file: there is nothing to send, and stdin is left alone.
+            (None, Some(_)) => (Box::new(splice::nothing()), None),
+            (None, None) => (Box::new(tokio::io::stdin()), None),
+        };
+    let output: Box<dyn AsyncWrite + Unpin + Send> = match &ends.recv {
+        Some(path) => Box::new(
+            tokio::fs::File::create(part_path(path))
+                .await
+                .with_context(|| format!("cannot write {}", part_path(path).display()))?,
+        ),
+        None => Box::new(tokio::io::stdout()),
+    };
+    let progress = progress_bar(len, reporter, ends);
+    let result = splice::splice(stream, input, output, &progress).await;
+    progress.finish_and_clear();
+    match (result, &ends.recv) {
+        (Ok(totals), recv) => {
+            if let Some(path) = recv {
+                tokio::fs::rename(part_path(path), path)
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "cannot move the received file into place at {}",
+                            path.display()
+                        )
+                    })?;
+            }
+            reporter.done(peer, totals);
+            Ok(totals)
+        }
+        (Err(e), Some(path)) => Err(anyhow::Error::new(e).context(format!(
+            "partial data kept in {}",
+            part_path(path).display()
+        ))),
+        (Err(e), None) => Err(e.into()),
+    }
+}

@@ -1,0 +1,214 @@
+//! The node's identity: a P-256 key pair kept under the home directory (mode 0600), and the
+//! short printable node id derived from its public key.
+//!
+//! Neighbours: [`crate::addr`] carries the public key, [`crate::link`] makes certificates from
+//! the secret key and pins peers by their public key.
+
+use std::fmt;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use p256::elliptic_curve::sec1::ToEncodedPoint;
+use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
+use sha2::{Digest, Sha256};
+
+/// File name of the key inside the home directory.
+pub const KEY_FILE: &str = "identity.pem";
+
+/// Length of a compressed SEC1 P-256 public key.
+pub const PUBLIC_KEY_LEN: usize = 33;
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("cannot create home directory {path}: {source}")]
+    CreateHome {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read identity key {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot write identity key {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("identity key {path} is not a valid P-256 PKCS#8 key")]
+    Invalid { path: PathBuf },
+}
+
+/// The node's key pair.
+pub struct Identity {
+    secret: p256::SecretKey,
+}
+
+impl Identity {
+    /// Loads the key from `home`, creating the home (0700) and a new key (0600) on first use.
+    pub fn load_or_create(home: &Path) -> Result<Self, IdentityError> {
+        let path = home.join(KEY_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(pem) => {
+                let secret = p256::SecretKey::from_pkcs8_pem(&pem)
+                    .map_err(|_| IdentityError::Invalid { path: path.clone() })?;
+                Ok(Self { secret })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::create(home, &path),
+            Err(source) => Err(IdentityError::Read { path, source }),
+        }
+    }
+
+    fn create(home: &Path, path: &Path) -> Result<Self, IdentityError> {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(home)
+            .map_err(|source| IdentityError::CreateHome {
+                path: home.to_path_buf(),
+                source,
+            })?;
+        let secret = p256::SecretKey::random(&mut rand_core::OsRng);
+        let pem = secret
+            .to_pkcs8_pem(LineEnding::LF)
+            .map_err(|_| IdentityError::Invalid {
+                path: path.to_path_buf(),
+            })?;
+        let write_err = |source| IdentityError::Write {
+            path: path.to_path_buf(),
+            source,
+        };
+        // create_new: two processes starting on a fresh home must not overwrite each other's key.
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(mut file) => {
+                file.write_all(pem.as_bytes()).map_err(write_err)?;
+                file.sync_all().map_err(write_err)?;
+                Ok(Self { secret })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::load_or_create(home),
+            Err(e) => Err(write_err(e)),
+        }
+    }
+
+    pub fn public_key(&self) -> PublicKey {
+        PublicKey(self.secret.public_key())
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.public_key().id()
+    }
+
+    /// The secret key as PKCS#8 DER, for building certificates.
+    pub fn pkcs8_der(&self) -> Vec<u8> {
+        self.secret
+            .to_pkcs8_der()
+            .map(|doc| doc.as_bytes().to_vec())
+            .expect("a valid P-256 secret key always encodes as PKCS#8")
+    }
+}
+
+/// A peer's P-256 public key.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct PublicKey(p256::PublicKey);
+
+impl PublicKey {
+    /// Parses a SEC1-encoded point (compressed or not). Returns `None` for anything else.
+    pub fn from_sec1(bytes: &[u8]) -> Option<Self> {
+        p256::PublicKey::from_sec1_bytes(bytes).ok().map(Self)
+    }
+
+    /// The compressed SEC1 encoding (33 bytes).
+    pub fn to_compressed(&self) -> [u8; PUBLIC_KEY_LEN] {
+        let point = self.0.to_encoded_point(true);
+        let mut out = [0u8; PUBLIC_KEY_LEN];
+        out.copy_from_slice(point.as_bytes());
+        out
+    }
+
+    pub fn id(&self) -> NodeId {
+        let digest = Sha256::digest(self.to_compressed());
+        NodeId(crate::addr::base32_encode(&digest[..10]))
+    }
+
+    /// A stable number derived from the key (used for the default listen port).
+    pub fn fingerprint_u64(&self) -> u64 {
+        let digest = Sha256::digest(self.to_compressed());
+        u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
+    }
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({})", self.id())
+    }
+}
+
+/// The short printable id of a node: lowercase base32 of the first 80 bits of the SHA-256 of its
+/// compressed public key (16 characters).
+#[derive(Clone, PartialEq, Eq, Hash, Debug, serde::Serialize)]
+pub struct NodeId(String);
+
+impl NodeId {
+    /// Validates user input (`--allow ID`): 16 characters of the base32 alphabet.
+    pub fn parse(text: &str) -> Option<Self> {
+        let text = text.trim().to_ascii_lowercase();
+        let decoded = crate::addr::base32_decode(&text).ok()?;
+        (decoded.len() == 10 && text.len() == 16).then_some(Self(text))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn key_is_created_once_with_private_permissions() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        let first = Identity::load_or_create(&home).unwrap();
+        let second = Identity::load_or_create(&home).unwrap();
+        assert_eq!(first.public_key(), second.public_key());
+        let mode = std::fs::metadata(home.join(KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn node_id_round_trips_and_rejects_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = Identity::load_or_create(dir.path()).unwrap().id();
+        assert_eq!(id.as_str().len(), 16);
+        assert_eq!(NodeId::parse(&id.as_str().to_uppercase()), Some(id));
+        assert_eq!(NodeId::parse("not-an-id"), None);
+        assert_eq!(NodeId::parse("aaaa"), None);
+    }
+
+    #[test]
+    fn corrupt_key_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(KEY_FILE), "garbage").unwrap();
+        assert!(matches!(
+            Identity::load_or_create(dir.path()),
+            Err(IdentityError::Invalid { .. })
+        ));
+    }
+}

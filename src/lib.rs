@@ -1,0 +1,34 @@
+//! warpgate: an encrypted byte pipe between two machines, even when both sit behind NATs.
+//!
+//! # Layout
+//!
+//! - [`cli`]: clap definitions and the subcommand drivers; no networking logic.
+//! - [`identity`]: the node's P-256 key pair under its home, and the node id.
+//! - [`addr`]: the address ("ticket"): a versioned binary record and its `wg…` text form.
+//! - [`config`]: TOML config, flags and environment resolved into one [`config::Settings`].
+//! - [`net`]: interface discovery and socket helpers.
+//! - [`link`]: authenticated, encrypted, multiplexed links (TLS 1.3 + h2 over TCP, QUIC over UDP),
+//!   pinned to the peer's key, and the round trip that verifies a link end to end.
+//! - [`traversal`]: the strategy trait, the plan of attempts, and the cascade runner; one file per
+//!   strategy.
+//! - [`splice`]: stdio, files and TCP sockets ↔ link streams, with half-close and byte counts.
+//! - [`report`]: what the user sees on stderr: human lines or JSON events.
+//!
+//! Protocol constants that both ends (and the tests) must agree on live here.
+
+pub mod addr;
+pub mod cli;
+pub mod config;
+pub mod identity;
+pub mod link;
+pub mod net;
+pub mod report;
+pub mod splice;
+pub mod traversal;
+
+/// ALPN protocol id spoken on every link, TLS and QUIC alike.
+pub const ALPN: &[u8] = b"warpgate/1";
+
+/// Server name presented in TLS/QUIC handshakes. Peers are authenticated by their pinned key,
+/// never by this name.
+pub const TLS_SERVER_NAME: &str = "warpgate";

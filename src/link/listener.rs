@@ -1,0 +1,205 @@
+//! The inbound side: TCP and UDP sockets on one port, both families, accepting TLS and QUIC
+//! links concurrently. Each inbound handshake runs in its own task so a slow or hostile client
+//! cannot hold up others; a link is handed out only once the connector has verified and
+//! selected it. Dropping the [`Listener`] stops every task it started.
+
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use super::{pin, quic, tls, Link, LinkError, HANDSHAKE_TIMEOUT};
+use crate::identity::NodeId;
+use crate::net;
+
+/// How often to retry finding a port free for both TCP and UDP when the port is chosen by the OS.
+const PORT_PICK_TRIES: usize = 20;
+
+pub struct Listener {
+    port: u16,
+    incoming: mpsc::Receiver<Link>,
+    endpoints: Vec<quinn::Endpoint>,
+    _tasks: JoinSet<()>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ListenError {
+    #[error("cannot listen on port {port}: {source}")]
+    Bind { port: u16, source: std::io::Error },
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    #[error("TLS setup failed: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+struct Sockets {
+    tcp: Vec<tokio::net::TcpListener>,
+    udp: Vec<std::net::UdpSocket>,
+    port: u16,
+}
+
+/// Binds TCP and UDP on `port` for IPv4 and (when the machine has it) IPv6. Port 0 lets the OS
+/// pick one port that is free for TCP and UDP alike.
+fn bind(port: u16) -> Result<Sockets, ListenError> {
+    let tries = if port == 0 { PORT_PICK_TRIES } else { 1 };
+    let mut last_error = None;
+    for _ in 0..tries {
+        match bind_once(port) {
+            Ok(s) => return Ok(s),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(last_error.unwrap_or(ListenError::Bind {
+        port,
+        source: std::io::ErrorKind::AddrInUse.into(),
+    }))
+}
+
+fn bind_once(port: u16) -> Result<Sockets, ListenError> {
+    let err = |port| move |source| ListenError::Bind { port, source };
+    let tcp4 = net::bind_tcp_listener((Ipv4Addr::UNSPECIFIED, port).into()).map_err(err(port))?;
+    let port = tcp4.local_addr().map_err(err(port))?.port();
+    let udp4 = net::bind_udp((Ipv4Addr::UNSPECIFIED, port).into()).map_err(err(port))?;
+    let mut sockets = Sockets {
+        tcp: vec![tcp4],
+        udp: vec![udp4],
+        port,
+    };
+    // IPv6 is optional: a machine without it still listens on IPv4.
+    match (
+        net::bind_tcp_listener((Ipv6Addr::UNSPECIFIED, port).into()),
+        net::bind_udp((Ipv6Addr::UNSPECIFIED, port).into()),
+    ) {
+        (Ok(t), Ok(u)) => {
+            sockets.tcp.push(t);
+            sockets.udp.push(u);
+        }
+        (Err(e), _) | (_, Err(e)) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            return Err(ListenError::Bind { port, source: e })
+        }
+        (Err(e), _) | (_, Err(e)) => tracing::debug!("no IPv6 listener: {e}"),
+    }
+    Ok(sockets)
+}
+
+impl Listener {
+    /// Listens on `port` with the node's credentials; `allowed` restricts which peers get in.
+    pub fn bind(
+        port: u16,
+        creds: &pin::Credentials,
+        allowed: Option<Vec<NodeId>>,
+    ) -> Result<Self, ListenError> {
+        let sockets = bind(port)?;
+        let acceptor =
+            tokio_rustls::TlsAcceptor::from(Arc::new(pin::server_config(creds, allowed.clone())?));
+        let server_config = quic::server_config(creds, allowed)?;
+        let (tx, incoming) = mpsc::channel(16);
+        let mut tasks = JoinSet::new();
+        let mut endpoints = Vec::new();
+        for listener in sockets.tcp {
+            tasks.spawn(accept_tcp(listener, acceptor.clone(), tx.clone()));
+        }
+        for socket in sockets.udp {
+            let endpoint =
+                quic::endpoint(socket, Some(server_config.clone())).map_err(|source| {
+                    ListenError::Bind {
+                        port: sockets.port,
+                        source,
+                    }
+                })?;
+            endpoints.push(endpoint.clone());
+            tasks.spawn(accept_quic(endpoint, tx.clone()));
+        }
+        Ok(Self {
+            port: sockets.port,
+            incoming,
+            endpoints,
+            _tasks: tasks,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The next verified, selected inbound link.
+    pub async fn accept(&mut self) -> Option<Link> {
+        self.incoming.recv().await
+    }
+
+    /// Stops accepting and lets QUIC close notices go out (bounded).
+    pub async fn shutdown(self) {
+        drop(self._tasks);
+        for endpoint in &self.endpoints {
+            endpoint.close(quinn::VarInt::from_u32(0), b"bye");
+        }
+        let idle = async {
+            for endpoint in &self.endpoints {
+                endpoint.wait_idle().await;
+            }
+        };
+        let _ = tokio::time::timeout(super::CLOSE_TIMEOUT, idle).await;
+    }
+}
+
+/// Runs an inbound link through handshake, verification and selection; hands it on if chosen.
+async fn admit(
+    link: impl std::future::Future<Output = Result<Link, LinkError>>,
+    from: SocketAddr,
+    tx: mpsc::Sender<Link>,
+) {
+    let link = match tokio::time::timeout(HANDSHAKE_TIMEOUT, link).await {
+        Ok(Ok(link)) => link,
+        Ok(Err(e)) => return tracing::debug!(%from, "inbound handshake failed: {e}"),
+        Err(_) => return tracing::debug!(%from, "inbound handshake timed out"),
+    };
+    match link.answer().await {
+        Ok(()) => {
+            let _ = tx.send(link).await;
+        }
+        Err(e) => {
+            tracing::debug!(%from, peer = %link.info().peer.id(), "inbound link not selected: {e}")
+        }
+    }
+}
+
+async fn accept_tcp(
+    listener: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    tx: mpsc::Sender<Link>,
+) {
+    let mut handshakes = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, from)) => {
+                    let acceptor = acceptor.clone();
+                    handshakes.spawn(admit(async move { tls::accept(tcp, &acceptor).await }, from, tx.clone()));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off rather than spin.
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = handshakes.join_next() => {}
+        }
+    }
+}
+
+async fn accept_quic(endpoint: quinn::Endpoint, tx: mpsc::Sender<Link>) {
+    let mut handshakes = JoinSet::new();
+    loop {
+        tokio::select! {
+            incoming = endpoint.accept() => match incoming {
+                Some(incoming) => {
+                    let from = incoming.remote_address();
+                    handshakes.spawn(admit(quic::accept(incoming, endpoint.clone()), from, tx.clone()));
+                }
+                None => return,
+            },
+            Some(_) = handshakes.join_next() => {}
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! Links: an authenticated, encrypted, multiplexed connection to one peer, pinned to its key.
+//!
+//! Two transports share one interface: TLS 1.3 over TCP with HTTP/2 framing as the stream
+//! multiplexer ([`tls`]), and QUIC ([`quic`]). Only the connector opens streams; the listener
+//! accepts them. A link is *verified* by a round trip on its first (control) stream before the
+//! cascade counts it, and *selected* by the connector so the listener knows which of several
+//! racing links is the one in use ([`Link::verify`], [`Link::answer`]).
+//!
+//! Neighbours: [`pin`] makes certificates and verifiers; [`listener`] accepts inbound links;
+//! [`crate::traversal`] makes outbound ones; [`crate::splice`] moves bytes over the streams.
+
+pub mod listener;
+pub mod pin;
+pub mod quic;
+pub mod tls;
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+use crate::identity::PublicKey;
+
+/// How long the verification round trip may take.
+pub const VERIFY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a listener keeps a verified link waiting for the connector to select it.
+pub const SELECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a TLS or QUIC handshake may take.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a graceful close may take before the link is dropped.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// First bytes of the control stream: protocol magic and version.
+const HELLO_MAGIC: &[u8; 8] = b"WGHELLO1";
+/// The connector's word that this link is the one in use.
+const SELECT_WORD: &[u8; 4] = b"USE!";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Tcp,
+    Quic,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Quic => "quic",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("timed out during {0}")]
+    Timeout(&'static str),
+    #[error("{0}")]
+    KeyMismatch(pin::KeyMismatch),
+    #[error("refused by the peer: {0}")]
+    Refused(String),
+    #[error("connection lost: {0}")]
+    Lost(String),
+    #[error("peer spoke an unexpected protocol: {0}")]
+    Protocol(&'static str),
+    #[error(transparent)]
+    Io(#[from] io::Error),
+    #[error("TLS setup failed: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// Who the link is with and how it runs.
+#[derive(Clone, Debug)]
+pub struct LinkInfo {
+    pub peer: PublicKey,
+    pub transport: Transport,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// When this side began making the link (handshake start).
+    pub started: std::time::Instant,
+}
+
+enum Inner {
+    Tcp(tls::TlsLink),
+    Quic(quic::QuicLink),
+}
+
+/// An established link.
+pub struct Link {
+    inner: Inner,
+    info: LinkInfo,
+}
+
+impl Link {
+    pub fn info(&self) -> &LinkInfo {
+        &self.info
+    }
+
+    /// Opens a new bidirectional stream (connector side).
+    pub async fn open(&self) -> Result<Stream, LinkError> {
+        match &self.inner {
+            Inner::Tcp(l) => l.open().await,
+            Inner::Quic(l) => l.open().await,
+        }
+    }
+
+    /// The next stream the peer opened; `None` once the peer closed the link gracefully.
+    pub async fn accept(&self) -> Result<Option<Stream>, LinkError> {
+        match &self.inner {
+            Inner::Tcp(l) => l.accept().await,
+            Inner::Quic(l) => l.accept().await,
+        }
+    }
+
+    /// Resolves when the link is gone, with the reason.
+    pub async fn closed(&self) -> LinkError {
+        match &self.inner {
+            Inner::Tcp(l) => l.closed().await,
+            Inner::Quic(l) => l.closed().await,
+        }
+    }
+
+    /// Closes gracefully: what was sent is delivered, then the peer learns the link is done.
+    /// Bounded by [`CLOSE_TIMEOUT`].
+    pub async fn close(self) {
+        let done = async {
+            match self.inner {
+                Inner::Tcp(l) => l.close().await,
+                Inner::Quic(l) => l.close().await,
+            }
+        };
+        if tokio::time::timeout(CLOSE_TIMEOUT, done).await.is_err() {
+            tracing::debug!("link close timed out");
+        }
+    }
+
+    /// Connector: proves the link end to end with a round trip on a control stream.
+    pub async fn verify(&self) -> Result<Verified, LinkError> {
+        let round_trip = async {
+            let mut control = self.open().await?;
+            let nonce: [u8; 16] = rand_nonce();
+            let mut hello = HELLO_MAGIC.to_vec();
+            hello.extend_from_slice(&nonce);
+            control.send.write_all(&hello).await?;
+            control.send.flush().await?;
+            let mut echo = [0u8; 16];
+            control.recv.read_exact(&mut echo).await?;
+            if echo != nonce {
+                return Err(LinkError::Protocol("verification echo does not match"));
+            }
+            Ok(Verified { control })
+        };
+        tokio::time::timeout(VERIFY_TIMEOUT, round_trip)
+            .await
+            .map_err(|_| LinkError::Timeout("link verification"))?
+    }
+
+    /// Listener: answers the connector's verification, then waits until this link is selected.
+    /// An error means the connector chose another link or went away.
+    pub async fn answer(&self) -> Result<(), LinkError> {
+        let answer = async {
+            let mut control = self
+                .accept()
+                .await?
+                .ok_or(LinkError::Protocol("link closed before hello"))?;
+            let mut hello = [0u8; 24];
+            control.recv.read_exact(&mut hello).await?;
+            if &hello[..8] != HELLO_MAGIC {
+                return Err(LinkError::Protocol("bad hello"));
+            }
+            control.send.write_all(&hello[8..]).await?;
+            control.send.flush().await?;
+            let mut word = [0u8; 4];
+            control.recv.read_exact(&mut word).await?;
+            if &word != SELECT_WORD {
+                return Err(LinkError::Protocol("bad select word"));
+            }
+            control.send.finish().await?;
+            Ok(())
+        };
+        tokio::time::timeout(SELECT_TIMEOUT, answer)
+            .await
+            .map_err(|_| LinkError::Timeout("link selection"))?
+    }
+}
+
+/// A link that passed verification; [`Verified::select`] tells the listener it is the one.
+pub struct Verified {
+    control: Stream,
+}
+
+impl Verified {
+    /// Tells the listener this link is the one, and waits for its acknowledgement (the listener
+    /// ends its side of the control stream), so data streams are never opened on a link the
+    /// listener has not taken, and the control stream is not torn down under the select word.
+    pub async fn select(mut self) -> Result<(), LinkError> {
+        let exchange = async {
+            self.control.send.write_all(SELECT_WORD).await?;
+            self.control.send.finish().await?;
+            let mut rest = Vec::new();
+            self.control.recv.read_to_end(&mut rest).await?;
+            if rest.is_empty() {
+                Ok(())
+            } else {
+                Err(LinkError::Protocol(
+                    "unexpected bytes after the verification echo",
+                ))
+            }
+        };
+        tokio::time::timeout(VERIFY_TIMEOUT, exchange)
+            .await
+            .map_err(|_| LinkError::Timeout("link selection"))?
+    }
+}
+
+fn rand_nonce() -> [u8; 16] {
+    use rand_core::RngCore;
+    let mut nonce = [0u8; 16];
+    rand_core::OsRng.fill_bytes(&mut nonce);
+    nonce
+}
+
+/// One direction-pair of a link: bytes written to `send` arrive at the peer's `recv`.
+pub struct Stream {
+    pub send: SendStream,
+    pub recv: RecvStream,
+}
+
+/// The sending half of a stream.
+pub struct SendStream(SendInner);
+
+enum SendInner {
+    Tcp(tls::H2Send),
+    Quic(quinn::SendStream),
+}
+
+impl SendStream {
+    /// Ends the stream: the peer reads EOF after every byte written. On QUIC this waits (bounded)
+    /// until the peer acknowledged all data, so a process may exit right after.
+    pub async fn finish(&mut self) -> io::Result<()> {
+        self.shutdown().await?;
+        if let SendInner::Quic(s) = &mut self.0 {
+            match tokio::time::timeout(CLOSE_TIMEOUT, s.stopped()).await {
+                Ok(Ok(None)) => {}
+                Ok(Ok(Some(code))) => {
+                    tracing::debug!(%code, "peer stopped the stream after finish")
+                }
+                Ok(Err(e)) => return Err(io::Error::new(io::ErrorKind::ConnectionAborted, e)),
+                Err(_) => tracing::debug!("peer did not acknowledge the stream end in time"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Abandons the stream: the peer sees an error, never a clean EOF.
+    pub fn reset(&mut self) {
+        match &mut self.0 {
+            SendInner::Tcp(s) => s.reset(),
+            SendInner::Quic(s) => {
+                let _ = s.reset(quinn::VarInt::from_u32(1));
+            }
+        }
+    }
+}
+
+impl AsyncWrite for SendStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match &mut self.get_mut().0 {
+            SendInner::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            SendInner::Quic(s) => Pin::new(s).poll_write(cx, buf).map_err(io::Error::from),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().0 {
+            SendInner::Tcp(s) => Pin::new(s).poll_flush(cx),
+            SendInner::Quic(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().0 {
+            SendInner::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            SendInner::Quic(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// The receiving half of a stream. A clean EOF means the peer finished the stream; a lost link
+/// or a reset stream is an error, never an EOF.
+pub struct RecvStream(RecvInner);
+
+enum RecvInner {
+    Tcp(tls::H2Recv),
+    Quic(quinn::RecvStream),
+}
+
+impl RecvStream {
+    /// Tells the peer we will read no more.
+    pub fn stop(&mut self) {
+        match &mut self.0 {
+            RecvInner::Tcp(r) => r.stop(),
+            RecvInner::Quic(r) => {
+                let _ = r.stop(quinn::VarInt::from_u32(0));
+            }
+        }
+    }
+}
+
+impl AsyncRead for RecvStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match &mut self.get_mut().0 {
+            RecvInner::Tcp(r) => Pin::new(r).poll_read(cx, buf),
+            RecvInner::Quic(r) => Pin::new(r).poll_read(cx, buf),
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! The UDP transport: QUIC (quinn) on rustls with the node's pinned keys. Streams are QUIC
+//! streams. Keep-alives hold NAT mappings open; the idle timeout bounds how long a vanished peer
+//! goes unnoticed.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+
+use super::{
+    pin, Inner, Link, LinkError, LinkInfo, RecvInner, RecvStream, SendInner, SendStream, Stream,
+    Transport,
+};
+use crate::identity::PublicKey;
+
+/// A peer silent this long is gone.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Keep-alive interval: well under NAT UDP mapping timeouts (30 s and up).
+pub const KEEP_ALIVE: Duration = Duration::from_secs(4);
+const STREAM_WINDOW: u32 = 16 << 20;
+const CONNECTION_WINDOW: u32 = 32 << 20;
+const MAX_STREAMS: u32 = 4096;
+
+fn transport_config() -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    t.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
+        IDLE_TIMEOUT.as_millis() as u32,
+    ))));
+    t.keep_alive_interval(Some(KEEP_ALIVE));
+    t.stream_receive_window(quinn::VarInt::from_u32(STREAM_WINDOW));
+    t.receive_window(quinn::VarInt::from_u32(CONNECTION_WINDOW));
+    t.send_window(u64::from(CONNECTION_WINDOW));
+    t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(MAX_STREAMS));
+    t.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
+    Arc::new(t)
+}
+
+/// The server half of an endpoint, for listeners.
+pub fn server_config(
+    creds: &pin::Credentials,
+    allowed: Option<Vec<crate::identity::NodeId>>,
+) -> Result<quinn::ServerConfig, LinkError> {
+    let tls = pin::server_config(creds, allowed)?;
+    let crypto = QuicServerConfig::try_from(tls)
+        .map_err(|_| LinkError::Protocol("TLS config unfit for QUIC"))?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    config.transport_config(transport_config());
+    Ok(config)
+}
+
+/// A QUIC endpoint on an already bound UDP socket (so the mapping learned on it is the one used).
+pub fn endpoint(
+    socket: std::net::UdpSocket,
+    server: Option<quinn::ServerConfig>,
+) -> std::io::Result<quinn::Endpoint> {
+    let runtime =
+        quinn::default_runtime().ok_or_else(|| std::io::Error::other("no async runtime"))?;
+    quinn::Endpoint::new(quinn::EndpointConfig::default(), server, socket, runtime)
+}
+
+pub(super) struct QuicLink {
+    connection: quinn::Connection,
+    endpoint: quinn::Endpoint,
+    /// An endpoint made for this link alone is closed with it.
+    owns_endpoint: bool,
+}
+
+fn local_addr(connection: &quinn::Connection, endpoint: &quinn::Endpoint) -> SocketAddr {
+    let bound = endpoint
+        .local_addr()
+        .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
+    SocketAddr::new(connection.local_ip().unwrap_or(bound.ip()), bound.port())
+}
+
+fn connection_error(
+    e: quinn::ConnectionError,
+    mismatch: Option<&std::sync::Mutex<Option<pin::KeyMismatch>>>,
+) -> LinkError {
+    if let Some(m) = mismatch.and_then(|m| m.lock().ok().and_then(|g| g.clone())) {
+        return LinkError::KeyMismatch(m);
+    }
+    // TLS alert 49 (access_denied) arrives as QUIC crypto error 0x100 + 49.
+    const ACCESS_DENIED: u64 = 0x100 + 49;
+    match e {
+        quinn::ConnectionError::ConnectionClosed(ref close)
+            if u64::from(close.error_code) == ACCESS_DENIED =>
+        {
+            LinkError::Refused("this node is not in the listener's --allow list".into())
+        }
+        quinn::ConnectionError::TimedOut => LinkError::Timeout("QUIC handshake"),
+        quinn::ConnectionError::ApplicationClosed(_) | quinn::ConnectionError::LocallyClosed => {
+            LinkError::Lost(format!("{e}"))
+        }
+        e => LinkError::Lost(e.to_string()),
+    }
+}
+
+/// Connector side: a QUIC connection from `endpoint` to `remote`, pinned to `expected`.
+/// `owns_endpoint` says whether closing the link should also close the endpoint.
+pub async fn connect(
+    endpoint: quinn::Endpoint,
+    owns_endpoint: bool,
+    remote: SocketAddr,
+    creds: &pin::Credentials,
+    expected: PublicKey,
+) -> Result<Link, LinkError> {
+    let started = std::time::Instant::now();
+    let (tls, mismatch) = pin::client_config(creds, expected)?;
+    let crypto = QuicClientConfig::try_from(tls)
+        .map_err(|_| LinkError::Protocol("TLS config unfit for QUIC"))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    config.transport_config(transport_config());
+    let connecting = endpoint
+        .connect_with(config, remote, crate::TLS_SERVER_NAME)
+        .map_err(|e| LinkError::Io(std::io::Error::other(e)))?;
+    let connection = connecting
+        .await
+        .map_err(|e| connection_error(e, Some(&mismatch)))?;
+    let local = local_addr(&connection, &endpoint);
+    Ok(Link {
+        inner: Inner::Quic(QuicLink {
+            connection,
+            endpoint,
+            owns_endpoint,
+        }),
+        info: LinkInfo {
+            peer: expected,
+            transport: Transport::Quic,
+            local,
+            remote,
+            started,
+        },
+    })
+}
+
+/// Listener side: completes an inbound QUIC handshake (client key checked by the verifier).
+pub async fn accept(
+    incoming: quinn::Incoming,
+    endpoint: quinn::Endpoint,
+) -> Result<Link, LinkError> {
+    let started = std::time::Instant::now();
+    let remote = incoming.remote_address();
+    let connection = incoming.await.map_err(|e| connection_error(e, None))?;
+    let certs = connection.peer_identity().and_then(|any| {
+        any.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+            .ok()
+    });
+    let peer = pin::peer_key(certs.as_deref().map(|c| c.as_slice()))
+        .ok_or(LinkError::Protocol("peer sent no key"))?;
+    let local = local_addr(&connection, &endpoint);
+    Ok(Link {
+        inner: Inner::Quic(QuicLink {
+            connection,
+            endpoint,
+            owns_endpoint: false,
+        }),
+        info: LinkInfo {
+            peer,
+            transport: Transport::Quic,
+            local,
+            remote,
+            started,
+        },
+    })
+}
+
+impl QuicLink {
+    pub(super) async fn open(&self) -> Result<Stream, LinkError> {
+        let (send, recv) = self
+            .connection
+            .open_bi()
+            .await
+            .map_err(|e| connection_error(e, None))?;
+        Ok(Stream {
+            send: SendStream(SendInner::Quic(send)),
+            recv: RecvStream(RecvInner::Quic(recv)),
+        })
+    }
+
+    pub(super) async fn accept(&self) -> Result<Option<Stream>, LinkError> {
+        match self.connection.accept_bi().await {
+            Ok((send, recv)) => Ok(Some(Stream {
+                send: SendStream(SendInner::Quic(send)),
+                recv: RecvStream(RecvInner::Quic(recv)),
+            })),
+            Err(quinn::ConnectionError::ApplicationClosed(_)) => Ok(None),
+            Err(e) => Err(connection_error(e, None)),
+        }
+    }
+
+    pub(super) async fn closed(&self) -> LinkError {
+        connection_error(self.connection.closed().await, None)
+    }
+
+    pub(super) async fn close(self) {
+        self.connection.close(quinn::VarInt::from_u32(0), b"done");
+        if self.owns_endpoint {
+            // Lets the CONNECTION_CLOSE go out (and be retransmitted) before the socket goes.
+            self.endpoint.wait_idle().await;
+        }
+    }
+}

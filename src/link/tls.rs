@@ -1,0 +1,410 @@
+//! The TCP transport: TLS 1.3 (tokio-rustls) carrying HTTP/2 framing (h2) as the stream
+//! multiplexer. h2 gives per-stream flow control and, unlike simpler multiplexers, tells a
+//! cleanly finished stream (END_STREAM) from a dropped connection (an error), which is what lets
+//! warpgate report an interrupted transfer instead of a short one.
+//!
+//! The connector is the HTTP/2 client (it opens streams, one request per stream); the listener
+//! is the server (one response per stream). Headers are minimal; bytes travel as DATA frames.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio_util::task::AbortOnDropHandle;
+
+use super::{
+    pin, Inner, Link, LinkError, LinkInfo, RecvInner, RecvStream, SendInner, SendStream, Stream,
+    Transport,
+};
+
+/// Per-stream flow-control window: large enough to keep a loopback pipe full.
+const STREAM_WINDOW: u32 = 8 << 20;
+/// Connection-wide flow-control window.
+const CONNECTION_WINDOW: u32 = 16 << 20;
+/// Largest DATA frame we accept (the peer's frames are split at this size).
+const MAX_FRAME: u32 = 1 << 20;
+/// Data h2 may buffer per stream before asking the writer to wait.
+const SEND_BUFFER: usize = 4 << 20;
+/// Most bytes taken from one `poll_write`.
+const MAX_WRITE: usize = 1 << 20;
+/// Streams the listener lets one connector have open at once.
+const MAX_STREAMS: u32 = 4096;
+
+pub(super) struct TlsLink {
+    role: Role,
+    driver: Mutex<Option<AbortOnDropHandle<Result<(), h2::Error>>>>,
+    /// Fires with the reason when the connection ends.
+    lost: Mutex<Option<oneshot::Receiver<String>>>,
+}
+
+enum Role {
+    Client(h2::client::SendRequest<Bytes>),
+    Server {
+        incoming: Mutex<mpsc::UnboundedReceiver<Stream>>,
+        shutdown: Mutex<Option<oneshot::Sender<()>>>,
+    },
+}
+
+fn map_tls_error(
+    e: io::Error,
+    mismatch: Option<&std::sync::Mutex<Option<pin::KeyMismatch>>>,
+) -> LinkError {
+    if let Some(m) = mismatch.and_then(|m| m.lock().ok().and_then(|g| g.clone())) {
+        return LinkError::KeyMismatch(m);
+    }
+    match e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    {
+        Some(rustls::Error::AlertReceived(rustls::AlertDescription::AccessDenied)) => {
+            LinkError::Refused("this node is not in the listener's --allow list".into())
+        }
+        Some(rustls::Error::AlertReceived(alert)) => {
+            LinkError::Refused(format!("TLS alert {alert:?}"))
+        }
+        _ => LinkError::Io(e),
+    }
+}
+
+/// Connector side: TLS client handshake pinned to `expected`, then HTTP/2.
+pub async fn connect(
+    tcp: TcpStream,
+    creds: &pin::Credentials,
+    expected: crate::identity::PublicKey,
+) -> Result<Link, LinkError> {
+    let started = std::time::Instant::now();
+    let (local, remote) = (tcp.local_addr()?, tcp.peer_addr()?);
+    tcp.set_nodelay(true)?;
+    let (config, mismatch) = pin::client_config(creds, expected)?;
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let name = rustls::pki_types::ServerName::try_from(crate::TLS_SERVER_NAME)
+        .map_err(|_| LinkError::Protocol("invalid server name"))?;
+    let tls = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| map_tls_error(e, Some(&mismatch)))?;
+    let (send_request, connection) = h2::client::Builder::new()
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(MAX_FRAME)
+        .max_send_buffer_size(SEND_BUFFER)
+        .handshake::<_, Bytes>(tls)
+        .await
+        .map_err(h2_error)?;
+    let (lost_tx, lost_rx) = oneshot::channel();
+    let driver = tokio::spawn(async move {
+        let result = connection.await;
+        let _ = lost_tx.send(describe_end(&result));
+        result
+    });
+    Ok(Link {
+        inner: Inner::Tcp(TlsLink {
+            role: Role::Client(send_request),
+            driver: Mutex::new(Some(AbortOnDropHandle::new(driver))),
+            lost: Mutex::new(Some(lost_rx)),
+        }),
+        info: LinkInfo {
+            peer: expected,
+            transport: Transport::Tcp,
+            local,
+            remote,
+            started,
+        },
+    })
+}
+
+/// Listener side: TLS server handshake (client key checked by the acceptor's verifier), then
+/// HTTP/2. Returns the link and the peer key.
+pub async fn accept(
+    tcp: TcpStream,
+    acceptor: &tokio_rustls::TlsAcceptor,
+) -> Result<Link, LinkError> {
+    let started = std::time::Instant::now();
+    let (local, remote) = (tcp.local_addr()?, tcp.peer_addr()?);
+    tcp.set_nodelay(true)?;
+    let tls = acceptor
+        .accept(tcp)
+        .await
+        .map_err(|e| map_tls_error(e, None))?;
+    let peer = pin::peer_key(tls.get_ref().1.peer_certificates())
+        .ok_or(LinkError::Protocol("peer sent no key"))?;
+    let mut connection = h2::server::Builder::new()
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(MAX_FRAME)
+        .max_send_buffer_size(SEND_BUFFER)
+        .max_concurrent_streams(MAX_STREAMS)
+        .handshake::<_, Bytes>(tls)
+        .await
+        .map_err(h2_error)?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (shutdown_tx, mut shutdown_rx) = oneshot::channel::<()>();
+    let (lost_tx, lost_rx) = oneshot::channel();
+    let driver = tokio::spawn(async move {
+        let result = async {
+            let mut shutting_down = false;
+            loop {
+                let next = tokio::select! {
+                    next = connection.accept() => next,
+                    _ = &mut shutdown_rx, if !shutting_down => {
+                        shutting_down = true;
+                        connection.graceful_shutdown();
+                        continue;
+                    }
+                };
+                let Some(next) = next else { return Ok(()) };
+                let (request, mut respond) = next?;
+                let send = respond.send_response(http::Response::new(()), false)?;
+                let stream = Stream {
+                    send: SendStream(SendInner::Tcp(H2Send {
+                        inner: send,
+                        finished: false,
+                    })),
+                    recv: RecvStream(RecvInner::Tcp(H2Recv::body(request.into_body()))),
+                };
+                // The receiver may be gone (link being closed); the stream is then dropped (reset).
+                let _ = tx.send(stream);
+            }
+        }
+        .await;
+        let _ = lost_tx.send(describe_end(&result));
+        result
+    });
+    Ok(Link {
+        inner: Inner::Tcp(TlsLink {
+            role: Role::Server {
+                incoming: Mutex::new(rx),
+                shutdown: Mutex::new(Some(shutdown_tx)),
+            },
+            driver: Mutex::new(Some(AbortOnDropHandle::new(driver))),
+            lost: Mutex::new(Some(lost_rx)),
+        }),
+        info: LinkInfo {
+            peer,
+            transport: Transport::Tcp,
+            local,
+            remote,
+            started,
+        },
+    })
+}
+
+fn describe_end(result: &Result<(), h2::Error>) -> String {
+    match result {
+        Ok(()) => "closed by the peer".into(),
+        Err(e) => describe(e),
+    }
+}
+
+/// h2 errors carry either an I/O error (the connection broke) or a protocol reason.
+fn describe(e: &h2::Error) -> String {
+    match e.get_io() {
+        Some(io) if io.kind() == io::ErrorKind::UnexpectedEof => {
+            "the peer's connection ended without a clean close".into()
+        }
+        Some(io) => io.to_string(),
+        None if e.is_go_away() || e.is_remote() => format!("peer ended the link ({e})"),
+        None => e.to_string(),
+    }
+}
+
+fn h2_error(e: h2::Error) -> LinkError {
+    LinkError::Lost(describe(&e))
+}
+
+fn h2_io(e: h2::Error) -> io::Error {
+    if e.is_io() {
+        return e
+            .into_io()
+            .unwrap_or_else(|| io::Error::other("h2 I/O error"));
+    }
+    let kind = if e.is_reset() {
+        io::ErrorKind::ConnectionReset
+    } else {
+        io::ErrorKind::ConnectionAborted
+    };
+    io::Error::new(kind, e)
+}
+
+impl TlsLink {
+    pub(super) async fn open(&self) -> Result<Stream, LinkError> {
+        let Role::Client(send_request) = &self.role else {
+            return Err(LinkError::Protocol("only the connector opens streams"));
+        };
+        let mut ready = send_request.clone().ready().await.map_err(h2_error)?;
+        let request = http::Request::builder()
+            .method(http::Method::POST)
+            .uri("https://warpgate/")
+            .body(())
+            .map_err(|_| LinkError::Protocol("cannot build stream request"))?;
+        let (response, send) = ready.send_request(request, false).map_err(h2_error)?;
+        Ok(Stream {
+            send: SendStream(SendInner::Tcp(H2Send {
+                inner: send,
+                finished: false,
+            })),
+            recv: RecvStream(RecvInner::Tcp(H2Recv {
+                state: RecvState::Waiting(response),
+                chunk: Bytes::new(),
+            })),
+        })
+    }
+
+    pub(super) async fn accept(&self) -> Result<Option<Stream>, LinkError> {
+        let Role::Server { incoming, .. } = &self.role else {
+            return Err(LinkError::Protocol("only the listener accepts streams"));
+        };
+        Ok(incoming.lock().await.recv().await)
+    }
+
+    pub(super) async fn closed(&self) -> LinkError {
+        let Some(rx) = self.lost.lock().await.take() else {
+            return LinkError::Lost("link already closed".into());
+        };
+        LinkError::Lost(rx.await.unwrap_or_else(|_| "link dropped".into()))
+    }
+
+    pub(super) async fn close(self) {
+        match self.role {
+            // Dropping the last request handle lets the client connection finish and flush.
+            Role::Client(send_request) => drop(send_request),
+            Role::Server { shutdown, .. } => {
+                if let Some(tx) = shutdown.lock().await.take() {
+                    let _ = tx.send(());
+                }
+            }
+        }
+        if let Some(driver) = self.driver.lock().await.take() {
+            let _ = driver.await;
+        }
+    }
+}
+
+/// Sending half of an h2 stream as an `AsyncWrite`.
+pub(crate) struct H2Send {
+    inner: h2::SendStream<Bytes>,
+    finished: bool,
+}
+
+impl H2Send {
+    pub(super) fn reset(&mut self) {
+        self.inner.send_reset(h2::Reason::CANCEL);
+    }
+}
+
+impl AsyncWrite for H2Send {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        loop {
+            let capacity = self.inner.capacity();
+            if capacity > 0 {
+                let n = capacity.min(buf.len());
+                self.inner
+                    .send_data(Bytes::copy_from_slice(&buf[..n]), false)
+                    .map_err(h2_io)?;
+                return Poll::Ready(Ok(n));
+            }
+            self.inner.reserve_capacity(buf.len().min(MAX_WRITE));
+            match ready!(self.inner.poll_capacity(cx)) {
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Poll::Ready(Err(h2_io(e))),
+                None => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::BrokenPipe,
+                        "stream closed by the peer",
+                    )))
+                }
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // h2 writes buffered frames as fast as flow control allows; there is nothing to push.
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if !self.finished {
+            self.inner.send_data(Bytes::new(), true).map_err(h2_io)?;
+            self.finished = true;
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+enum RecvState {
+    /// Connector side: the listener's response (and with it the body) has not arrived yet.
+    Waiting(h2::client::ResponseFuture),
+    Body(h2::RecvStream),
+    Stopped,
+}
+
+/// Receiving half of an h2 stream as an `AsyncRead`.
+pub(crate) struct H2Recv {
+    state: RecvState,
+    chunk: Bytes,
+}
+
+impl H2Recv {
+    fn body(body: h2::RecvStream) -> Self {
+        Self {
+            state: RecvState::Body(body),
+            chunk: Bytes::new(),
+        }
+    }
+
+    pub(super) fn stop(&mut self) {
+        // Dropping the body tells h2 we will not read it; the peer's writes then fail.
+        self.state = RecvState::Stopped;
+        self.chunk = Bytes::new();
+    }
+}
+
+impl AsyncRead for H2Recv {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        loop {
+            if !self.chunk.is_empty() {
+                let n = self.chunk.len().min(buf.remaining());
+                buf.put_slice(&self.chunk.split_to(n));
+                return Poll::Ready(Ok(()));
+            }
+            let this = &mut *self;
+            match &mut this.state {
+                RecvState::Waiting(response) => {
+                    let response = ready!(Pin::new(response).poll(cx)).map_err(h2_io)?;
+                    this.state = RecvState::Body(response.into_body());
+                }
+                RecvState::Body(body) => match ready!(body.poll_data(cx)) {
+                    None => return Poll::Ready(Ok(())),
+                    Some(Ok(chunk)) => {
+                        let _ = body.flow_control().release_capacity(chunk.len());
+                        this.chunk = chunk;
+                    }
+                    Some(Err(e)) => return Poll::Ready(Err(h2_io(e))),
+                },
+                RecvState::Stopped => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::BrokenPipe,
+                        "stream was stopped",
+                    )))
+                }
+            }
+        }
+    }
+}

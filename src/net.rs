@@ -1,0 +1,106 @@
+//! Network helpers: the node's usable interface addresses, sockets bound the way warpgate needs
+//! them (reuse-addr, one family per socket, large buffers), and the listen port derived from
+//! the identity.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// First port of the range the identity-derived listen port is taken from. The range stays below
+/// Linux's ephemeral ports (32768 and up) so outgoing connections do not collide with it.
+const DERIVED_PORT_BASE: u16 = 10_000;
+const DERIVED_PORT_SPAN: u16 = 22_000;
+/// Socket buffer size asked for UDP sockets; QUIC throughput suffers with the small defaults.
+const UDP_BUFFER_BYTES: usize = 4 << 20;
+
+/// The listen port for an identity: stable for a home, spread over a range to avoid collisions.
+pub fn derived_port(fingerprint: u64) -> u16 {
+    DERIVED_PORT_BASE + (fingerprint % u64::from(DERIVED_PORT_SPAN)) as u16
+}
+
+/// Addresses of this machine's interfaces a peer could reach: loopback included (two homes on one
+/// machine), link-local, multicast and unspecified addresses left out.
+pub fn interface_ips() -> io::Result<Vec<IpAddr>> {
+    let mut ips: Vec<IpAddr> = if_addrs::get_if_addrs()?
+        .into_iter()
+        .map(|iface| iface.ip())
+        .filter(|ip| is_usable(*ip))
+        .collect();
+    ips.sort_by_key(|ip| (ip.is_loopback(), ip.is_ipv6()));
+    ips.dedup();
+    Ok(ips)
+}
+
+fn is_usable(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => !v4.is_unspecified() && !v4.is_link_local() && !v4.is_multicast(),
+        IpAddr::V6(v6) => {
+            !v6.is_unspecified() && !v6.is_multicast() && (v6.segments()[0] & 0xffc0) != 0xfe80
+        }
+    }
+}
+
+fn socket_for(addr: SocketAddr, ty: Type, protocol: Protocol) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), ty, Some(protocol))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket)
+}
+
+/// A listening TCP socket on `addr` (one family only).
+pub fn bind_tcp_listener(addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
+    let socket = socket_for(addr, Type::STREAM, Protocol::TCP)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    tokio::net::TcpListener::from_std(socket.into())
+}
+
+/// A UDP socket on `addr` (one family only) with large buffers, for QUIC.
+pub fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    let socket = socket_for(addr, Type::DGRAM, Protocol::UDP)?;
+    // Best effort: the kernel caps these at net.core.{r,w}mem_max.
+    let _ = socket.set_recv_buffer_size(UDP_BUFFER_BYTES);
+    let _ = socket.set_send_buffer_size(UDP_BUFFER_BYTES);
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}
+
+/// The unspecified address of `addr`'s family with port 0, for outgoing sockets.
+pub fn any_addr_like(addr: &SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_port_is_in_range_and_stable() {
+        for f in [0, 1, u64::MAX, 123_456_789] {
+            let p = derived_port(f);
+            assert!((DERIVED_PORT_BASE..DERIVED_PORT_BASE + DERIVED_PORT_SPAN).contains(&p));
+            assert_eq!(p, derived_port(f));
+        }
+    }
+
+    #[test]
+    fn link_local_is_not_usable() {
+        assert!(!is_usable("fe80::1".parse().unwrap()));
+        assert!(!is_usable("169.254.1.1".parse().unwrap()));
+        assert!(is_usable("127.0.0.1".parse().unwrap()));
+        assert!(is_usable("2001:db8::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn interfaces_include_loopback() {
+        let ips = interface_ips().unwrap();
+        assert!(ips.iter().any(|ip| ip.is_loopback()), "{ips:?}");
+    }
+}

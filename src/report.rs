@@ -1,0 +1,115 @@
+//! What the user sees on stderr besides logs: how to connect, the `connected` line, the outcome.
+//! Human lines by default; with `--json`, one JSON object per line (`{"event": …}`), so scripts
+//! and tests never scrape prose. Stdout is never touched here: it carries data only.
+
+use std::io::Write;
+
+use serde::Serialize;
+
+/// How events are shown.
+#[derive(Clone, Copy, Debug)]
+pub struct Reporter {
+    pub json: bool,
+    pub quiet: bool,
+}
+
+/// The link that came up (DESIGN.md §1).
+#[derive(Clone, Debug, Serialize)]
+pub struct Connected {
+    pub peer: String,
+    pub method: String,
+    pub transport: &'static str,
+    pub path: &'static str,
+    pub local: String,
+    pub remote: String,
+    pub setup_ms: u64,
+}
+
+impl Reporter {
+    fn emit(&self, event: &str, fields: impl Serialize, human: impl FnOnce() -> String) {
+        let line = if self.json {
+            let mut value = serde_json::to_value(fields).unwrap_or(serde_json::Value::Null);
+            if let serde_json::Value::Object(map) = &mut value {
+                map.insert("event".into(), event.into());
+            }
+            value.to_string()
+        } else if self.quiet {
+            return;
+        } else {
+            human()
+        };
+        // stderr may be closed too; nothing useful to do about it then.
+        let _ = writeln!(std::io::stderr().lock(), "{line}");
+    }
+
+    pub fn listening(&self, id: &str, addr: &str, port: u16) {
+        #[derive(Serialize)]
+        struct Listening<'a> {
+            id: &'a str,
+            addr: &'a str,
+            port: u16,
+        }
+        self.emit("listening", Listening { id, addr, port }, || {
+            format!("warpgate: listening as {id} on port {port}; connect with:\n  warpgate connect {addr}")
+        });
+    }
+
+    pub fn connected(&self, c: &Connected) {
+        self.emit("connected", c, || {
+            format!(
+                "warpgate: connected to {} via {} ({}, {}) {} -> {} in {} ms",
+                c.peer, c.method, c.transport, c.path, c.local, c.remote, c.setup_ms
+            )
+        });
+    }
+
+    pub fn forwarding(&self, local: &str, direction: &str) {
+        #[derive(Serialize)]
+        struct Forwarding<'a> {
+            local: &'a str,
+            direction: &'a str,
+        }
+        self.emit("forwarding", Forwarding { local, direction }, || {
+            format!("warpgate: forwarding {direction} {local}")
+        });
+    }
+
+    /// A transfer (one peer's stdio or file exchange) finished.
+    pub fn done(&self, peer: &str, totals: crate::splice::Totals) {
+        #[derive(Serialize)]
+        struct Done<'a> {
+            peer: &'a str,
+            sent: u64,
+            received: u64,
+        }
+        // Quiet in human mode: the data itself is the result; `-v` logs carry the counts.
+        if self.json {
+            self.emit(
+                "done",
+                Done {
+                    peer,
+                    sent: totals.sent,
+                    received: totals.received,
+                },
+                String::new,
+            );
+        } else {
+            tracing::info!(
+                peer,
+                sent = totals.sent,
+                received = totals.received,
+                "transfer complete"
+            );
+        }
+    }
+
+    /// The final error: a one-line message.
+    pub fn error(&self, message: &str) {
+        let line = if self.json {
+            serde_json::json!({ "event": "error", "message": message }).to_string()
+        } else {
+            format!("warpgate: error: {message}")
+        };
+        let _ = writeln!(std::io::stderr().lock(), "{line}");
+    }
+}

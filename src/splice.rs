@@ -1,0 +1,241 @@
+//! Splicing: moves bytes between a local end (stdio, a file, a TCP socket) and a link stream,
+//! both directions at once, with half-close: EOF on the local reader finishes our send side; the
+//! peer finishing its side ends the local writer. Byte counts feed the progress bar.
+//!
+//! A failure on one side cancels the other, and the stream is reset, never finished, so the peer
+//! sees an interrupted transfer as an error rather than as a short clean one.
+
+use std::io;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::link::{SendStream, Stream};
+
+/// Size of each direction's copy buffer.
+const BUFFER: usize = 256 << 10;
+
+/// How a splice went wrong, by side.
+#[derive(Debug, thiserror::Error)]
+pub enum SpliceError {
+    /// The link failed (peer gone, stream reset): the transfer is incomplete.
+    #[error("transfer interrupted after {sent} bytes sent and {received} received: {source}")]
+    Interrupted {
+        sent: u64,
+        received: u64,
+        source: io::Error,
+    },
+    /// Reading the local input failed.
+    #[error("reading local input failed: {0}")]
+    LocalRead(io::Error),
+    /// Writing the local output failed; `BrokenPipe` means the reader went away (`| head`).
+    #[error("writing local output failed: {0}")]
+    LocalWrite(io::Error),
+}
+
+impl SpliceError {
+    /// Our local output was closed by its reader: end quietly, as `cat | head` does.
+    pub fn is_closed_output(&self) -> bool {
+        matches!(self, SpliceError::LocalWrite(e) if e.kind() == io::ErrorKind::BrokenPipe)
+    }
+}
+
+/// Bytes moved in each direction.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Totals {
+    pub sent: u64,
+    pub received: u64,
+}
+
+/// What the send side of a splice needs beyond `AsyncWrite`: ending cleanly or abandoning.
+#[allow(async_fn_in_trait)]
+pub trait Outbound: AsyncWrite + Unpin {
+    /// The peer reads EOF after every byte written.
+    async fn finish(&mut self) -> io::Result<()>;
+    /// The peer sees an error.
+    fn abandon(&mut self);
+}
+
+impl Outbound for SendStream {
+    async fn finish(&mut self) -> io::Result<()> {
+        SendStream::finish(self).await
+    }
+
+    fn abandon(&mut self) {
+        self.reset();
+    }
+}
+
+/// Counts bytes as they move (drives the progress bar; a hidden bar costs an atomic add).
+pub type Progress = indicatif::ProgressBar;
+
+/// Copies `input` into `send` until EOF, then finishes `send`. Reset on failure.
+pub async fn send_all<R, S>(
+    input: &mut R,
+    send: &mut S,
+    progress: &Progress,
+) -> Result<u64, SpliceError>
+where
+    R: AsyncRead + Unpin,
+    S: Outbound,
+{
+    let mut buf = vec![0u8; BUFFER];
+    let mut total = 0u64;
+    loop {
+        let n = match input.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => {
+                send.abandon();
+                return Err(SpliceError::LocalRead(e));
+            }
+        };
+        if let Err(e) = send.write_all(&buf[..n]).await {
+            send.abandon();
+            return Err(SpliceError::Interrupted {
+                sent: total,
+                received: 0,
+                source: e,
+            });
+        }
+        total += n as u64;
+        progress.inc(n as u64);
+    }
+    send.finish().await.map_err(|e| SpliceError::Interrupted {
+        sent: total,
+        received: 0,
+        source: e,
+    })?;
+    Ok(total)
+}
+
+/// Copies `recv` into `output` until the peer finishes, then flushes and shuts `output` down.
+pub async fn receive_all<R, W>(
+    recv: &mut R,
+    output: &mut W,
+    progress: &Progress,
+) -> Result<u64, SpliceError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; BUFFER];
+    let mut total = 0u64;
+    loop {
+        let n = match recv.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) => {
+                return Err(SpliceError::Interrupted {
+                    sent: 0,
+                    received: total,
+                    source: e,
+                })
+            }
+        };
+        output
+            .write_all(&buf[..n])
+            .await
+            .map_err(SpliceError::LocalWrite)?;
+        total += n as u64;
+        progress.inc(n as u64);
+    }
+    output.flush().await.map_err(SpliceError::LocalWrite)?;
+    output.shutdown().await.map_err(SpliceError::LocalWrite)?;
+    Ok(total)
+}
+
+/// Both directions of `stream` against a local reader and writer, concurrently. Returns when
+/// both are done, or at the first failure (the other direction is then dropped).
+pub async fn splice<R, W>(
+    stream: Stream,
+    mut input: R,
+    mut output: W,
+    progress: &Progress,
+) -> Result<Totals, SpliceError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let Stream { mut send, mut recv } = stream;
+    let result = tokio::try_join!(
+        send_all(&mut input, &mut send, progress),
+        receive_all(&mut recv, &mut output, progress)
+    );
+    match result {
+        Ok((sent, received)) => Ok(Totals { sent, received }),
+        Err(e) => {
+            send.reset();
+            recv.stop();
+            Err(e)
+        }
+    }
+}
+
+/// Splices a TCP connection with a stream (port forwarding), both directions.
+pub async fn splice_tcp(stream: Stream, tcp: tokio::net::TcpStream) -> Result<Totals, SpliceError> {
+    let _ = tcp.set_nodelay(true);
+    let (read, write) = tcp.into_split();
+    splice(stream, read, write, &Progress::hidden()).await
+}
+
+/// A receiver that never yields data: the send side of a receive-only transfer.
+pub fn nothing() -> tokio::io::Empty {
+    tokio::io::empty()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::DuplexStream;
+
+    impl Outbound for DuplexStream {
+        async fn finish(&mut self) -> io::Result<()> {
+            self.shutdown().await
+        }
+        fn abandon(&mut self) {}
+    }
+
+    #[tokio::test]
+    async fn send_all_copies_and_finishes() {
+        let data: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+        let (mut near, mut far) = tokio::io::duplex(64 << 10);
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            far.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        let sent = send_all(&mut data.as_slice(), &mut near, &Progress::hidden())
+            .await
+            .unwrap();
+        assert_eq!(sent, data.len() as u64);
+        assert_eq!(reader.await.unwrap(), data);
+    }
+
+    #[tokio::test]
+    async fn receive_all_reports_a_broken_input_as_interrupted() {
+        struct Broken(u8);
+        impl AsyncRead for Broken {
+            fn poll_read(
+                mut self: std::pin::Pin<&mut Self>,
+                _: &mut std::task::Context<'_>,
+                buf: &mut tokio::io::ReadBuf<'_>,
+            ) -> std::task::Poll<io::Result<()>> {
+                if self.0 == 0 {
+                    return std::task::Poll::Ready(Err(io::ErrorKind::ConnectionReset.into()));
+                }
+                self.0 -= 1;
+                buf.put_slice(b"abc");
+                std::task::Poll::Ready(Ok(()))
+            }
+        }
+        let mut out = Vec::new();
+        let err = receive_all(&mut Broken(2), &mut out, &Progress::hidden())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, SpliceError::Interrupted { received: 6, .. }),
+            "{err}"
+        );
+        assert_eq!(out, b"abcabc");
+    }
+}

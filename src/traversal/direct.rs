@@ -1,0 +1,178 @@
+//! `direct`: dial every candidate address of the peer over TCP and QUIC at once, closer
+//! candidates first on a happy-eyeballs stagger. Works whenever the peer is reachable as it
+//! stands: same machine, same LAN, a public host, or a forwarded port.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+
+use super::{Attempt, Context, LocalFacts, Phase, Strategy};
+use crate::addr::Address;
+use crate::link::{quic, tls, Link, LinkError, Transport, HANDSHAKE_TIMEOUT};
+use crate::net;
+
+/// Gap between candidates of successive ranks (happy eyeballs).
+pub const CANDIDATE_STAGGER: Duration = Duration::from_millis(30);
+/// How long a TCP connect may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct Direct;
+
+/// Lower ranks are tried first: loopback (same machine; refused at once elsewhere), then
+/// private networks (same LAN), then everything else.
+fn rank(ip: IpAddr) -> u32 {
+    match ip {
+        ip if ip.is_loopback() => 0,
+        IpAddr::V4(v4) if v4.is_private() => 1,
+        IpAddr::V6(v6) if (v6.segments()[0] & 0xfe00) == 0xfc00 => 1,
+        _ => 2,
+    }
+}
+
+/// Whether this machine has any address of `ip`'s family (and, for non-loopback targets, a
+/// non-loopback one), so attempts that cannot possibly leave are not planned.
+fn reachable_family(ip: IpAddr, local: &LocalFacts) -> bool {
+    local
+        .interface_ips
+        .iter()
+        .any(|l| l.is_ipv4() == ip.is_ipv4() && (ip.is_loopback() || !l.is_loopback()))
+}
+
+impl Strategy for Direct {
+    fn name(&self) -> &'static str {
+        "direct"
+    }
+
+    fn phase(&self) -> Phase {
+        Phase::Direct
+    }
+
+    fn plan(&self, peer: &Address, local: &LocalFacts) -> Vec<Attempt> {
+        let mut remotes: Vec<SocketAddr> = peer
+            .candidates
+            .iter()
+            .map(|c| c.addr)
+            .filter(|a| a.port() != 0 && reachable_family(a.ip(), local))
+            .collect();
+        remotes.sort_by_key(|a| (rank(a.ip()), a.is_ipv6()));
+        remotes.dedup();
+        let mut attempts = Vec::new();
+        let mut slot = 0u32;
+        let mut last_rank = None;
+        for remote in remotes {
+            let r = rank(remote.ip());
+            if last_rank.is_some_and(|l| l != r) {
+                slot += 1;
+            }
+            last_rank = Some(r);
+            for transport in [Transport::Quic, Transport::Tcp] {
+                attempts.push(Attempt {
+                    strategy: self.name(),
+                    transport,
+                    remote,
+                    delay: CANDIDATE_STAGGER * slot,
+                });
+            }
+        }
+        attempts
+    }
+
+    fn run(
+        &self,
+        attempt: Attempt,
+        ctx: Arc<Context>,
+    ) -> BoxFuture<'static, Result<Link, LinkError>> {
+        async move {
+            let remote = attempt.remote;
+            match attempt.transport {
+                Transport::Tcp => {
+                    let tcp = tokio::time::timeout(
+                        CONNECT_TIMEOUT,
+                        tokio::net::TcpStream::connect(remote),
+                    )
+                    .await
+                    .map_err(|_| LinkError::Timeout("TCP connect"))??;
+                    tokio::time::timeout(
+                        HANDSHAKE_TIMEOUT,
+                        tls::connect(tcp, &ctx.creds, ctx.peer.key),
+                    )
+                    .await
+                    .map_err(|_| LinkError::Timeout("TLS handshake"))?
+                }
+                Transport::Quic => {
+                    let socket = net::bind_udp(net::any_addr_like(&remote))?;
+                    let endpoint = quic::endpoint(socket, None)?;
+                    tokio::time::timeout(
+                        HANDSHAKE_TIMEOUT,
+                        quic::connect(endpoint, true, remote, &ctx.creds, ctx.peer.key),
+                    )
+                    .await
+                    .map_err(|_| LinkError::Timeout("QUIC handshake"))?
+                }
+            }
+        }
+        .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::addr::{Candidate, CandidateKind};
+    use crate::identity::Identity;
+
+    fn peer(addrs: &[&str]) -> Address {
+        let dir = tempfile::tempdir().unwrap();
+        let key = Identity::load_or_create(dir.path()).unwrap().public_key();
+        let candidates = addrs
+            .iter()
+            .map(|a| Candidate {
+                kind: CandidateKind::Local,
+                addr: a.parse().unwrap(),
+            })
+            .collect();
+        Address::new(key, candidates)
+    }
+
+    fn facts(ips: &[&str]) -> LocalFacts {
+        LocalFacts {
+            interface_ips: ips.iter().map(|i| i.parse().unwrap()).collect(),
+        }
+    }
+
+    #[test]
+    fn plans_loopback_then_lan_then_public_both_transports() {
+        let peer = peer(&["203.0.113.5:4000", "192.168.1.9:4000", "127.0.0.1:4000"]);
+        let plan = Direct.plan(&peer, &facts(&["127.0.0.1", "192.168.1.2"]));
+        let got: Vec<(String, Transport, Duration)> = plan
+            .iter()
+            .map(|a| (a.remote.to_string(), a.transport, a.delay))
+            .collect();
+        let ms = Duration::from_millis;
+        assert_eq!(
+            got,
+            vec![
+                ("127.0.0.1:4000".into(), Transport::Quic, ms(0)),
+                ("127.0.0.1:4000".into(), Transport::Tcp, ms(0)),
+                ("192.168.1.9:4000".into(), Transport::Quic, ms(30)),
+                ("192.168.1.9:4000".into(), Transport::Tcp, ms(30)),
+                ("203.0.113.5:4000".into(), Transport::Quic, ms(60)),
+                ("203.0.113.5:4000".into(), Transport::Tcp, ms(60)),
+            ]
+        );
+    }
+
+    #[test]
+    fn skips_families_this_machine_cannot_reach() {
+        let peer = peer(&["[2001:db8::1]:4000", "[::1]:4000", "198.51.100.1:0"]);
+        let plan = Direct.plan(&peer, &facts(&["127.0.0.1", "::1", "10.0.0.2"]));
+        assert!(
+            plan.iter().all(|a| a.remote.to_string() == "[::1]:4000"),
+            "{plan:?}"
+        );
+        assert_eq!(plan.len(), 2);
+    }
+}
