@@ -15,6 +15,7 @@ command prints one JSON document on stdout:
     filter A B              which of A:4000, A:4001, B:4000, B:4001 can reach a socket
                             that has only talked to A:4000, and an unsolicited port
     tcp IP PORT             the source a TCP connection is seen from
+    rate IP COUNT           send COUNT echo requests once each, count the answers
     stun IP PORT [tcp]      a STUN binding: mapped, other and response-origin addresses
     natpmp GW PORT          NAT-PMP: external address and a UDP mapping for PORT
     expect PORT IP EPORT A B  bind PORT, ask server A to send to IP:EPORT from B:4000
@@ -167,6 +168,28 @@ def client_filter(a, b):
     out(result)
 
 
+def client_rate(ip, count):
+    sock = socket.socket(family(ip), socket.SOCK_DGRAM)
+    sock.bind(("", 0))
+    sent, got = set(), set()
+
+    def drain(wait):
+        # read as we go: 300 unread answers would overflow the socket's receive buffer
+        r, _, _ = select.select([sock], [], [], wait)
+        if r:
+            words = sock.recv(2048).decode(errors="replace").split()
+            if len(words) == 4 and words[1] in sent:
+                got.add(words[1])
+    for i in range(int(count)):
+        sent.add("r%d" % i)
+        sock.sendto(("ECHO r%d" % i).encode(), (lab_only(ip), 4000))
+        drain(0.002)
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline and len(got) < len(sent):
+        drain(0.1)
+    out({"sent": len(sent), "received": len(got)})
+
+
 def client_tcp(ip, port):
     try:
         with socket.create_connection((lab_only(ip), int(port)), timeout=3) as s:
@@ -276,6 +299,7 @@ def main(argv):
         "map": client_map,
         "filter": client_filter,
         "tcp": client_tcp,
+        "rate": client_rate,
         "stun": client_stun,
         "natpmp": client_natpmp,
         "expect": client_expect,

@@ -1,0 +1,19 @@
+//! The NAT lab test binary (issue 3): real network namespaces, nftables NAT routers,
+//! mosquitto, coturn and miniupnpd, built by `scripts/lab` once for this binary and torn
+//! down when it exits. Needs root; outside CI without root every test prints SKIP and
+//! passes, with CI set a lab that cannot come up fails.
+//!
+//! Index:
+//! - `harness`  — lab up/down, commands and probes in hosts, the warpgate process driver
+//! - `nat`      — each router maps and filters as its NAT type promises (IPv4, IPv6), loss
+//! - `services` — STUN, TURN, MQTT, UPnP and NAT-PMP work from behind every router
+//! - `matrix`   — `warpgate connect` between every ordered pair of hosts
+
+#[path = "lab/harness.rs"]
+mod harness;
+#[path = "lab/matrix.rs"]
+mod matrix;
+#[path = "lab/nat.rs"]
+mod nat;
+#[path = "lab/services.rs"]
+mod services;

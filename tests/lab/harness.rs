@@ -1,0 +1,358 @@
+//! The lab harness: brings `scripts/lab` up once per test binary, tears it down when the
+//! binary exits (however it exits), and runs commands, probes and the real `warpgate`
+//! binary inside lab hosts.
+//!
+//! Teardown does not rely on destructors (statics are never dropped) nor on `atexit`
+//! (skipped on abort or a signal): `up` also starts a small watchdog shell whose stdin is
+//! a pipe held by this process. When the process ends for any reason the kernel closes the
+//! pipe, the watchdog reads EOF and runs `scripts/lab down`.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::sync::{mpsc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The warpgate binary under test.
+pub const WARPGATE: &str = env!("CARGO_BIN_EXE_warpgate");
+/// Servers of the lab's internet namespace (see the header of scripts/lab).
+pub const SRV_A: &str = "198.51.100.1";
+pub const SRV_B: &str = "198.51.100.2";
+pub const SRV6_A: &str = "2001:db8:ff::1";
+pub const SRV6_B: &str = "2001:db8:ff::2";
+pub const TURN_USER: &str = "warpgate";
+pub const TURN_PASS: &str = "labpass";
+
+/// One host of the lab, from the `topology` file `scripts/lab up` writes.
+#[derive(Clone, Debug)]
+pub struct Host {
+    pub name: String,
+    /// The NAT type of its router: public, fullcone, addrrestricted, portrestricted,
+    /// symmetric, cgnat, udpblock or upnp.
+    pub nat: String,
+    pub router: String,
+    pub ipv4: String,
+    pub ipv6: String,
+    pub gateway4: String,
+    /// The IPv4 address the internet sees this host's traffic come from.
+    pub public4: String,
+}
+
+pub struct Lab {
+    pub prefix: String,
+    pub state: PathBuf,
+    pub hosts: Vec<Host>,
+    /// Kept open for the life of the process: its closing is the teardown signal.
+    _watchdog: Mutex<ChildStdin>,
+}
+
+/// Tests that change the lab (packet loss) take this for writing; everyone else reads.
+static SHARED: RwLock<()> = RwLock::new(());
+
+pub fn shared() -> RwLockReadGuard<'static, ()> {
+    SHARED.read().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn exclusive() -> RwLockWriteGuard<'static, ()> {
+    SHARED.write().unwrap_or_else(|e| e.into_inner())
+}
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn script() -> PathBuf {
+    repo().join("scripts/lab")
+}
+
+fn in_ci() -> bool {
+    std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// The lab, brought up on first use. `None` means "skip": only outside CI and only when
+/// not root. In CI, or as root, a lab that cannot come up fails the test.
+pub fn lab() -> Option<&'static Lab> {
+    static LAB: OnceLock<Result<Lab, String>> = OnceLock::new();
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false);
+    if !root && !in_ci() {
+        eprintln!(
+            "SKIP: the NAT lab needs root (network namespaces, nftables); run as root or set CI"
+        );
+        return None;
+    }
+    match LAB.get_or_init(Lab::up) {
+        Ok(lab) => Some(lab),
+        Err(e) => panic!("the NAT lab could not come up: {e}"),
+    }
+}
+
+impl Lab {
+    fn up() -> Result<Lab, String> {
+        let prefix = format!("wt{:06x}", std::process::id());
+        let started = Instant::now();
+        // The watchdog first, so that even a half-built lab is removed.
+        let mut watchdog = Command::new("sh")
+            .arg("-c")
+            .arg("trap '' INT TERM HUP; read _ignored; exec \"$0\" down >/dev/null 2>&1")
+            .arg(script())
+            .env("LAB_PREFIX", &prefix)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start the teardown watchdog: {e}"))?;
+        let stdin = watchdog.stdin.take().expect("piped stdin");
+        let out = Command::new(script())
+            .arg("up")
+            .env("LAB_PREFIX", &prefix)
+            .env("LAB_QUIET", "1")
+            .output()
+            .map_err(|e| format!("cannot run scripts/lab: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "scripts/lab up failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let state = PathBuf::from(format!("/tmp/warpgate-lab-{prefix}"));
+        let topology = std::fs::read_to_string(state.join("topology"))
+            .map_err(|e| format!("no topology in {}: {e}", state.display()))?;
+        let hosts = topology
+            .lines()
+            .filter_map(|line| {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                (f.len() == 7).then(|| Host {
+                    name: f[0].into(),
+                    nat: f[1].into(),
+                    router: f[2].into(),
+                    ipv4: f[3].into(),
+                    ipv6: f[4].into(),
+                    gateway4: f[5].into(),
+                    public4: f[6].into(),
+                })
+            })
+            .collect::<Vec<_>>();
+        eprintln!(
+            "lab {prefix}: {} hosts up in {} ms",
+            hosts.len(),
+            started.elapsed().as_millis()
+        );
+        Ok(Lab {
+            prefix,
+            state,
+            hosts,
+            _watchdog: Mutex::new(stdin),
+        })
+    }
+
+    pub fn host(&self, name: &str) -> &Host {
+        self.hosts
+            .iter()
+            .find(|h| h.name == name)
+            .unwrap_or_else(|| panic!("no host {name} in the lab"))
+    }
+
+    /// A command that runs `program` inside lab namespace `ns` (a host or a router).
+    pub fn command(&self, ns: &str, program: &str) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &format!("{}-{ns}", self.prefix), program]);
+        cmd
+    }
+
+    /// Run a command in a host and collect its output.
+    pub fn exec(&self, host: &str, args: &[&str]) -> Output {
+        self.command(host, args[0])
+            .args(&args[1..])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {args:?} in {host}: {e}"))
+    }
+
+    /// Run tests/lab/probe.py in a host; it prints one JSON document.
+    pub fn probe(&self, host: &str, args: &[&str]) -> Value {
+        let script = self.state.join("probe.py");
+        let mut all = vec!["python3", script.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let out = self.exec(host, &all);
+        let text = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(text.trim()).unwrap_or_else(|e| {
+            panic!(
+                "probe {args:?} in {host}: bad output {text:?} ({e}); stderr {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    }
+
+    /// Set packet loss on a router (0 switches it off). Hold `exclusive()` around it.
+    pub fn loss(&self, router: &str, percent: u32) {
+        let out = Command::new(script())
+            .args(["loss", router, &percent.to_string()])
+            .env("LAB_PREFIX", &self.prefix)
+            .output()
+            .expect("scripts/lab loss");
+        assert!(
+            out.status.success(),
+            "scripts/lab loss {router} {percent}: {out:?}"
+        );
+    }
+}
+
+/// A warpgate process running in a lab host with its own home directory. Its stderr
+/// (JSON-line events with `--json`) is read as it arrives; dropping it kills the process.
+pub struct Warpgate {
+    child: Child,
+    events: mpsc::Receiver<String>,
+    pub stderr: Vec<String>,
+    stdout: Option<std::thread::JoinHandle<Vec<u8>>>,
+    _home: tempfile::TempDir,
+}
+
+/// What a finished warpgate process left behind.
+#[derive(Debug)]
+pub struct Finished {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: Vec<String>,
+    pub events: Vec<Value>,
+}
+
+impl Finished {
+    pub fn event(&self, name: &str) -> Option<&Value> {
+        self.events.iter().find(|e| e["event"] == name)
+    }
+}
+
+impl Warpgate {
+    /// Start `warpgate --home <tmp> --json <global...> <args...>` in `host`, feeding `input`
+    /// on stdin and then closing it.
+    pub fn spawn(lab: &Lab, host: &str, global: &[&str], args: &[&str], input: &[u8]) -> Self {
+        let home = tempfile::tempdir().expect("tempdir");
+        let mut child = lab
+            .command(host, WARPGATE)
+            .arg("--home")
+            .arg(home.path())
+            .arg("--json")
+            .args(global)
+            .args(args)
+            .env("RUST_BACKTRACE", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start warpgate in {host}: {e}"));
+        let mut stdin = child.stdin.take().unwrap();
+        let input = input.to_vec();
+        std::thread::spawn(move || {
+            let _ = stdin.write_all(&input);
+        });
+        let mut out = child.stdout.take().unwrap();
+        let stdout = std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut out, &mut buf);
+            buf
+        });
+        let (tx, events) = mpsc::channel();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Warpgate {
+            child,
+            events,
+            stderr: Vec::new(),
+            stdout: Some(stdout),
+            _home: home,
+        }
+    }
+
+    /// Wait for a JSON event named `name` on stderr.
+    pub fn wait_event(&mut self, name: &str, timeout: Duration) -> Option<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now())?;
+            let line = self.events.recv_timeout(left).ok()?;
+            self.stderr.push(line.clone());
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                if v["event"] == name {
+                    return Some(v);
+                }
+            }
+        }
+    }
+
+    /// Wait for the process to exit (killing it after `timeout`) and collect its output.
+    pub fn finish(mut self, timeout: Duration) -> Finished {
+        let deadline = Instant::now() + timeout;
+        let code = loop {
+            match self.child.try_wait().expect("try_wait") {
+                Some(status) => break status.code(),
+                None if Instant::now() >= deadline => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    break None;
+                }
+                None => std::thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        let stdout = self.stdout.take().unwrap().join().unwrap_or_default();
+        // The stderr reader ends with the process; gather what is left.
+        while let Ok(line) = self.events.recv_timeout(Duration::from_millis(200)) {
+            self.stderr.push(line);
+        }
+        let events = self
+            .stderr
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v.get("event").is_some())
+            .collect();
+        Finished {
+            code,
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: std::mem::take(&mut self.stderr),
+            events,
+        }
+    }
+}
+
+impl Drop for Warpgate {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Run `f` over `items` on up to `width` threads, keeping the input order in the result.
+pub fn parallel<T: Sync, R: Send>(items: &[T], width: usize, f: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    let next = Mutex::new(0usize);
+    let results = Mutex::new(BTreeMap::new());
+    std::thread::scope(|s| {
+        for _ in 0..width.max(1) {
+            s.spawn(|| loop {
+                let i = {
+                    let mut n = next.lock().unwrap();
+                    let i = *n;
+                    *n += 1;
+                    i
+                };
+                let Some(item) = items.get(i) else { break };
+                let r = f(item);
+                results.lock().unwrap().insert(i, r);
+            });
+        }
+    });
+    results.into_inner().unwrap().into_values().collect()
+}
