@@ -1,0 +1,204 @@
+//! The connectivity matrix: `warpgate listen` in one lab host, `warpgate connect` in
+//! another, for every ordered pair of hosts, each exchanging a line both ways. Prints a
+//! table (pair, outcome, winning method, transport, direct/relayed, setup ms) and writes
+//! it to $CARGO_TARGET_TMPDIR/lab-matrix.txt (scripts/matrix shows it).
+//!
+//! It asserts only what must work today: every host reaches a listener on a public host
+//! (over TCP from behind the UDP-blocking firewall). Everything else is recorded, so the
+//! table shows which pairs the traversal strategies still have to win.
+//! Env: LAB_MATRIX_HOSTS="pub1h pr1h ..." limits the hosts, LAB_MATRIX_TIMEOUT the
+//! connect timeout in seconds (default 4), LAB_MATRIX_OFFLINE=0 drops `--offline`.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::harness::{lab, parallel, shared, Host, Lab, Warpgate};
+
+#[derive(Debug)]
+struct Cell {
+    connector: String,
+    listener: String,
+    outcome: String,
+    method: String,
+    transport: String,
+    path: String,
+    setup_ms: String,
+    detail: String,
+}
+
+fn run_pair(lab: &Lab, connector: &Host, listener: &Host, timeout: u64, global: &[&str]) -> Cell {
+    let mut cell = Cell {
+        connector: connector.name.clone(),
+        listener: listener.name.clone(),
+        outcome: String::new(),
+        method: "-".into(),
+        transport: "-".into(),
+        path: "-".into(),
+        setup_ms: "-".into(),
+        detail: String::new(),
+    };
+    let hello = format!("hello from {}\n", listener.name);
+    let hi = format!("hi from {}\n", connector.name);
+    let mut l = Warpgate::spawn(
+        lab,
+        &listener.name,
+        global,
+        &["listen", "--port", "0"],
+        hello.as_bytes(),
+    );
+    let Some(listening) = l.wait_event("listening", Duration::from_secs(15)) else {
+        let f = l.finish(Duration::from_secs(1));
+        cell.outcome = "no-listener".into();
+        cell.detail = format!("listener exit {:?}: {:?}", f.code, f.stderr);
+        return cell;
+    };
+    let Some(addr) = listening["addr"].as_str() else {
+        cell.outcome = "no-listener".into();
+        cell.detail = format!("listening event without addr: {listening}");
+        return cell;
+    };
+    let t = timeout.to_string();
+    let c = Warpgate::spawn(
+        lab,
+        &connector.name,
+        global,
+        &["connect", addr, "--timeout", &t],
+        hi.as_bytes(),
+    );
+    let c = c.finish(Duration::from_secs(timeout + 10));
+    let l = l.finish(Duration::from_secs(if c.code == Some(0) { 10 } else { 0 }));
+    if let Some(ev) = c.event("connected") {
+        let text = |k: &str| match &ev[k] {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Null => "-".into(),
+            v => v.to_string(),
+        };
+        cell.method = text("method");
+        cell.transport = text("transport");
+        cell.path = text("path");
+        cell.setup_ms = text("setup_ms");
+    }
+    let exchanged = c.stdout.contains(hello.trim()) && l.stdout.contains(hi.trim());
+    cell.outcome = match (c.code, exchanged) {
+        (Some(0), true) => "ok".into(),
+        (Some(0), false) => "ok-no-data".into(),
+        (Some(1), _) => "fail".into(),
+        (None, _) => "hang".into(),
+        (Some(code), _) => format!("exit-{code}"),
+    };
+    if cell.outcome != "ok" {
+        let msg = c.event("error").map(|e| e["message"].to_string());
+        cell.detail = msg.unwrap_or_else(|| c.stderr.last().cloned().unwrap_or_default());
+    }
+    cell
+}
+
+fn render(cells: &[Cell], hosts: &[&Host]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<14} {:<11} {:<8} {:<9} {:<8} {:>8}  detail",
+        "connect->listen", "outcome", "method", "transport", "path", "setup_ms"
+    );
+    for c in cells {
+        let pair = format!("{}->{}", c.connector, c.listener);
+        let detail: String = c.detail.chars().take(160).collect();
+        let _ = writeln!(
+            s,
+            "{pair:<14} {:<11} {:<8} {:<9} {:<8} {:>8}  {detail}",
+            c.outcome, c.method, c.transport, c.path, c.setup_ms
+        );
+    }
+    // The same as a grid: rows connect, columns listen; T/Q = tcp/quic, r = relayed.
+    let _ = write!(s, "\n{:<7}", "c\\l");
+    for h in hosts {
+        let _ = write!(s, "{:>6}", h.name.trim_end_matches('h'));
+    }
+    let _ = writeln!(s);
+    for row in hosts {
+        let _ = write!(s, "{:<7}", row.name);
+        for col in hosts {
+            let mark = cells
+                .iter()
+                .find(|c| c.connector == row.name && c.listener == col.name)
+                .map(
+                    |c| match (c.outcome.as_str(), c.transport.as_str(), c.path.as_str()) {
+                        ("ok", t, p) => format!(
+                            "{}{}",
+                            if t == "quic" { "Q" } else { "T" },
+                            if p == "relayed" { "r" } else { "" }
+                        ),
+                        ("fail", _, _) => ".".into(),
+                        (o, _, _) => o.chars().take(4).collect(),
+                    },
+                )
+                .unwrap_or_else(|| "".into());
+            let _ = write!(s, "{mark:>6}");
+        }
+        let _ = writeln!(s);
+    }
+    let ok = cells.iter().filter(|c| c.outcome == "ok").count();
+    let _ = writeln!(s, "\n{ok} of {} ordered pairs connected", cells.len());
+    s
+}
+
+/// Every ordered pair of lab hosts; asserts the pairs that must connect today.
+#[test]
+fn connectivity_matrix() {
+    let Some(lab) = lab() else { return };
+    let _g = shared();
+    let only: Option<Vec<String>> = std::env::var("LAB_MATRIX_HOSTS")
+        .ok()
+        .map(|v| v.split_whitespace().map(str::to_string).collect());
+    let hosts: Vec<&Host> = lab
+        .hosts
+        .iter()
+        .filter(|h| only.as_ref().map_or(true, |o| o.contains(&h.name)))
+        .collect();
+    let timeout: u64 = std::env::var("LAB_MATRIX_TIMEOUT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
+    let offline = std::env::var("LAB_MATRIX_OFFLINE").map_or(true, |v| v != "0");
+    let global: &[&str] = if offline { &["--offline"] } else { &[] };
+    let pairs: Vec<(&Host, &Host)> = hosts
+        .iter()
+        .flat_map(|c| {
+            hosts
+                .iter()
+                .filter(move |l| l.name != c.name)
+                .map(move |l| (*c, *l))
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let cells = parallel(&pairs, 24, |(c, l)| run_pair(lab, c, l, timeout, global));
+    let table = render(&cells, &hosts);
+    eprintln!("{table}");
+    eprintln!(
+        "matrix: {} pairs in {:.1} s",
+        cells.len(),
+        started.elapsed().as_secs_f64()
+    );
+    let file = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("lab-matrix.txt");
+    let _ = std::fs::write(&file, &table);
+
+    let mut missing = Vec::new();
+    for c in &cells {
+        let listener = lab.host(&c.listener);
+        let connector = lab.host(&c.connector);
+        if listener.nat != "public" {
+            continue;
+        }
+        let good = c.outcome == "ok" && (connector.nat != "udpblock" || c.transport == "tcp");
+        if !good {
+            missing.push(format!(
+                "{}->{}: {} {}",
+                c.connector, c.listener, c.outcome, c.detail
+            ));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "pairs that must connect today did not:\n{missing:#?}"
+    );
+}
