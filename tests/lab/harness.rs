@@ -82,9 +82,15 @@ pub fn lab() -> Option<&'static Lab> {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(false);
     if !root && !in_ci() {
-        eprintln!(
-            "SKIP: the NAT lab needs root (network namespaces, nftables); run as root or set CI"
-        );
+        // Straight to stderr, past libtest's output capture, once per binary.
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| {
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIP: the NAT lab tests need root (network namespaces, nftables); \
+                 run them as root, or set CI to make this a failure"
+            );
+        });
         return None;
     }
     match LAB.get_or_init(Lab::up) {
