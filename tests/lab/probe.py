@@ -101,7 +101,7 @@ def handle_udp(udp, sock, words, peer):
 
 
 # ---------------------------------------------------------------- client
-def request(sock, dest, msg, expect_from=None, tries=3, wait=0.5):
+def request(sock, dest, msg, expect_from=None, tries=3, wait=0.7):
     """Send msg to dest until a SEEN answer with our nonce arrives (from expect_from)."""
     nonce = msg.split()[1]
     for _ in range(tries):
