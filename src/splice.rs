@@ -6,6 +6,7 @@
 //! sees an interrupted transfer as an error rather than as a short clean one.
 
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -68,18 +69,19 @@ impl Outbound for SendStream {
 /// Counts bytes as they move (drives the progress bar; a hidden bar costs an atomic add).
 pub type Progress = indicatif::ProgressBar;
 
-/// Copies `input` into `send` until EOF, then finishes `send`. Reset on failure.
+/// Copies `input` into `send` until EOF, then finishes `send`; counts into `total`. Reset on
+/// failure.
 pub async fn send_all<R, S>(
     input: &mut R,
     send: &mut S,
     progress: &Progress,
-) -> Result<u64, SpliceError>
+    total: &AtomicU64,
+) -> Result<(), SpliceError>
 where
     R: AsyncRead + Unpin,
     S: Outbound,
 {
     let mut buf = vec![0u8; BUFFER];
-    let mut total = 0u64;
     loop {
         let n = match input.read(&mut buf).await {
             Ok(0) => break,
@@ -91,57 +93,51 @@ where
         };
         if let Err(e) = send.write_all(&buf[..n]).await {
             send.abandon();
-            return Err(SpliceError::Interrupted {
-                sent: total,
-                received: 0,
-                source: e,
-            });
+            return Err(interrupted(e));
         }
-        total += n as u64;
+        total.fetch_add(n as u64, Ordering::Relaxed);
         progress.inc(n as u64);
     }
-    send.finish().await.map_err(|e| SpliceError::Interrupted {
-        sent: total,
-        received: 0,
-        source: e,
-    })?;
-    Ok(total)
+    send.finish().await.map_err(interrupted)
 }
 
-/// Copies `recv` into `output` until the peer finishes, then flushes and shuts `output` down.
+/// Copies `recv` into `output` until the peer finishes, then flushes and shuts `output` down;
+/// counts into `total`.
 pub async fn receive_all<R, W>(
     recv: &mut R,
     output: &mut W,
     progress: &Progress,
-) -> Result<u64, SpliceError>
+    total: &AtomicU64,
+) -> Result<(), SpliceError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let mut buf = vec![0u8; BUFFER];
-    let mut total = 0u64;
     loop {
         let n = match recv.read(&mut buf).await {
             Ok(0) => break,
             Ok(n) => n,
-            Err(e) => {
-                return Err(SpliceError::Interrupted {
-                    sent: 0,
-                    received: total,
-                    source: e,
-                })
-            }
+            Err(e) => return Err(interrupted(e)),
         };
         output
             .write_all(&buf[..n])
             .await
             .map_err(SpliceError::LocalWrite)?;
-        total += n as u64;
+        total.fetch_add(n as u64, Ordering::Relaxed);
         progress.inc(n as u64);
     }
     output.flush().await.map_err(SpliceError::LocalWrite)?;
-    output.shutdown().await.map_err(SpliceError::LocalWrite)?;
-    Ok(total)
+    output.shutdown().await.map_err(SpliceError::LocalWrite)
+}
+
+/// A link-side failure; the byte counts are filled in by [`splice`], which sees both directions.
+fn interrupted(source: io::Error) -> SpliceError {
+    SpliceError::Interrupted {
+        sent: 0,
+        received: 0,
+        source,
+    }
 }
 
 /// Both directions of `stream` against a local reader and writer, concurrently. Returns when
@@ -157,16 +153,28 @@ where
     W: AsyncWrite + Unpin,
 {
     let Stream { mut send, mut recv } = stream;
+    let (sent, received) = (AtomicU64::new(0), AtomicU64::new(0));
     let result = tokio::try_join!(
-        send_all(&mut input, &mut send, progress),
-        receive_all(&mut recv, &mut output, progress)
+        send_all(&mut input, &mut send, progress, &sent),
+        receive_all(&mut recv, &mut output, progress, &received)
     );
+    let totals = Totals {
+        sent: sent.into_inner(),
+        received: received.into_inner(),
+    };
     match result {
-        Ok((sent, received)) => Ok(Totals { sent, received }),
+        Ok(_) => Ok(totals),
         Err(e) => {
             send.reset();
             recv.stop();
-            Err(e)
+            Err(match e {
+                SpliceError::Interrupted { source, .. } => SpliceError::Interrupted {
+                    sent: totals.sent,
+                    received: totals.received,
+                    source,
+                },
+                other => other,
+            })
         }
     }
 }
@@ -204,10 +212,11 @@ mod tests {
             far.read_to_end(&mut got).await.unwrap();
             got
         });
-        let sent = send_all(&mut data.as_slice(), &mut near, &Progress::hidden())
+        let sent = AtomicU64::new(0);
+        send_all(&mut data.as_slice(), &mut near, &Progress::hidden(), &sent)
             .await
             .unwrap();
-        assert_eq!(sent, data.len() as u64);
+        assert_eq!(sent.into_inner(), data.len() as u64);
         assert_eq!(reader.await.unwrap(), data);
     }
 
@@ -229,13 +238,12 @@ mod tests {
             }
         }
         let mut out = Vec::new();
-        let err = receive_all(&mut Broken(2), &mut out, &Progress::hidden())
+        let received = AtomicU64::new(0);
+        let err = receive_all(&mut Broken(2), &mut out, &Progress::hidden(), &received)
             .await
             .unwrap_err();
-        assert!(
-            matches!(err, SpliceError::Interrupted { received: 6, .. }),
-            "{err}"
-        );
+        assert!(matches!(err, SpliceError::Interrupted { .. }), "{err}");
+        assert_eq!(received.into_inner(), 6);
         assert_eq!(out, b"abcabc");
     }
 }

@@ -71,7 +71,10 @@ pub fn main() -> ExitCode {
     runtime.shutdown_background();
     match result {
         Ok(code) => code,
-        Err(e) if is_closed_output(&e) => ExitCode::SUCCESS,
+        Err(e) if is_closed_output(&e) => {
+            tracing::debug!("output closed by its reader, ending quietly: {e:#}");
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             reporter.error(&format!("{e:#}"));
             if e.downcast_ref::<UsageError>().is_some()
@@ -92,9 +95,6 @@ fn is_closed_output(e: &anyhow::Error) -> bool {
         cause
             .downcast_ref::<crate::splice::SpliceError>()
             .is_some_and(|s| s.is_closed_output())
-            || cause
-                .downcast_ref::<std::io::Error>()
-                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
     })
 }
 

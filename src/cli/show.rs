@@ -11,7 +11,7 @@ use crate::report::Reporter;
 pub fn addr(node: &Node, args: AddrArgs, reporter: &Reporter) -> anyhow::Result<ExitCode> {
     let address = node.address(args.port.unwrap_or_else(|| node.default_port()))?;
     let text = address.to_string();
-    if reporter.json {
+    let line = if reporter.json {
         let doc = serde_json::json!({
             "text": text,
             "version": ADDR_VERSION,
@@ -20,9 +20,13 @@ pub fn addr(node: &Node, args: AddrArgs, reporter: &Reporter) -> anyhow::Result<
             "candidates": address.candidates,
             "unknown_fields": address.unknown_fields.iter().map(|(t, _)| t).collect::<Vec<_>>(),
         });
-        writeln!(std::io::stdout().lock(), "{doc}")?;
+        doc.to_string()
     } else {
-        writeln!(std::io::stdout().lock(), "{text}")?;
+        text
+    };
+    match writeln!(std::io::stdout().lock(), "{line}") {
+        // `warpgate addr | true`: nobody wanted the output; that is not a failure.
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(ExitCode::SUCCESS),
     }
-    Ok(ExitCode::SUCCESS)
 }

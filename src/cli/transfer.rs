@@ -55,7 +55,7 @@ fn progress_bar(len: Option<u64>, reporter: &Reporter, ends: &Ends) -> ProgressB
     if !on_tty || !moving_data {
         return ProgressBar::hidden();
     }
-    let bar = match len {
+    match len {
         Some(len) => ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr())
             .with_style(
                 ProgressStyle::with_template(
@@ -67,8 +67,7 @@ fn progress_bar(len: Option<u64>, reporter: &Reporter, ends: &Ends) -> ProgressB
             ProgressStyle::with_template("{spinner} {bytes} {bytes_per_sec}")
                 .unwrap_or_else(|_| ProgressStyle::default_spinner()),
         ),
-    };
-    bar
+    }
 }
 
 /// Stdin as an async reader: a pipe is read directly by the reactor (no thread hand-off per read,

@@ -67,9 +67,51 @@ pub enum LinkError {
     #[error("peer spoke an unexpected protocol: {0}")]
     Protocol(&'static str),
     #[error(transparent)]
-    Io(#[from] io::Error),
+    Io(io::Error),
     #[error("TLS setup failed: {0}")]
     Tls(#[from] rustls::Error),
+}
+
+/// What a refused connector is told.
+const NOT_ALLOWED: &str = "this node is not in the listener's --allow list";
+/// TLS alert 49 (access_denied) as a QUIC crypto error code (0x100 + alert).
+const QUIC_ACCESS_DENIED: u64 = 0x100 + 49;
+
+/// Whether `err` is, however deeply the transport wrapped it, the peer refusing our key. In TLS
+/// 1.3 a client learns of that only after its handshake completed, so the refusal can surface
+/// from any later read or write, wrapped by h2, quinn and `io::Error`.
+fn is_refusal(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(rustls::Error::AlertReceived(rustls::AlertDescription::AccessDenied)) =
+            e.downcast_ref()
+        {
+            return true;
+        }
+        if let Some(quinn::ConnectionError::ConnectionClosed(close)) = e.downcast_ref() {
+            return u64::from(close.error_code) == QUIC_ACCESS_DENIED;
+        }
+        next = match (e.downcast_ref::<io::Error>(), e.downcast_ref::<h2::Error>()) {
+            (Some(io), _) => io
+                .get_ref()
+                .map(|inner| inner as &(dyn std::error::Error + 'static)),
+            (_, Some(h2)) => h2
+                .get_io()
+                .map(|io| io as &(dyn std::error::Error + 'static)),
+            _ => e.source(),
+        };
+    }
+    false
+}
+
+impl From<io::Error> for LinkError {
+    fn from(e: io::Error) -> Self {
+        if is_refusal(&e) {
+            LinkError::Refused(NOT_ALLOWED.into())
+        } else {
+            LinkError::Io(e)
+        }
+    }
 }
 
 /// Who the link is with and how it runs.

@@ -50,6 +50,9 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// Where a client config records the key a server presented instead of the pinned one.
+pub type MismatchSlot = Arc<Mutex<Option<KeyMismatch>>>;
+
 /// The peer presented a key other than the pinned one.
 #[derive(Debug, Clone)]
 pub struct KeyMismatch {
@@ -77,7 +80,7 @@ impl std::error::Error for KeyMismatch {}
 #[derive(Debug)]
 struct PinnedServer {
     expected: PublicKey,
-    mismatch: Arc<Mutex<Option<KeyMismatch>>>,
+    mismatch: MismatchSlot,
     provider: Arc<CryptoProvider>,
 }
 
@@ -206,7 +209,7 @@ impl ClientCertVerifier for PeerClients {
 pub fn client_config(
     creds: &Credentials,
     expected: PublicKey,
-) -> Result<(rustls::ClientConfig, Arc<Mutex<Option<KeyMismatch>>>), rustls::Error> {
+) -> Result<(rustls::ClientConfig, MismatchSlot), rustls::Error> {
     let provider = provider();
     let mismatch = Arc::new(Mutex::new(None));
     let verifier = PinnedServer {

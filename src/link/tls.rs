@@ -15,7 +15,7 @@ use std::task::{ready, Context, Poll};
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::sync::{mpsc, oneshot, watch, Mutex};
 use tokio_util::task::AbortOnDropHandle;
 
 use super::{
@@ -39,8 +39,8 @@ const MAX_STREAMS: u32 = 4096;
 pub(super) struct TlsLink {
     role: Role,
     driver: Mutex<Option<AbortOnDropHandle<Result<(), h2::Error>>>>,
-    /// Fires with the reason when the connection ends.
-    lost: Mutex<Option<oneshot::Receiver<String>>>,
+    /// Holds the reason once the connection has ended; waited on by every `closed()` call.
+    lost: watch::Receiver<Option<String>>,
 }
 
 enum Role {
@@ -55,20 +55,9 @@ fn map_tls_error(
     e: io::Error,
     mismatch: Option<&std::sync::Mutex<Option<pin::KeyMismatch>>>,
 ) -> LinkError {
-    if let Some(m) = mismatch.and_then(|m| m.lock().ok().and_then(|g| g.clone())) {
-        return LinkError::KeyMismatch(m);
-    }
-    match e
-        .get_ref()
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-    {
-        Some(rustls::Error::AlertReceived(rustls::AlertDescription::AccessDenied)) => {
-            LinkError::Refused("this node is not in the listener's --allow list".into())
-        }
-        Some(rustls::Error::AlertReceived(alert)) => {
-            LinkError::Refused(format!("TLS alert {alert:?}"))
-        }
-        _ => LinkError::Io(e),
+    match mismatch.and_then(|m| m.lock().ok().and_then(|g| g.clone())) {
+        Some(m) => LinkError::KeyMismatch(m),
+        None => LinkError::from(e),
     }
 }
 
@@ -97,17 +86,17 @@ pub async fn connect(
         .handshake::<_, Bytes>(tls)
         .await
         .map_err(h2_error)?;
-    let (lost_tx, lost_rx) = oneshot::channel();
+    let (lost_tx, lost_rx) = watch::channel(None);
     let driver = tokio::spawn(async move {
         let result = connection.await;
-        let _ = lost_tx.send(describe_end(&result));
+        let _ = lost_tx.send(Some(describe_end(&result)));
         result
     });
     Ok(Link {
         inner: Inner::Tcp(TlsLink {
             role: Role::Client(send_request),
             driver: Mutex::new(Some(AbortOnDropHandle::new(driver))),
-            lost: Mutex::new(Some(lost_rx)),
+            lost: lost_rx,
         }),
         info: LinkInfo {
             peer: expected,
@@ -145,7 +134,7 @@ pub async fn accept(
         .map_err(h2_error)?;
     let (tx, rx) = mpsc::unbounded_channel();
     let (shutdown_tx, mut shutdown_rx) = oneshot::channel::<()>();
-    let (lost_tx, lost_rx) = oneshot::channel();
+    let (lost_tx, lost_rx) = watch::channel(None);
     let driver = tokio::spawn(async move {
         let result = async {
             let mut shutting_down = false;
@@ -173,7 +162,7 @@ pub async fn accept(
             }
         }
         .await;
-        let _ = lost_tx.send(describe_end(&result));
+        let _ = lost_tx.send(Some(describe_end(&result)));
         result
     });
     Ok(Link {
@@ -183,7 +172,7 @@ pub async fn accept(
                 shutdown: Mutex::new(Some(shutdown_tx)),
             },
             driver: Mutex::new(Some(AbortOnDropHandle::new(driver))),
-            lost: Mutex::new(Some(lost_rx)),
+            lost: lost_rx,
         }),
         info: LinkInfo {
             peer,
@@ -215,6 +204,9 @@ fn describe(e: &h2::Error) -> String {
 }
 
 fn h2_error(e: h2::Error) -> LinkError {
+    if super::is_refusal(&e) {
+        return LinkError::Refused(super::NOT_ALLOWED.into());
+    }
     LinkError::Lost(describe(&e))
 }
 
@@ -264,10 +256,12 @@ impl TlsLink {
     }
 
     pub(super) async fn closed(&self) -> LinkError {
-        let Some(rx) = self.lost.lock().await.take() else {
-            return LinkError::Lost("link already closed".into());
+        let mut lost = self.lost.clone();
+        let reason = match lost.wait_for(Option::is_some).await {
+            Ok(reason) => reason.clone().unwrap_or_default(),
+            Err(_) => "link dropped".into(),
         };
-        LinkError::Lost(rx.await.unwrap_or_else(|_| "link dropped".into()))
+        LinkError::Lost(reason)
     }
 
     pub(super) async fn close(self) {
@@ -322,7 +316,7 @@ impl AsyncWrite for H2Send {
                 Some(Err(e)) => return Poll::Ready(Err(h2_io(e))),
                 None => {
                     return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::BrokenPipe,
+                        io::ErrorKind::ConnectionReset,
                         "stream closed by the peer",
                     )))
                 }
@@ -400,7 +394,7 @@ impl AsyncRead for H2Recv {
                 },
                 RecvState::Stopped => {
                     return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::BrokenPipe,
+                        io::ErrorKind::ConnectionAborted,
                         "stream was stopped",
                     )))
                 }
