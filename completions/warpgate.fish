@@ -1,0 +1,170 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_warpgate_global_optspecs
+    string join \n home= config= broker= stun= turn= registry= offline json v/verbose q/quiet h/help V/version
+end
+
+function __fish_warpgate_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_warpgate_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_warpgate_using_subcommand
+    set -l cmd (__fish_warpgate_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c warpgate -n "__fish_warpgate_needs_command" -l home -d 'State directory: identity key, config, caches (two homes = two nodes on one machine)' -r -F
+complete -c warpgate -n "__fish_warpgate_needs_command" -l config -d 'TOML config file [default: config.toml in the config directory]' -r -F
+complete -c warpgate -n "__fish_warpgate_needs_command" -l broker -d 'MQTT broker for signalling, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_needs_command" -l stun -d 'STUN server, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_needs_command" -l turn -d 'TURN server, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_needs_command" -l registry -d 'Name registry, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_needs_command" -l offline -d 'Use no infrastructure at all: direct paths only'
+complete -c warpgate -n "__fish_warpgate_needs_command" -l json -d 'Machine-readable output: reports as JSON on stdout, events as JSON lines on stderr'
+complete -c warpgate -n "__fish_warpgate_needs_command" -s v -l verbose -d 'More detail on stderr (-v: every connection attempt, -vv: debug)'
+complete -c warpgate -n "__fish_warpgate_needs_command" -s q -l quiet -d 'Only errors on stderr'
+complete -c warpgate -n "__fish_warpgate_needs_command" -s h -l help -d 'Print help'
+complete -c warpgate -n "__fish_warpgate_needs_command" -s V -l version -d 'Print version'
+complete -c warpgate -n "__fish_warpgate_needs_command" -f -a "addr" -d 'Print this node\'s address'
+complete -c warpgate -n "__fish_warpgate_needs_command" -f -a "listen" -d 'Accept peers: splice the first one to stdin/stdout, a file or a local port'
+complete -c warpgate -n "__fish_warpgate_needs_command" -f -a "connect" -d 'Connect to a peer by address or name'
+complete -c warpgate -n "__fish_warpgate_needs_command" -f -a "nat-info" -d 'Show the NAT and network in front of this machine'
+complete -c warpgate -n "__fish_warpgate_needs_command" -f -a "name" -d 'Claim, look up or release a name'
+complete -c warpgate -n "__fish_warpgate_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c warpgate -n "__fish_warpgate_using_subcommand addr" -l port -d 'Listen port to put in the address [default: derived from the identity]' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand addr" -l home -d 'State directory: identity key, config, caches (two homes = two nodes on one machine)' -r -F
+complete -c warpgate -n "__fish_warpgate_using_subcommand addr" -l config -d 'TOML config file [default: config.toml in the config directory]' -r -F
+complete -c warpgate -n "__fish_warpgate_using_subcommand addr" -l broker -d 'MQTT broker for signalling, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand addr" -l stun -d 'STUN server, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand addr" -l turn -d 'TURN server, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand addr" -l registry -d 'Name registry, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand addr" -l offline -d 'Use no infrastructure at all: direct paths only'
+complete -c warpgate -n "__fish_warpgate_using_subcommand addr" -l json -d 'Machine-readable output: reports as JSON on stdout, events as JSON lines on stderr'
+complete -c warpgate -n "__fish_warpgate_using_subcommand addr" -s v -l verbose -d 'More detail on stderr (-v: every connection attempt, -vv: debug)'
+complete -c warpgate -n "__fish_warpgate_using_subcommand addr" -s q -l quiet -d 'Only errors on stderr'
+complete -c warpgate -n "__fish_warpgate_using_subcommand addr" -s h -l help -d 'Print help'
+complete -c warpgate -n "__fish_warpgate_using_subcommand addr" -s V -l version -d 'Print version'
+complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l port -d 'Port for TCP and UDP [default: derived from the identity; 0 = any free port]' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l forward -d 'Connect each inbound stream to this TCP port (default host: localhost)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l send -d 'Send this file instead of stdin' -r -F
+complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l recv -d 'Write what the peer sends to this file instead of stdout' -r -F
+complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l name -d 'Claim and refresh this name while listening' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l allow -d 'Accept only this peer id (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l home -d 'State directory: identity key, config, caches (two homes = two nodes on one machine)' -r -F
+complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l config -d 'TOML config file [default: config.toml in the config directory]' -r -F
+complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l broker -d 'MQTT broker for signalling, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l stun -d 'STUN server, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l turn -d 'TURN server, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l registry -d 'Name registry, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -s k -l keep-open -d 'Keep accepting peers after the first'
+complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l offline -d 'Use no infrastructure at all: direct paths only'
+complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l json -d 'Machine-readable output: reports as JSON on stdout, events as JSON lines on stderr'
+complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -s v -l verbose -d 'More detail on stderr (-v: every connection attempt, -vv: debug)'
+complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -s q -l quiet -d 'Only errors on stderr'
+complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -s h -l help -d 'Print help'
+complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -s V -l version -d 'Print version'
+complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -l local -d 'Listen on this local TCP port and carry each connection to the peer\'s --forward' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -l send -d 'Send this file instead of stdin' -r -F
+complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -l recv -d 'Write what the peer sends to this file instead of stdout' -r -F
+complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -l via -d 'Only these methods: strategy names (direct) and/or transports (tcp, quic)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -l timeout -d 'Give up finding a path after this many seconds' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -l home -d 'State directory: identity key, config, caches (two homes = two nodes on one machine)' -r -F
+complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -l config -d 'TOML config file [default: config.toml in the config directory]' -r -F
+complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -l broker -d 'MQTT broker for signalling, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -l stun -d 'STUN server, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -l turn -d 'TURN server, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -l registry -d 'Name registry, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -l offline -d 'Use no infrastructure at all: direct paths only'
+complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -l json -d 'Machine-readable output: reports as JSON on stdout, events as JSON lines on stderr'
+complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -s v -l verbose -d 'More detail on stderr (-v: every connection attempt, -vv: debug)'
+complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -s q -l quiet -d 'Only errors on stderr'
+complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -s h -l help -d 'Print help'
+complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -s V -l version -d 'Print version'
+complete -c warpgate -n "__fish_warpgate_using_subcommand nat-info" -l home -d 'State directory: identity key, config, caches (two homes = two nodes on one machine)' -r -F
+complete -c warpgate -n "__fish_warpgate_using_subcommand nat-info" -l config -d 'TOML config file [default: config.toml in the config directory]' -r -F
+complete -c warpgate -n "__fish_warpgate_using_subcommand nat-info" -l broker -d 'MQTT broker for signalling, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand nat-info" -l stun -d 'STUN server, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand nat-info" -l turn -d 'TURN server, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand nat-info" -l registry -d 'Name registry, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand nat-info" -l offline -d 'Use no infrastructure at all: direct paths only'
+complete -c warpgate -n "__fish_warpgate_using_subcommand nat-info" -l json -d 'Machine-readable output: reports as JSON on stdout, events as JSON lines on stderr'
+complete -c warpgate -n "__fish_warpgate_using_subcommand nat-info" -s v -l verbose -d 'More detail on stderr (-v: every connection attempt, -vv: debug)'
+complete -c warpgate -n "__fish_warpgate_using_subcommand nat-info" -s q -l quiet -d 'Only errors on stderr'
+complete -c warpgate -n "__fish_warpgate_using_subcommand nat-info" -s h -l help -d 'Print help'
+complete -c warpgate -n "__fish_warpgate_using_subcommand nat-info" -s V -l version -d 'Print version'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_seen_subcommand_from claim lookup release help" -l home -d 'State directory: identity key, config, caches (two homes = two nodes on one machine)' -r -F
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_seen_subcommand_from claim lookup release help" -l config -d 'TOML config file [default: config.toml in the config directory]' -r -F
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_seen_subcommand_from claim lookup release help" -l broker -d 'MQTT broker for signalling, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_seen_subcommand_from claim lookup release help" -l stun -d 'STUN server, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_seen_subcommand_from claim lookup release help" -l turn -d 'TURN server, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_seen_subcommand_from claim lookup release help" -l registry -d 'Name registry, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_seen_subcommand_from claim lookup release help" -l offline -d 'Use no infrastructure at all: direct paths only'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_seen_subcommand_from claim lookup release help" -l json -d 'Machine-readable output: reports as JSON on stdout, events as JSON lines on stderr'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_seen_subcommand_from claim lookup release help" -s v -l verbose -d 'More detail on stderr (-v: every connection attempt, -vv: debug)'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_seen_subcommand_from claim lookup release help" -s q -l quiet -d 'Only errors on stderr'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_seen_subcommand_from claim lookup release help" -s h -l help -d 'Print help'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_seen_subcommand_from claim lookup release help" -s V -l version -d 'Print version'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_seen_subcommand_from claim lookup release help" -f -a "claim" -d 'Claim NAME for this node on the registries'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_seen_subcommand_from claim lookup release help" -f -a "lookup" -d 'Show the record NAME resolves to'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_seen_subcommand_from claim lookup release help" -f -a "release" -d 'Give NAME up'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_seen_subcommand_from claim lookup release help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from claim" -l home -d 'State directory: identity key, config, caches (two homes = two nodes on one machine)' -r -F
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from claim" -l config -d 'TOML config file [default: config.toml in the config directory]' -r -F
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from claim" -l broker -d 'MQTT broker for signalling, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from claim" -l stun -d 'STUN server, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from claim" -l turn -d 'TURN server, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from claim" -l registry -d 'Name registry, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from claim" -l offline -d 'Use no infrastructure at all: direct paths only'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from claim" -l json -d 'Machine-readable output: reports as JSON on stdout, events as JSON lines on stderr'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from claim" -s v -l verbose -d 'More detail on stderr (-v: every connection attempt, -vv: debug)'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from claim" -s q -l quiet -d 'Only errors on stderr'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from claim" -s h -l help -d 'Print help'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from claim" -s V -l version -d 'Print version'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from lookup" -l home -d 'State directory: identity key, config, caches (two homes = two nodes on one machine)' -r -F
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from lookup" -l config -d 'TOML config file [default: config.toml in the config directory]' -r -F
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from lookup" -l broker -d 'MQTT broker for signalling, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from lookup" -l stun -d 'STUN server, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from lookup" -l turn -d 'TURN server, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from lookup" -l registry -d 'Name registry, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from lookup" -l offline -d 'Use no infrastructure at all: direct paths only'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from lookup" -l json -d 'Machine-readable output: reports as JSON on stdout, events as JSON lines on stderr'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from lookup" -s v -l verbose -d 'More detail on stderr (-v: every connection attempt, -vv: debug)'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from lookup" -s q -l quiet -d 'Only errors on stderr'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from lookup" -s h -l help -d 'Print help'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from lookup" -s V -l version -d 'Print version'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from release" -l home -d 'State directory: identity key, config, caches (two homes = two nodes on one machine)' -r -F
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from release" -l config -d 'TOML config file [default: config.toml in the config directory]' -r -F
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from release" -l broker -d 'MQTT broker for signalling, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from release" -l stun -d 'STUN server, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from release" -l turn -d 'TURN server, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from release" -l registry -d 'Name registry, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from release" -l offline -d 'Use no infrastructure at all: direct paths only'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from release" -l json -d 'Machine-readable output: reports as JSON on stdout, events as JSON lines on stderr'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from release" -s v -l verbose -d 'More detail on stderr (-v: every connection attempt, -vv: debug)'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from release" -s q -l quiet -d 'Only errors on stderr'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from release" -s h -l help -d 'Print help'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from release" -s V -l version -d 'Print version'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from help" -f -a "claim" -d 'Claim NAME for this node on the registries'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from help" -f -a "lookup" -d 'Show the record NAME resolves to'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from help" -f -a "release" -d 'Give NAME up'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c warpgate -n "__fish_warpgate_using_subcommand help; and not __fish_seen_subcommand_from addr listen connect nat-info name help" -f -a "addr" -d 'Print this node\'s address'
+complete -c warpgate -n "__fish_warpgate_using_subcommand help; and not __fish_seen_subcommand_from addr listen connect nat-info name help" -f -a "listen" -d 'Accept peers: splice the first one to stdin/stdout, a file or a local port'
+complete -c warpgate -n "__fish_warpgate_using_subcommand help; and not __fish_seen_subcommand_from addr listen connect nat-info name help" -f -a "connect" -d 'Connect to a peer by address or name'
+complete -c warpgate -n "__fish_warpgate_using_subcommand help; and not __fish_seen_subcommand_from addr listen connect nat-info name help" -f -a "nat-info" -d 'Show the NAT and network in front of this machine'
+complete -c warpgate -n "__fish_warpgate_using_subcommand help; and not __fish_seen_subcommand_from addr listen connect nat-info name help" -f -a "name" -d 'Claim, look up or release a name'
+complete -c warpgate -n "__fish_warpgate_using_subcommand help; and not __fish_seen_subcommand_from addr listen connect nat-info name help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c warpgate -n "__fish_warpgate_using_subcommand help; and __fish_seen_subcommand_from name" -f -a "claim" -d 'Claim NAME for this node on the registries'
+complete -c warpgate -n "__fish_warpgate_using_subcommand help; and __fish_seen_subcommand_from name" -f -a "lookup" -d 'Show the record NAME resolves to'
+complete -c warpgate -n "__fish_warpgate_using_subcommand help; and __fish_seen_subcommand_from name" -f -a "release" -d 'Give NAME up'

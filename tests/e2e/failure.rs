@@ -1,0 +1,131 @@
+//! Failure paths: bad input exits 2 with one line; a vanished peer exits 1 and says so.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::support::{Node, Running};
+
+fn assert_usage_error(node: &Node, args: &[&str], needle: &str) {
+    let out = node.command(args).stdin(Stdio::null()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{args:?} should fail in one line: {stderr}");
+    assert!(lines[0].contains(needle), "{args:?}: {stderr}");
+    assert!(out.stdout.is_empty(), "stdout carries data only");
+}
+
+#[test]
+fn malformed_addresses_exit_2_with_one_line() {
+    let node = Node::new();
+    let good = node.command(&["addr", "--port", "4000"]).output().unwrap();
+    let good: serde_json::Value = serde_json::from_slice(&good.stdout).unwrap();
+    let good = good["text"].as_str().unwrap().to_string();
+    let mut typo = good.clone().into_bytes();
+    typo[10] = if typo[10] == b'a' { b'b' } else { b'a' };
+    let typo = String::from_utf8(typo).unwrap();
+    let truncated = &good[..good.len() - 7];
+
+    assert_usage_error(&node, &["connect", "garbage"], "must start with");
+    assert_usage_error(&node, &["connect", "wg"], "cut short");
+    assert_usage_error(&node, &["connect", "wg0189!"], "invalid character");
+    assert_usage_error(&node, &["connect", &typo], "checksum");
+    assert_usage_error(&node, &["connect", truncated], "address");
+    assert_usage_error(&node, &["connect", "bob.p2p"], "not built yet");
+    assert_usage_error(
+        &node,
+        &["connect", "--via", "teleport", &good],
+        "unknown --via",
+    );
+    assert_usage_error(&node, &["listen", "--allow", "nobody"], "not a node id");
+    assert_usage_error(&node, &["listen", "--forward", "host:port"], "--forward");
+    assert_usage_error(&node, &["--turn", "nonsense", "addr"], "TURN");
+    assert_usage_error(&node, &["nat-info"], "not built yet");
+    assert_usage_error(&node, &["name", "lookup", "bob"], "not built yet");
+}
+
+#[test]
+fn no_listener_fails_within_the_timeout() {
+    let (a, b) = (Node::new(), Node::new());
+    // A listener that came and went: its address points at a closed port.
+    let addr = {
+        let listener = a.listen(&[], Stdio::null(), Stdio::null());
+        listener.addr.clone()
+    };
+    let started = std::time::Instant::now();
+    let mut connector = Running::spawn(
+        b.command(&["connect", "--timeout", "3", &addr])
+            .stdin(Stdio::null()),
+    );
+    assert_eq!(connector.wait(Duration::from_secs(20)), 1);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let message = connector.wait_event("error")["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(message.contains("no path"), "{message}");
+}
+
+/// The connector is killed mid-transfer; the listener must exit 1 and say the transfer was
+/// interrupted, not exit 0 as if the stream had ended.
+fn peer_killed_mid_transfer(via: &str) {
+    let (a, b) = (Node::new(), Node::new());
+    let zero = || Stdio::from(std::fs::File::open("/dev/zero").unwrap());
+    let mut listener = a.listen(&["-vv"], zero(), Stdio::null());
+    let mut connector = Running::spawn(
+        b.command(&["connect", "--via", via, &listener.addr])
+            .stdin(zero())
+            .stdout(Stdio::null()),
+    );
+    connector.wait_event("connected");
+    std::thread::sleep(Duration::from_millis(500));
+    connector.child.kill().unwrap();
+    assert_eq!(
+        listener.wait(Duration::from_secs(30)),
+        1,
+        "{}",
+        listener.stderr()
+    );
+    let message = listener.wait_event("error")["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(message.contains("interrupted"), "{message}");
+}
+
+#[test]
+fn peer_killed_mid_transfer_over_tcp() {
+    peer_killed_mid_transfer("tcp");
+}
+
+#[test]
+fn peer_killed_mid_transfer_over_quic() {
+    peer_killed_mid_transfer("quic");
+}
+
+#[test]
+fn listener_killed_mid_transfer_fails_the_connector() {
+    let (a, b) = (Node::new(), Node::new());
+    let zero = || Stdio::from(std::fs::File::open("/dev/zero").unwrap());
+    let mut listener = a.listen(&[], zero(), Stdio::null());
+    let mut connector = Running::spawn(
+        b.command(&["connect", &listener.addr])
+            .stdin(zero())
+            .stdout(Stdio::null()),
+    );
+    connector.wait_event("connected");
+    std::thread::sleep(Duration::from_millis(500));
+    listener.child.kill().unwrap();
+    assert_eq!(
+        connector.wait(Duration::from_secs(30)),
+        1,
+        "{}",
+        connector.stderr()
+    );
+    let message = connector.wait_event("error")["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(message.contains("interrupted"), "{message}");
+}

@@ -1,0 +1,77 @@
+//! Port forwarding: `listen --forward` + `connect --local` carry many TCP connections at once.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::support::{Node, Running};
+
+/// A TCP echo server on loopback that serves each connection on its own thread.
+fn echo_server() -> u16 {
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in server.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                let mut conn = conn;
+                let mut buf = [0u8; 16 << 10];
+                while let Ok(n) = conn.read(&mut buf) {
+                    if n == 0 || conn.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn twenty_concurrent_clients_echo_through_the_link() {
+    let echo_port = echo_server().to_string();
+    let (a, b) = (Node::new(), Node::new());
+    let _listener = a.listen(&["--forward", &echo_port], Stdio::null(), Stdio::null());
+    let mut connector = Running::spawn(
+        b.command(&["connect", "--local", "127.0.0.1:0", &_listener.addr])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null()),
+    );
+    let local = connector.wait_event("forwarding")["local"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let clients: Vec<_> = (0..20u8)
+        .map(|i| {
+            let local = local.clone();
+            std::thread::spawn(move || {
+                let mut conn = TcpStream::connect(&local).unwrap();
+                conn.set_read_timeout(Some(Duration::from_secs(20)))
+                    .unwrap();
+                // Several round trips per client, each with its own content.
+                for round in 0..5u8 {
+                    let message: Vec<u8> = (0..(4096 + usize::from(i) * 100))
+                        .map(|j| (j as u8) ^ i ^ round)
+                        .collect();
+                    conn.write_all(&message).unwrap();
+                    let mut back = vec![0u8; message.len()];
+                    conn.read_exact(&mut back).unwrap();
+                    assert_eq!(back, message, "client {i} round {round}");
+                }
+                conn.shutdown(std::net::Shutdown::Write).unwrap();
+                let mut rest = Vec::new();
+                conn.read_to_end(&mut rest).unwrap();
+                assert!(rest.is_empty());
+            })
+        })
+        .collect();
+    for client in clients {
+        client.join().expect("client thread");
+    }
+    assert!(
+        connector.child.try_wait().unwrap().is_none(),
+        "connector exited early: {}",
+        connector.stderr()
+    );
+}
