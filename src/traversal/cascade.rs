@@ -25,10 +25,12 @@ pub enum CascadeError {
     KeyMismatch(crate::link::pin::KeyMismatch),
     #[error("refused by the peer: {0}")]
     Refused(String),
-    #[error("no path to the peer within {}s ({})", .timeout.as_secs(), summarize(.failures))]
+    #[error("no path to the peer ({})", summarize(.failures, *.unanswered, *.timeout))]
     NoPath {
         timeout: Duration,
         failures: Vec<(Attempt, String)>,
+        /// Attempts still waiting for an answer when time ran out.
+        unanswered: usize,
     },
 }
 
@@ -40,17 +42,24 @@ fn via_hint(restricted: &bool) -> &'static str {
     }
 }
 
-fn summarize(failures: &[(Attempt, String)]) -> String {
-    if failures.is_empty() {
-        return "no attempt finished".into();
-    }
-    let mut parts: Vec<String> = failures
+/// The failures most worth reading first: loopback refusals (the peer is simply not on this
+/// machine) go last; attempts still waiting at the deadline are counted.
+fn summarize(failures: &[(Attempt, String)], unanswered: usize, timeout: Duration) -> String {
+    let mut ordered: Vec<&(Attempt, String)> = failures.iter().collect();
+    ordered.sort_by_key(|(a, _)| a.remote.ip().is_loopback());
+    let mut parts: Vec<String> = ordered
         .iter()
         .take(4)
         .map(|(a, e)| format!("{a}: {e}"))
         .collect();
-    if failures.len() > 4 {
-        parts.push(format!("and {} more", failures.len() - 4));
+    if ordered.len() > 4 {
+        parts.push(format!("{} more failed", ordered.len() - 4));
+    }
+    if unanswered > 0 {
+        parts.push(format!(
+            "{unanswered} got no answer within {}s",
+            timeout.as_secs()
+        ));
     }
     parts.join("; ")
 }
@@ -122,5 +131,37 @@ pub async fn run(
             _ = &mut deadline => break,
         }
     }
-    Err(CascadeError::NoPath { timeout, failures })
+    Err(CascadeError::NoPath {
+        timeout,
+        failures,
+        unanswered: running.len(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::link::Transport;
+
+    fn attempt(remote: &str) -> Attempt {
+        Attempt {
+            strategy: "direct",
+            transport: Transport::Tcp,
+            remote: remote.parse().unwrap(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    #[test]
+    fn summary_puts_loopback_refusals_last_and_counts_silence() {
+        let failures = vec![
+            (attempt("127.0.0.1:1"), "refused".to_string()),
+            (attempt("192.168.1.2:1"), "no route".to_string()),
+        ];
+        assert_eq!(
+            summarize(&failures, 3, Duration::from_secs(15)),
+            "direct tcp 192.168.1.2:1: no route; direct tcp 127.0.0.1:1: refused; 3 got no answer within 15s"
+        );
+        assert_eq!(summarize(&[], 0, Duration::ZERO), "");
+    }
 }
