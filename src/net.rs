@@ -77,6 +77,13 @@ pub fn any_addr_like(addr: &SocketAddr) -> SocketAddr {
     }
 }
 
+/// The source address the kernel would use to reach `remote` (a route lookup; nothing is sent).
+pub fn route_source(remote: SocketAddr) -> Option<IpAddr> {
+    let probe = std::net::UdpSocket::bind(any_addr_like(&remote)).ok()?;
+    probe.connect(remote).ok()?;
+    probe.local_addr().ok().map(|a| a.ip())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,6 +103,14 @@ mod tests {
         assert!(!is_usable("169.254.1.1".parse().unwrap()));
         assert!(is_usable("127.0.0.1".parse().unwrap()));
         assert!(is_usable("2001:db8::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn route_source_of_loopback_is_loopback() {
+        assert_eq!(
+            route_source("127.0.0.1:9".parse().unwrap()),
+            Some("127.0.0.1".parse().unwrap())
+        );
     }
 
     #[test]

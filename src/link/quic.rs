@@ -66,11 +66,18 @@ pub(super) struct QuicLink {
     owns_endpoint: bool,
 }
 
+/// The address this side of the connection uses. quinn knows the local IP only on sockets that
+/// receive packet info; otherwise ask the kernel which source it routes to the peer from.
 fn local_addr(connection: &quinn::Connection, endpoint: &quinn::Endpoint) -> SocketAddr {
     let bound = endpoint
         .local_addr()
         .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into());
-    SocketAddr::new(connection.local_ip().unwrap_or(bound.ip()), bound.port())
+    let ip = connection
+        .local_ip()
+        .filter(|ip| !ip.is_unspecified())
+        .or_else(|| crate::net::route_source(connection.remote_address()))
+        .unwrap_or(bound.ip());
+    SocketAddr::new(ip, bound.port())
 }
 
 fn connection_error(
