@@ -21,6 +21,8 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(4);
 const STREAM_WINDOW: u32 = 16 << 20;
 const CONNECTION_WINDOW: u32 = 32 << 20;
 const MAX_STREAMS: u32 = 4096;
+/// Largest UDP payload probed for and accepted.
+const MAX_UDP_PAYLOAD: u16 = 6_000;
 
 fn transport_config() -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
@@ -33,6 +35,12 @@ fn transport_config() -> Arc<quinn::TransportConfig> {
     t.send_window(u64::from(CONNECTION_WINDOW));
     t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(MAX_STREAMS));
     t.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
+    // Probe for datagrams larger than 1500 bytes: loopback and many LANs carry them, and QUIC's
+    // cost is per packet. Internet paths settle at their real MTU. The bound keeps quinn's
+    // batches of up to 10 segments within the kernel's 64 KiB limit for one GSO send.
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(MAX_UDP_PAYLOAD);
+    t.mtu_discovery_config(Some(mtu));
     Arc::new(t)
 }
 
@@ -56,7 +64,11 @@ pub fn endpoint(
 ) -> std::io::Result<quinn::Endpoint> {
     let runtime =
         quinn::default_runtime().ok_or_else(|| std::io::Error::other("no async runtime"))?;
-    quinn::Endpoint::new(quinn::EndpointConfig::default(), server, socket, runtime)
+    let mut config = quinn::EndpointConfig::default();
+    config
+        .max_udp_payload_size(MAX_UDP_PAYLOAD)
+        .map_err(|_| std::io::Error::other("invalid UDP payload size"))?;
+    quinn::Endpoint::new(config, server, socket, runtime)
 }
 
 pub(super) struct QuicLink {
