@@ -7,6 +7,8 @@
 //! - [`addr`]: the address ("ticket"): a versioned binary record and its `wg…` text form.
 //! - [`config`]: TOML config, flags and environment resolved into one [`config::Settings`].
 //! - [`net`]: interface discovery and socket helpers.
+//! - [`stun`]: STUN on the caller's own sockets (stun-proto) and the sans-IO NAT classification.
+//! - [`discovery`]: what the network in front of this machine does (nat-info's report).
 //! - [`link`]: authenticated, encrypted, multiplexed links (TLS 1.3 + h2 over TCP, QUIC over UDP),
 //!   pinned to the peer's key, and the round trip that verifies a link end to end.
 //! - [`traversal`]: the strategy trait, the plan of attempts, and the cascade runner; one file per
@@ -19,11 +21,13 @@
 pub mod addr;
 pub mod cli;
 pub mod config;
+pub mod discovery;
 pub mod identity;
 pub mod link;
 pub mod net;
 pub mod report;
 pub mod splice;
+pub mod stun;
 pub mod traversal;
 
 /// ALPN protocol id spoken on every link, TLS and QUIC alike.

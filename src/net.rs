@@ -4,6 +4,7 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -67,6 +68,28 @@ pub fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     let _ = socket.set_send_buffer_size(UDP_BUFFER_BYTES);
     socket.bind(&addr.into())?;
     Ok(socket.into())
+}
+
+/// Idle time before TCP keep-alive probes start, probe interval and count: a silently vanished
+/// peer is noticed in about 11 s, in line with QUIC's idle timeout.
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
+const KEEPALIVE_RETRIES: u32 = 3;
+/// How long sent data may go unacknowledged before the connection is declared dead.
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Sets up a link's TCP socket: no Nagle delay, and a bounded wait for a peer that vanished
+/// without closing (keep-alive while idle, a user timeout while data is in flight).
+pub fn tune_link_socket(tcp: &tokio::net::TcpStream) -> io::Result<()> {
+    tcp.set_nodelay(true)?;
+    let socket = socket2::SockRef::from(tcp);
+    socket.set_tcp_keepalive(
+        &socket2::TcpKeepalive::new()
+            .with_time(KEEPALIVE_IDLE)
+            .with_interval(KEEPALIVE_INTERVAL)
+            .with_retries(KEEPALIVE_RETRIES),
+    )?;
+    socket.set_tcp_user_timeout(Some(TCP_USER_TIMEOUT))
 }
 
 /// The unspecified address of `addr`'s family with port 0, for outgoing sockets.

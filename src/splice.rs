@@ -19,7 +19,7 @@ const BUFFER: usize = 256 << 10;
 #[derive(Debug, thiserror::Error)]
 pub enum SpliceError {
     /// The link failed (peer gone, stream reset): the transfer is incomplete.
-    #[error("transfer interrupted after {sent} bytes sent and {received} received: {source}")]
+    #[error("transfer interrupted after {sent} bytes sent and {received} received")]
     Interrupted {
         sent: u64,
         received: u64,

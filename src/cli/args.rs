@@ -66,7 +66,7 @@ pub enum Command {
     /// Connect to a peer by address or name
     Connect(ConnectArgs),
     /// Show the NAT and network in front of this machine
-    NatInfo,
+    NatInfo(NatInfoArgs),
     /// Claim, look up or release a name
     #[command(subcommand)]
     Name(NameCommand),
@@ -123,6 +123,13 @@ pub struct ConnectArgs {
     pub via: Vec<String>,
     /// Give up finding a path after this many seconds
     #[arg(long, value_name = "SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct NatInfoArgs {
+    /// Give up after this many seconds, whatever is still unanswered
+    #[arg(long, value_name = "SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=60))]
     pub timeout: u64,
 }
 

@@ -13,7 +13,7 @@ use super::{usage, Node};
 use crate::config::HostPort;
 use crate::identity::NodeId;
 use crate::link::listener::Listener;
-use crate::link::Link;
+use crate::link::{Link, HANDSHAKE_TIMEOUT};
 use crate::report::{Connected, Reporter};
 
 pub async fn run(node: Node, args: ListenArgs, reporter: Reporter) -> anyhow::Result<ExitCode> {
@@ -97,9 +97,10 @@ async fn serve_transfers(
         let link = listener.accept().await.context("listener stopped")?;
         reporter.connected(&connected_event(&link, link.info().started));
         let peer = link.info().peer.id().to_string();
-        let stream = link
-            .accept()
-            .await?
+        // The connector opens its stream right after selecting the link.
+        let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, link.accept())
+            .await
+            .context("peer opened no stream")??
             .context("peer closed the link before opening a stream")?;
         let outcome = transfer::run(stream, ends, reporter, &peer).await;
         link.close().await;

@@ -7,6 +7,7 @@ pub mod args;
 mod connect;
 pub mod docs;
 mod listen;
+mod nat_info;
 mod show;
 mod transfer;
 
@@ -121,6 +122,7 @@ fn init_logging(global: &Global) {
 
 /// The node: settings, identity and the credentials links are made with.
 pub(crate) struct Node {
+    pub settings: Settings,
     pub identity: Identity,
     pub creds: Credentials,
 }
@@ -139,7 +141,11 @@ impl Node {
         let identity = Identity::load_or_create(&settings.home)?;
         let creds = Credentials::new(&identity)
             .context("cannot make a certificate from the identity key")?;
-        Ok(Self { identity, creds })
+        Ok(Self {
+            settings,
+            identity,
+            creds,
+        })
     }
 
     fn default_port(&self) -> u16 {
@@ -179,7 +185,9 @@ async fn run(cli: Cli, reporter: Reporter, start: Instant) -> anyhow::Result<Exi
             Command::Connect(args) => {
                 connect::run(Node::load(&cli.global)?, args, reporter, start).await
             }
-            Command::NatInfo => not_built("nat-info"),
+            Command::NatInfo(args) => {
+                nat_info::run(&Node::load(&cli.global)?, args, &reporter).await
+            }
             Command::Name(
                 NameCommand::Claim { .. }
                 | NameCommand::Lookup { .. }

@@ -20,7 +20,7 @@ pub struct Listener {
     port: u16,
     incoming: mpsc::Receiver<Link>,
     endpoints: Vec<quinn::Endpoint>,
-    _tasks: JoinSet<()>,
+    tasks: JoinSet<()>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -115,7 +115,7 @@ impl Listener {
             port: sockets.port,
             incoming,
             endpoints,
-            _tasks: tasks,
+            tasks,
         })
     }
 
@@ -130,7 +130,7 @@ impl Listener {
 
     /// Stops accepting and lets QUIC close notices go out (bounded).
     pub async fn shutdown(self) {
-        drop(self._tasks);
+        drop(self.tasks);
         for endpoint in &self.endpoints {
             endpoint.close(quinn::VarInt::from_u32(0), b"bye");
         }

@@ -69,7 +69,7 @@ pub async fn connect(
 ) -> Result<Link, LinkError> {
     let started = std::time::Instant::now();
     let (local, remote) = (tcp.local_addr()?, tcp.peer_addr()?);
-    tcp.set_nodelay(true)?;
+    crate::net::tune_link_socket(&tcp)?;
     let (config, mismatch) = pin::client_config(creds, expected)?;
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let name = rustls::pki_types::ServerName::try_from(crate::TLS_SERVER_NAME)
@@ -116,7 +116,7 @@ pub async fn accept(
 ) -> Result<Link, LinkError> {
     let started = std::time::Instant::now();
     let (local, remote) = (tcp.local_addr()?, tcp.peer_addr()?);
-    tcp.set_nodelay(true)?;
+    crate::net::tune_link_socket(&tcp)?;
     let tls = acceptor
         .accept(tcp)
         .await
