@@ -70,6 +70,20 @@ impl HostPort {
     }
 }
 
+impl HostPort {
+    /// `[HOST:]PORT` for a local socket: a bare port means `default_host`. Port 0 is allowed
+    /// (the caller decides whether "any port" makes sense).
+    pub fn parse_local(text: &str, default_host: &str) -> Option<Self> {
+        match text.trim().parse::<u16>() {
+            Ok(port) => Some(Self {
+                host: default_host.to_string(),
+                port,
+            }),
+            Err(_) => Self::parse(text, None),
+        }
+    }
+}
+
 impl std::fmt::Display for HostPort {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         if self.host.contains(':') {

@@ -25,6 +25,22 @@ pub struct Connected {
     pub setup_ms: u64,
 }
 
+impl Connected {
+    /// The event for `link`, won by `method`, `setup` after the start that matters to this side.
+    pub fn new(link: &crate::link::LinkInfo, method: &str, setup: std::time::Duration) -> Self {
+        Self {
+            peer: link.peer.id().to_string(),
+            method: method.to_string(),
+            transport: link.transport.as_str(),
+            // Every link is direct until relays exist.
+            path: "direct",
+            local: link.local.to_string(),
+            remote: link.remote.to_string(),
+            setup_ms: setup.as_millis() as u64,
+        }
+    }
+}
+
 impl Reporter {
     fn emit(&self, event: &str, fields: impl Serialize, human: impl FnOnce() -> String) {
         let line = if self.json {

@@ -26,17 +26,6 @@ fn parse_target(text: &str) -> anyhow::Result<Address> {
     Address::parse(trimmed).map_err(Into::into)
 }
 
-fn parse_local(text: &str) -> anyhow::Result<HostPort> {
-    let hp = match text.parse::<u16>() {
-        Ok(port) => Some(HostPort {
-            host: "127.0.0.1".into(),
-            port,
-        }),
-        Err(_) => HostPort::parse(text, None),
-    };
-    hp.ok_or_else(|| usage(format!("--local {text:?}: expected [HOST:]PORT")))
-}
-
 pub async fn run(
     node: Node,
     args: ConnectArgs,
@@ -46,7 +35,13 @@ pub async fn run(
     let peer = parse_target(&args.target)?;
     let strategies = traversal::registry();
     let via = Via::parse(&args.via, &strategies).map_err(usage)?;
-    let local = args.local.as_deref().map(parse_local).transpose()?;
+    let local = match args.local.as_deref() {
+        Some(text) => Some(
+            HostPort::parse_local(text, "127.0.0.1")
+                .ok_or_else(|| usage(format!("--local {text:?}: expected [HOST:]PORT")))?,
+        ),
+        None => None,
+    };
     let ends = Ends {
         send: args.send,
         recv: args.recv,
@@ -81,7 +76,7 @@ pub async fn run(
     )
     .await?;
     let link = winner.link;
-    reporter.connected(&connected_event(&link, winner.method, start));
+    reporter.connected(&Connected::new(link.info(), winner.method, start.elapsed()));
 
     match local_listener {
         Some(tcp) => serve_local(&link, tcp, &reporter).await,
@@ -92,19 +87,6 @@ pub async fn run(
             link.close().await;
             outcome.map(|_| ExitCode::SUCCESS)
         }
-    }
-}
-
-fn connected_event(link: &Link, method: &str, start: Instant) -> Connected {
-    let info = link.info();
-    Connected {
-        peer: info.peer.id().to_string(),
-        method: method.to_string(),
-        transport: info.transport.as_str(),
-        path: "direct",
-        local: info.local.to_string(),
-        remote: info.remote.to_string(),
-        setup_ms: start.elapsed().as_millis() as u64,
     }
 }
 

@@ -2,7 +2,6 @@
 //! or forward each inbound stream to a local TCP port.
 
 use std::process::ExitCode;
-use std::time::Instant;
 
 use anyhow::Context as _;
 use tokio::task::JoinSet;
@@ -34,7 +33,14 @@ pub async fn run(node: Node, args: ListenArgs, reporter: Reporter) -> anyhow::Re
         });
         Some(ids.collect::<anyhow::Result<Vec<_>>>()?)
     };
-    let forward = args.forward.as_deref().map(parse_forward).transpose()?;
+    let forward = match args.forward.as_deref() {
+        Some(text) => Some(
+            HostPort::parse_local(text, "localhost")
+                .filter(|hp| hp.port != 0)
+                .ok_or_else(|| usage(format!("--forward {text:?}: expected [HOST:]PORT")))?,
+        ),
+        None => None,
+    };
     let ends = Ends {
         send: args.send,
         recv: args.recv,
@@ -61,30 +67,10 @@ pub async fn run(node: Node, args: ListenArgs, reporter: Reporter) -> anyhow::Re
     result.map(|()| ExitCode::SUCCESS)
 }
 
-fn parse_forward(text: &str) -> anyhow::Result<HostPort> {
-    let hp = match text.parse::<u16>() {
-        Ok(port) if port != 0 => Some(HostPort {
-            host: "localhost".into(),
-            port,
-        }),
-        _ => HostPort::parse(text, None),
-    };
-    hp.ok_or_else(|| usage(format!("--forward {text:?}: expected [HOST:]PORT")))
-}
-
-fn connected_event(link: &Link, since: Instant) -> Connected {
-    let info = link.info();
-    Connected {
-        peer: info.peer.id().to_string(),
-        // Inbound links reach a listener only by being dialled directly, until signalling lets
-        // the connector say which strategy it used.
-        method: "direct".into(),
-        transport: info.transport.as_str(),
-        path: "direct",
-        local: info.local.to_string(),
-        remote: info.remote.to_string(),
-        setup_ms: since.elapsed().as_millis() as u64,
-    }
+/// Inbound links reach a listener only by being dialled directly, until signalling lets the
+/// connector say which strategy it used.
+fn inbound_event(link: &Link) -> Connected {
+    Connected::new(link.info(), "direct", link.info().started.elapsed())
 }
 
 async fn serve_transfers(
@@ -95,7 +81,7 @@ async fn serve_transfers(
 ) -> anyhow::Result<()> {
     loop {
         let link = listener.accept().await.context("listener stopped")?;
-        reporter.connected(&connected_event(&link, link.info().started));
+        reporter.connected(&inbound_event(&link));
         let peer = link.info().peer.id().to_string();
         // The connector opens its stream right after selecting the link.
         let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, link.accept())
@@ -126,7 +112,7 @@ async fn serve_forward(
         tokio::select! {
             link = listener.accept() => {
                 let link = link.context("listener stopped")?;
-                reporter.connected(&connected_event(&link, link.info().started));
+                reporter.connected(&inbound_event(&link));
                 let forwarding = forward_link(link, target.clone());
                 if keep_open {
                     peers.spawn(forwarding);
