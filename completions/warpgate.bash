@@ -654,12 +654,16 @@ _warpgate() {
             return 0
             ;;
         warpgate__subcmd__nat__subcmd__info)
-            opts="-v -q -h -V --home --config --broker --stun --turn --registry --offline --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --timeout --home --config --broker --stun --turn --registry --offline --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --home)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

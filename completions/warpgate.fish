@@ -91,6 +91,7 @@ complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -s v -l verbo
 complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -s q -l quiet -d 'Only errors on stderr'
 complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -s h -l help -d 'Print help'
 complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -s V -l version -d 'Print version'
+complete -c warpgate -n "__fish_warpgate_using_subcommand nat-info" -l timeout -d 'Give up after this many seconds, whatever is still unanswered' -r
 complete -c warpgate -n "__fish_warpgate_using_subcommand nat-info" -l home -d 'State directory: identity key, config, caches (two homes = two nodes on one machine)' -r -F
 complete -c warpgate -n "__fish_warpgate_using_subcommand nat-info" -l config -d 'TOML config file [default: config.toml in the config directory]' -r -F
 complete -c warpgate -n "__fish_warpgate_using_subcommand nat-info" -l broker -d 'MQTT broker for signalling, replaces the configured list (repeatable)' -r

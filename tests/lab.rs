@@ -8,6 +8,7 @@
 //! - `nat`      — each router maps and filters as its NAT type promises (IPv4, IPv6), loss
 //! - `services` — STUN, TURN, MQTT, UPnP and NAT-PMP work from behind every router
 //! - `matrix`   — `warpgate connect` between every ordered pair of hosts
+//! - `natinfo`  — `warpgate nat-info` reports each router's behaviours; broken servers
 
 #[path = "lab/harness.rs"]
 mod harness;
@@ -15,5 +16,7 @@ mod harness;
 mod matrix;
 #[path = "lab/nat.rs"]
 mod nat;
+#[path = "lab/natinfo.rs"]
+mod natinfo;
 #[path = "lab/services.rs"]
 mod services;

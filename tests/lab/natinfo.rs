@@ -1,0 +1,266 @@
+//! `warpgate nat-info --json` behind every router of the lab (issue 4): each reports exactly
+//! the behaviours its router was built with, for IPv4 and IPv6, within the time budget; broken
+//! servers (unreachable, silent, garbage-answering) are reported one by one and never make it
+//! hang. The wall time and STUN packet count of every run are printed (`--nocapture`).
+
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::harness::{lab, parallel, shared, Host, Lab, Warpgate, SRV6_A, SRV_A, SRV_B};
+
+/// What one run left: exit code, the parsed report, wall time measured from outside.
+struct Run {
+    code: Option<i32>,
+    report: Value,
+    wall: Duration,
+    stderr: Vec<String>,
+}
+
+fn nat_info(lab: &Lab, host: &str, servers: &[String]) -> Run {
+    let mut global = Vec::new();
+    for s in servers {
+        global.push("--stun");
+        global.push(s.as_str());
+    }
+    let started = Instant::now();
+    let wg = Warpgate::spawn(lab, host, &global, &["nat-info"], b"");
+    let done = wg.finish(Duration::from_secs(15));
+    let wall = started.elapsed();
+    let report = serde_json::from_str(done.stdout.trim()).unwrap_or(Value::Null);
+    Run {
+        code: done.code,
+        report,
+        wall,
+        stderr: done.stderr,
+    }
+}
+
+fn lab_servers() -> Vec<String> {
+    vec![
+        format!("{SRV_A}:3478"),
+        format!("{SRV_B}:3478"),
+        format!("[{SRV6_A}]:3478"),
+    ]
+}
+
+fn family<'a>(report: &'a Value, family: &str) -> Option<&'a Value> {
+    report["interfaces"]
+        .as_array()?
+        .iter()
+        .find(|i| i["family"] == family)
+}
+
+/// (mapping, filtering) each router type was built with; IPv6 is routed without NAT, each
+/// router filtering it its own way (an endpoint-independent filter without NAT shows as none).
+fn expected(nat: &str) -> ((&str, &str), (&str, &str)) {
+    const EIM: &str = "endpoint-independent";
+    const ADF: &str = "address-dependent";
+    const APD: &str = "address-and-port-dependent";
+    match nat {
+        "public" => (("none", "none"), ("none", "none")),
+        "fullcone" => ((EIM, EIM), ("none", "none")),
+        "addrrestricted" => ((EIM, ADF), ("none", ADF)),
+        "portrestricted" | "cgnat" | "upnp" => ((EIM, APD), ("none", APD)),
+        "symmetric" => ((APD, APD), ("none", APD)),
+        "udpblock" => (("unknown", "unknown"), ("unknown", "unknown")),
+        other => panic!("no expectation for NAT type {other}"),
+    }
+}
+
+fn check_host(lab: &Lab, h: &Host) -> Result<String, String> {
+    let run = nat_info(lab, &h.name, &lab_servers());
+    let r = &run.report;
+    let mut bad = Vec::new();
+    if run.code != Some(0) {
+        bad.push(format!("exit {:?}", run.code));
+    }
+    let (v4_want, v6_want) = expected(&h.nat);
+    for (fam, want) in [("ipv4", v4_want), ("ipv6", v6_want)] {
+        let Some(i) = family(r, fam) else {
+            bad.push(format!("no {fam} record"));
+            continue;
+        };
+        let got = (
+            i["mapping"].as_str().unwrap_or(""),
+            i["filtering"].as_str().unwrap_or(""),
+        );
+        if got != want {
+            bad.push(format!("{fam} mapping/filtering {got:?}, want {want:?}"));
+        }
+        let blocked = h.nat == "udpblock";
+        if i["udp_blocked"] != blocked {
+            bad.push(format!("{fam} udp_blocked {}", i["udp_blocked"]));
+        }
+        let tcp_public = i["public_tcp"].as_array().map_or(0, |a| a.len());
+        if tcp_public == 0 {
+            bad.push(format!("{fam}: no public address over TCP"));
+        }
+    }
+    if let Some(v4) = family(r, "ipv4") {
+        let public = if h.nat == "udpblock" {
+            &v4["public_tcp"][0]
+        } else {
+            &v4["public"][0]
+        };
+        if !public
+            .as_str()
+            .is_some_and(|p| p.starts_with(&format!("{}:", h.public4)))
+        {
+            bad.push(format!("public {public}, want {}", h.public4));
+        }
+        let alloc = v4["port_allocation"]["kind"].as_str().unwrap_or("");
+        let want_alloc = match h.nat.as_str() {
+            "symmetric" => "random",
+            "udpblock" => "unknown",
+            _ => "preserving",
+        };
+        if alloc != want_alloc {
+            bad.push(format!("port allocation {alloc}, want {want_alloc}"));
+        }
+    }
+    // Reachable servers: under 2 s of discovery (issue 4's target).
+    let elapsed = r["elapsed_ms"].as_u64().unwrap_or(u64::MAX);
+    if elapsed >= 2000 {
+        bad.push(format!("took {elapsed} ms"));
+    }
+    let packets = r["stun_packets"].as_u64().unwrap_or(0);
+    if bad.is_empty() {
+        Ok(format!(
+            "{:6} {:15} wall {:4} ms, discovery {:4} ms, {:2} STUN packets",
+            h.name,
+            h.nat,
+            run.wall.as_millis(),
+            elapsed,
+            packets
+        ))
+    } else {
+        Err(format!(
+            "{} ({}): {}\nreport: {r}\nstderr: {:?}",
+            h.name,
+            h.nat,
+            bad.join("; "),
+            run.stderr
+        ))
+    }
+}
+
+#[test]
+fn nat_info_reports_what_each_router_was_built_with() {
+    let Some(lab) = lab() else { return };
+    let _g = shared();
+    let results = parallel(&lab.hosts, 6, |h: &Host| check_host(lab, h));
+    let mut failures = Vec::new();
+    for r in results {
+        match r {
+            Ok(line) => eprintln!("nat-info {line}"),
+            Err(e) => failures.push(e),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A UDP server in the lab's internet that answers every datagram with junk.
+struct Garbage(Child);
+
+impl Garbage {
+    fn start(lab: &Lab, ip: &str, port: u16) -> Self {
+        let code = format!(
+            "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+             s.bind(('{ip}',{port}))\n\
+             while True:\n d,p=s.recvfrom(2048)\n s.sendto(b'\\x01\\x01 not stun at all',p)\n"
+        );
+        let child = lab
+            .command("inet", "python3")
+            .args(["-c", &code])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the garbage server");
+        std::thread::sleep(Duration::from_millis(300));
+        Garbage(child)
+    }
+}
+
+impl Drop for Garbage {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn server<'a>(report: &'a Value, addr: &str, transport: &str) -> &'a Value {
+    report["servers"]
+        .as_array()
+        .and_then(|list| {
+            list.iter()
+                .find(|s| s["addr"] == addr && s["transport"] == transport)
+        })
+        .unwrap_or(&Value::Null)
+}
+
+#[test]
+fn broken_servers_are_reported_one_by_one_without_hanging() {
+    let Some(lab) = lab() else { return };
+    let _g = shared();
+    let _junk = Garbage::start(lab, SRV_B, 4998);
+    let good = format!("{SRV_A}:3478");
+    let garbage_udp = format!("{SRV_B}:4998");
+    // The reflector: silent to STUN over UDP, a line of text over TCP.
+    let garbage_tcp = format!("{SRV_A}:4000");
+    // Nothing listens: UDP silent, TCP refused.
+    let closed = format!("{SRV_A}:4999");
+    // No such host in the internet: nothing at all comes back.
+    let nobody = "198.51.100.77:3478".to_string();
+    let all = [&good, &garbage_udp, &garbage_tcp, &closed, &nobody].map(|s| s.to_string());
+
+    let run = nat_info(lab, "pr1h", &all);
+    let r = &run.report;
+    eprintln!(
+        "nat-info with broken servers: wall {} ms, {} STUN packets",
+        run.wall.as_millis(),
+        r["stun_packets"]
+    );
+    assert_eq!(run.code, Some(0), "{r} {:?}", run.stderr);
+    assert!(run.wall < Duration::from_secs(5), "{:?}", run.wall);
+    let v4 = family(r, "ipv4").expect("an ipv4 record");
+    assert_eq!(v4["mapping"], "endpoint-independent", "{r}");
+    assert_eq!(v4["filtering"], "address-and-port-dependent", "{r}");
+    let expect = |addr: &str, transport: &str, reachable: bool, needle: &str| {
+        let s = server(r, addr, transport);
+        assert_eq!(s["reachable"], reachable, "{addr}/{transport}: {s} in {r}");
+        if !reachable {
+            let e = s["error"].as_str().unwrap_or("");
+            assert!(e.contains(needle), "{addr}/{transport}: {e:?}");
+            assert!(s["rtt_ms"].is_null(), "{s}");
+        } else {
+            assert!(s["rtt_ms"].as_f64().is_some(), "{s}");
+        }
+    };
+    expect(&good, "udp", true, "");
+    expect(&good, "tcp", true, "");
+    expect(&garbage_udp, "udp", false, "not STUN");
+    expect(&garbage_tcp, "tcp", false, "not STUN");
+    expect(&garbage_tcp, "udp", false, "no answer");
+    expect(&closed, "udp", false, "no answer");
+    expect(&closed, "tcp", false, "refused");
+    expect(&nobody, "udp", false, "no answer");
+    expect(&nobody, "tcp", false, "");
+
+    // Only broken servers: exit 1, the report still printed, still within the budget.
+    let broken = [&garbage_udp, &closed, &nobody].map(|s| s.to_string());
+    let run = nat_info(lab, "pr1h", &broken);
+    assert_eq!(run.code, Some(1), "{:?}", run.stderr);
+    assert!(run.wall < Duration::from_secs(5), "{:?}", run.wall);
+    assert_eq!(
+        run.report["servers"]
+            .as_array()
+            .map_or(0, |s| s.iter().filter(|s| s["reachable"] == false).count()),
+        6,
+        "{}",
+        run.report
+    );
+    assert_eq!(family(&run.report, "ipv4").unwrap()["mapping"], "unknown");
+}
