@@ -26,6 +26,7 @@ use serde::Serialize;
 use tokio::net::UdpSocket;
 
 use crate::config::HostPort;
+use crate::portmap::{self, PortMapper};
 use crate::stun::classify::{self, Behaviour, FilterTests, Observation, PortAllocation};
 use crate::stun::udp::{self, Probe, ProbeResult};
 use crate::stun::{tcp, Change, Counter, StunError, Timing};
@@ -38,6 +39,8 @@ const RESOLVE_TIMEOUT: Duration = Duration::from_millis(1000);
 const TCP_TIMEOUT: Duration = Duration::from_millis(1250);
 /// How long to wait for a hairpinned packet.
 const HAIRPIN_WAIT: Duration = Duration::from_millis(400);
+/// How long the UPnP search (and then the external-address request) may take.
+const UPNP_TIMEOUT: Duration = Duration::from_millis(1000);
 /// Fresh sockets opened for the port-allocation series, and the gap between their first sends
 /// (so the NAT sees them in order).
 const ALLOCATION_SOCKETS: usize = 4;
@@ -89,6 +92,11 @@ pub struct InterfaceReport {
     pub udp_blocked: Option<bool>,
     /// A server offered OTHER-ADDRESS, so the RFC 5780 tests ran.
     pub rfc5780: bool,
+    /// The IPv4 default gateway asked for UPnP IGD and NAT-PMP (`null` for IPv6, or with no
+    /// default route).
+    pub gateway: Option<IpAddr>,
+    pub upnp: Option<PortMapper>,
+    pub nat_pmp: Option<PortMapper>,
 }
 
 /// Health of one configured server over one transport.
@@ -235,8 +243,35 @@ async fn bind(ip: IpAddr) -> std::io::Result<UdpSocket> {
     UdpSocket::bind((ip, 0)).await
 }
 
-/// Phase A and B for the servers reached from local address `ip`.
+/// STUN phases A and B for the servers reached from local address `ip`, and beside them the
+/// port-mapping protocols of the IPv4 gateway.
 async fn probe_interface(ip: IpAddr, targets: &[Target], counter: &Counter) -> InterfaceOutcome {
+    let gateway = match ip {
+        IpAddr::V4(v4) if !v4.is_loopback() => portmap::default_gateway_v4().map(|g| (v4, g)),
+        _ => None,
+    };
+    let portmaps = async {
+        match gateway {
+            Some((local, gw)) => {
+                let (u, n) = tokio::join!(
+                    portmap::upnp(local, gw, UPNP_TIMEOUT),
+                    portmap::natpmp(local, gw)
+                );
+                (Some(u), Some(n))
+            }
+            None => (None, None),
+        }
+    };
+    let (stun, (upnp, nat_pmp)) = tokio::join!(probe_stun(ip, targets, counter), portmaps);
+    stun.map(|(mut iface, servers)| {
+        iface.gateway = gateway.map(|(_, g)| g.into());
+        iface.upnp = upnp;
+        iface.nat_pmp = nat_pmp;
+        (iface, servers)
+    })
+}
+
+async fn probe_stun(ip: IpAddr, targets: &[Target], counter: &Counter) -> InterfaceOutcome {
     let timing = Timing::QUICK;
     let fail = |e: std::io::Error| {
         let reports = targets
@@ -389,6 +424,9 @@ async fn probe_interface(ip: IpAddr, targets: &[Target], counter: &Counter) -> I
             tcp_results.iter().any(|r| r.is_ok()),
         ),
         rfc5780: rfc5780.is_some(),
+        gateway: None,
+        upnp: None,
+        nat_pmp: None,
     };
     Ok((iface, reports))
 }

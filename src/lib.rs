@@ -9,6 +9,7 @@
 //! - [`net`]: interface discovery and socket helpers.
 //! - [`stun`]: STUN on the caller's own sockets (stun-proto) and the sans-IO NAT classification.
 //! - [`discovery`]: what the network in front of this machine does (nat-info's report).
+//! - [`portmap`]: the router's port-mapping protocols (UPnP IGD, NAT-PMP), asked by unicast.
 //! - [`link`]: authenticated, encrypted, multiplexed links (TLS 1.3 + h2 over TCP, QUIC over UDP),
 //!   pinned to the peer's key, and the round trip that verifies a link end to end.
 //! - [`traversal`]: the strategy trait, the plan of attempts, and the cascade runner; one file per
@@ -25,6 +26,7 @@ pub mod discovery;
 pub mod identity;
 pub mod link;
 pub mod net;
+pub mod portmap;
 pub mod report;
 pub mod splice;
 pub mod stun;

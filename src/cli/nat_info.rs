@@ -108,6 +108,22 @@ fn table(r: &Report) -> String {
                 .into(),
             ),
         ];
+        let mapper = |m: &Option<crate::portmap::PortMapper>| match m {
+            Some(m) if m.available => format!(
+                "yes, external {}",
+                m.external
+                    .map(|e| e.to_string())
+                    .unwrap_or_else(|| "-".into())
+            ),
+            Some(m) => format!("no ({})", m.error.as_deref().unwrap_or("no answer")),
+            None => "-".into(),
+        };
+        let mut rows = rows.to_vec();
+        if let Some(gw) = i.gateway {
+            rows.push(("gateway", gw.to_string()));
+            rows.push(("upnp igd", mapper(&i.upnp)));
+            rows.push(("nat-pmp", mapper(&i.nat_pmp)));
+        }
         let _ = writeln!(out, "{family} via {}", i.local);
         for (k, v) in rows {
             let _ = writeln!(out, "  {k:<16} {v}");

@@ -1,7 +1,8 @@
 //! `warpgate nat-info --json` behind every router of the lab (issue 4): each reports exactly
 //! the behaviours its router was built with, for IPv4 and IPv6, within the time budget; broken
 //! servers (unreachable, silent, garbage-answering) are reported one by one and never make it
-//! hang. The wall time and STUN packet count of every run are printed (`--nocapture`).
+//! hang; the miniupnpd routers are found by UPnP IGD and NAT-PMP with their external address.
+//! The wall time and STUN packet count of every run are printed (`--nocapture`).
 
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -118,6 +119,23 @@ fn check_host(lab: &Lab, h: &Host) -> Result<String, String> {
         };
         if alloc != want_alloc {
             bad.push(format!("port allocation {alloc}, want {want_alloc}"));
+        }
+        // Only the miniupnpd routers speak UPnP IGD and NAT-PMP; both report the public address.
+        let upnp_router = h.nat == "upnp";
+        for proto in ["upnp", "nat_pmp"] {
+            let p = &v4[proto];
+            if p["available"] != upnp_router {
+                bad.push(format!("{proto} {p}"));
+            }
+            if upnp_router && p["external"] != h.public4.as_str() {
+                bad.push(format!(
+                    "{proto} external {}, want {}",
+                    p["external"], h.public4
+                ));
+            }
+        }
+        if v4["gateway"] != h.gateway4.as_str() {
+            bad.push(format!("gateway {}, want {}", v4["gateway"], h.gateway4));
         }
     }
     // Reachable servers: under 2 s of discovery (issue 4's target).
