@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use tokio::net::UdpSocket;
 
-use crate::config::HostPort;
+use crate::config::{HostPort, TurnServer};
 use crate::portmap::{self, PortMapper};
 use crate::stun::classify::{self, Behaviour, FilterTests, Observation, PortAllocation};
 use crate::stun::udp::{self, Probe, ProbeResult};
@@ -39,6 +39,8 @@ const RESOLVE_TIMEOUT: Duration = Duration::from_millis(1000);
 const TCP_TIMEOUT: Duration = Duration::from_millis(1250);
 /// How long to wait for a hairpinned packet.
 const HAIRPIN_WAIT: Duration = Duration::from_millis(400);
+/// How long a TURN allocation may take.
+const TURN_TIMEOUT: Duration = Duration::from_millis(1500);
 /// How long the UPnP search (and then the external-address request) may take.
 const UPNP_TIMEOUT: Duration = Duration::from_millis(1000);
 /// Fresh sockets opened for the port-allocation series, and the gap between their first sends
@@ -112,6 +114,9 @@ pub struct ServerReport {
     pub rtt_ms: Option<f64>,
     /// This machine's address as the server saw it.
     pub mapped: Option<SocketAddr>,
+    /// TURN: the relayed address the allocation got (then released).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relayed: Option<SocketAddr>,
     pub error: Option<String>,
 }
 
@@ -125,6 +130,7 @@ impl ServerReport {
             reachable: false,
             rtt_ms: None,
             mapped: None,
+            relayed: None,
             error: None,
         }
     }
@@ -149,10 +155,67 @@ struct Target {
     addr: SocketAddr,
 }
 
-/// Runs the whole discovery against `servers`.
-pub async fn discover(servers: &[HostPort]) -> Report {
+/// Runs the whole discovery against the STUN `servers`, and checks the `turn` servers beside it.
+pub async fn discover(servers: &[HostPort], turn: &[TurnServer]) -> Report {
     let started = Instant::now();
     let counter = Counter::default();
+    let (mut report, turn_reports) = tokio::join!(
+        discover_stun(servers, &counter),
+        futures_util::future::join_all(turn.iter().map(|t| check_turn(t, &counter)))
+    );
+    report.servers.extend(turn_reports.into_iter().flatten());
+    report.elapsed_ms = started.elapsed().as_millis() as u64;
+    report.stun_packets = counter.get();
+    report
+}
+
+/// A TURN allocation on every address of `server`, from the local address routing to it.
+async fn check_turn(server: &TurnServer, counter: &Counter) -> Vec<ServerReport> {
+    let name = format!("turn://{}@{}", server.user, server.server);
+    let addrs = match resolve(&server.server).await {
+        Ok(a) => a,
+        Err(e) => {
+            let mut r = ServerReport::new(&name, None, "udp");
+            r.kind = "turn";
+            r.error = Some(e);
+            return vec![r];
+        }
+    };
+    let checks = addrs.into_iter().map(|addr| {
+        let name = name.clone();
+        async move {
+            let mut r = ServerReport::new(&name, Some(addr), "udp");
+            r.kind = "turn";
+            let Some(ip) = crate::net::route_source(addr) else {
+                r.error = Some("no route from this machine".into());
+                return r;
+            };
+            match crate::health::turn_allocation(
+                ip,
+                addr,
+                &server.user,
+                &server.password,
+                TURN_TIMEOUT,
+                counter,
+            )
+            .await
+            {
+                Ok(c) => {
+                    r.reachable = true;
+                    r.rtt_ms = Some((c.rtt.as_secs_f64() * 10_000.0).round() / 10.0);
+                    r.mapped = c.mapped;
+                    r.relayed = Some(c.relayed);
+                }
+                Err(e) => r.error = Some(e),
+            }
+            r
+        }
+    });
+    futures_util::future::join_all(checks).await
+}
+
+async fn discover_stun(servers: &[HostPort], counter: &Counter) -> Report {
+    let started = Instant::now();
     let mut reports = Vec::new();
     let mut targets = Vec::new();
     let resolved = futures_util::future::join_all(servers.iter().map(resolve)).await;
@@ -187,7 +250,7 @@ pub async fn discover(servers: &[HostPort]) -> Report {
     let probed = futures_util::future::join_all(
         groups
             .iter()
-            .map(|(ip, targets)| probe_interface(*ip, targets, &counter)),
+            .map(|(ip, targets)| probe_interface(*ip, targets, counter)),
     )
     .await;
     let mut interfaces = Vec::new();
@@ -537,7 +600,7 @@ mod tests {
             port: addr.port(),
         }];
         let started = Instant::now();
-        let report = discover(&servers).await;
+        let report = discover(&servers, &[]).await;
         assert!(started.elapsed() < Duration::from_secs(3));
         let udp = report
             .servers

@@ -9,6 +9,7 @@
 //! - [`net`]: interface discovery and socket helpers.
 //! - [`stun`]: STUN on the caller's own sockets (stun-proto) and the sans-IO NAT classification.
 //! - [`discovery`]: what the network in front of this machine does (nat-info's report).
+//! - [`health`]: reachability of relay servers (a TURN allocation with the credentials).
 //! - [`portmap`]: the router's port-mapping protocols (UPnP IGD, NAT-PMP), asked by unicast.
 //! - [`link`]: authenticated, encrypted, multiplexed links (TLS 1.3 + h2 over TCP, QUIC over UDP),
 //!   pinned to the peer's key, and the round trip that verifies a link end to end.
@@ -23,6 +24,7 @@ pub mod addr;
 pub mod cli;
 pub mod config;
 pub mod discovery;
+pub mod health;
 pub mod identity;
 pub mod link;
 pub mod net;

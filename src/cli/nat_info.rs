@@ -27,9 +27,12 @@ pub async fn run(node: &Node, args: NatInfoArgs, reporter: &Reporter) -> anyhow:
         ));
     }
     let limit = Duration::from_secs(args.timeout);
-    let report = tokio::time::timeout(limit, discovery::discover(&node.settings.stun))
-        .await
-        .map_err(|_| anyhow::anyhow!("nat-info did not finish within {} s", args.timeout))?;
+    let report = tokio::time::timeout(
+        limit,
+        discovery::discover(&node.settings.stun, &node.settings.turn),
+    )
+    .await
+    .map_err(|_| anyhow::anyhow!("nat-info did not finish within {} s", args.timeout))?;
     tracing::info!(
         "nat-info took {} ms and sent {} STUN packets",
         report.elapsed_ms,
@@ -132,9 +135,12 @@ fn table(r: &Report) -> String {
     let _ = writeln!(out, "servers");
     for s in &r.servers {
         let addr = s.addr.map(|a| a.to_string()).unwrap_or_else(|| "-".into());
-        let state = match (&s.error, s.rtt_ms, s.mapped) {
-            (Some(e), _, _) => format!("unreachable: {e}"),
-            (None, rtt, mapped) => format!(
+        let state = match (&s.error, s.rtt_ms, s.mapped, s.relayed) {
+            (Some(e), ..) => format!("unreachable: {e}"),
+            (None, rtt, _, Some(relayed)) => {
+                format!("ok {:.1} ms, relay {relayed}", rtt.unwrap_or_default())
+            }
+            (None, rtt, mapped, None) => format!(
                 "ok {:.1} ms, sees {}",
                 rtt.unwrap_or_default(),
                 mapped.map(|m| m.to_string()).unwrap_or_else(|| "-".into())

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::harness::{lab, parallel, shared, Host, Lab, Warpgate, SRV6_A, SRV_A, SRV_B};
+use crate::harness::{
+    lab, parallel, shared, Host, Lab, Warpgate, SRV6_A, SRV_A, SRV_B, TURN_PASS, TURN_USER,
+};
 
 /// What one run left: exit code, the parsed report, wall time measured from outside.
 struct Run {
@@ -281,4 +283,59 @@ fn broken_servers_are_reported_one_by_one_without_hanging() {
         run.report
     );
     assert_eq!(family(&run.report, "ipv4").unwrap()["mapping"], "unknown");
+}
+
+/// TURN servers are checked with their credentials: a relay is allocated (and released) with
+/// the right ones, refused with wrong ones, and silence through a UDP-blocking firewall is
+/// told apart from a refusal.
+#[test]
+fn turn_servers_are_checked_with_their_credentials() {
+    let Some(lab) = lab() else { return };
+    let _g = shared();
+    let good = format!("turn://{TURN_USER}:{TURN_PASS}@{SRV_A}:3478");
+    let wrong = format!("turn://{TURN_USER}:not-{TURN_PASS}@{SRV_B}:3478");
+    for (host, good_works) in [("pr1h", true), ("sym1h", true), ("fw1h", false)] {
+        let global = [
+            "--stun".to_string(),
+            format!("{SRV_A}:3478"),
+            "--turn".to_string(),
+            good.clone(),
+            "--turn".to_string(),
+            wrong.clone(),
+        ];
+        let global: Vec<&str> = global.iter().map(String::as_str).collect();
+        let started = Instant::now();
+        let done =
+            Warpgate::spawn(lab, host, &global, &["nat-info"], b"").finish(Duration::from_secs(15));
+        let wall = started.elapsed();
+        let r: Value = serde_json::from_str(done.stdout.trim()).unwrap_or(Value::Null);
+        assert!(wall < Duration::from_secs(3), "{host}: {wall:?}");
+        let turn = |addr: &str| {
+            r["servers"]
+                .as_array()
+                .and_then(|l| l.iter().find(|s| s["kind"] == "turn" && s["addr"] == addr))
+                .cloned()
+                .unwrap_or(Value::Null)
+        };
+        let g = turn(&format!("{SRV_A}:3478"));
+        let w = turn(&format!("{SRV_B}:3478"));
+        eprintln!("turn from {host}: {g} / {w}");
+        assert_eq!(g["reachable"], good_works, "{host}: {g}");
+        assert_eq!(w["reachable"], false, "{host}: {w}");
+        if good_works {
+            assert!(
+                g["relayed"].as_str().is_some_and(|a| a.starts_with(SRV_A)),
+                "{host}: {g}"
+            );
+            assert!(
+                w["error"].as_str().is_some_and(|e| e.contains("refused")),
+                "{host}: {w}"
+            );
+        } else {
+            assert!(
+                g["error"].as_str().is_some_and(|e| e.contains("no answer")),
+                "{host}: {g}"
+            );
+        }
+    }
 }

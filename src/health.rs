@@ -1,0 +1,161 @@
+//! Health of configured relay servers: a TURN allocation with the configured long-term
+//! credentials (turn-client-proto, sans-IO, driven here on a tokio UDP socket), its round trip
+//! and the relayed address; the allocation is deleted again at once. Bounded by one timeout.
+//! Neighbours: [`crate::discovery`] runs these beside the STUN probes and lists the results.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use tokio::net::UdpSocket;
+use turn_client_proto::api::{TurnClientApi, TurnConfig, TurnEvent, TurnPollRet};
+use turn_client_proto::stun::agent::Transmit;
+use turn_client_proto::types::{TransportType, TurnCredentials};
+use turn_client_proto::udp::TurnClientUdp;
+
+use crate::stun::Counter;
+
+/// Largest datagram read from a TURN server.
+const RECV_BUFFER: usize = 2048;
+
+/// What a TURN allocation attempt found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TurnCheck {
+    pub relayed: SocketAddr,
+    pub mapped: Option<SocketAddr>,
+    pub rtt: Duration,
+}
+
+/// Allocates a UDP relay on `server` from local address `ip` with `user`/`password`, within
+/// `timeout`, then releases it. Errors are one readable line.
+pub async fn turn_allocation(
+    ip: IpAddr,
+    server: SocketAddr,
+    user: &str,
+    password: &str,
+    timeout: Duration,
+    counter: &Counter,
+) -> Result<TurnCheck, String> {
+    let socket = UdpSocket::bind((ip, 0))
+        .await
+        .map_err(|e| format!("cannot bind a socket on {ip}: {e}"))?;
+    let local = socket
+        .local_addr()
+        .map_err(|e| format!("no local address: {e}"))?;
+    let mut config = TurnConfig::new(TurnCredentials::new(user, password));
+    config.set_request_retransmits(
+        Duration::from_millis(250),
+        Duration::MAX,
+        3,
+        Duration::from_millis(500),
+    );
+    let mut client = TurnClientUdp::allocate(local, server, config);
+    let base = std::time::Instant::now();
+    let now = || turn_client_proto::types::Instant::from_std(base);
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut buf = vec![0u8; RECV_BUFFER];
+    // Whether the server said anything: tells a refusal from silence.
+    let mut heard = false;
+    let refused = |heard: bool| {
+        if heard {
+            "the server refused the allocation (wrong credentials?)".to_string()
+        } else {
+            format!("no answer within {} ms", started.elapsed().as_millis())
+        }
+    };
+    let result = loop {
+        while let Some(t) = client.poll_transmit(now()) {
+            counter.add(1);
+            if let Err(e) = socket.send_to(t.data.as_ref(), t.to).await {
+                break_with(&mut client);
+                return Err(format!("cannot send: {e}"));
+            }
+        }
+        if let Some(event) = client.poll_event() {
+            match event {
+                TurnEvent::AllocationCreated(_, relayed) => {
+                    break Ok(TurnCheck {
+                        relayed,
+                        mapped: None,
+                        rtt: started.elapsed(),
+                    })
+                }
+                TurnEvent::AllocationCreateFailed(_) => break Err(refused(heard)),
+                _ => continue,
+            }
+        }
+        let wait = match client.poll(now()) {
+            TurnPollRet::WaitUntil(at) => tokio::time::Instant::from_std(at.to_std(base)),
+            TurnPollRet::Closed => break Err(refused(heard)),
+            _ => tokio::time::Instant::now() + Duration::from_millis(10),
+        };
+        if tokio::time::Instant::now() >= deadline {
+            break Err(format!("no allocation within {} ms", timeout.as_millis()));
+        }
+        tokio::select! {
+            received = socket.recv_from(&mut buf) => {
+                let Ok((n, from)) = received else { continue };
+                heard |= from == server;
+                let transmit = Transmit::new(&buf[..n], TransportType::Udp, from, local);
+                let _ = client.recv(transmit, now());
+            }
+            _ = tokio::time::sleep_until(wait.min(deadline)) => {}
+        }
+    };
+    if result.is_ok() {
+        // Release the relay at once; one best-effort transmission, no wait for the answer.
+        if client.delete(now()).is_ok() {
+            while let Some(t) = client.poll_transmit(now()) {
+                counter.add(1);
+                let _ = socket.send_to(t.data.as_ref(), t.to).await;
+            }
+        }
+    }
+    result
+}
+
+fn break_with(client: &mut TurnClientUdp) {
+    client.protocol_error();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn silent_and_garbage_turn_servers_fail_in_time() {
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let c = Counter::default();
+        let started = Instant::now();
+        let r = turn_allocation(
+            "127.0.0.1".parse().unwrap(),
+            silent.local_addr().unwrap(),
+            "u",
+            "p",
+            Duration::from_millis(400),
+            &c,
+        )
+        .await;
+        assert!(r.is_err(), "{r:?}");
+        assert!(started.elapsed() < Duration::from_secs(2));
+
+        let junk = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = junk.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut b = [0u8; 1500];
+            while let Ok((_, from)) = junk.recv_from(&mut b).await {
+                let _ = junk.send_to(b"\x01\x13\x00\x04garbage!", from).await;
+            }
+        });
+        let r = turn_allocation(
+            "127.0.0.1".parse().unwrap(),
+            addr,
+            "u",
+            "p",
+            Duration::from_millis(400),
+            &c,
+        )
+        .await;
+        assert!(r.is_err(), "{r:?}");
+    }
+}
