@@ -8,6 +8,7 @@
 //! - [`config`]: TOML config, flags and environment resolved into one [`config::Settings`].
 //! - [`net`]: interface discovery and socket helpers.
 //! - [`stun`]: STUN on the caller's own sockets (stun-proto) and the sans-IO NAT classification.
+//! - [`signal`]: end-to-end sealed, acknowledged messages between nodes over several MQTT brokers.
 //! - [`discovery`]: what the network in front of this machine does (nat-info's report).
 //! - [`health`]: reachability of relay servers (a TURN allocation with the credentials).
 //! - [`portmap`]: the router's port-mapping protocols (UPnP IGD, NAT-PMP), asked by unicast.
@@ -30,6 +31,7 @@ pub mod link;
 pub mod net;
 pub mod portmap;
 pub mod report;
+pub mod signal;
 pub mod splice;
 pub mod stun;
 pub mod traversal;
