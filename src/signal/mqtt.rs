@@ -72,6 +72,8 @@ impl Broker {
         eventloop
             .network_options
             .set_connection_timeout(CONNECT_TIMEOUT_SECS);
+        // Small latency-sensitive messages (punch timing is measured through them): no Nagle.
+        eventloop.network_options.set_tcp_nodelay(true);
         let state = Arc::new(BrokerState::default());
         let task_state = state.clone();
         let task_client = client.clone();
