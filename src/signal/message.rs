@@ -93,6 +93,8 @@ pub enum MessageError {
     PayloadBounds(&'static str),
     #[error("encryption failed")]
     Encrypt,
+    #[error("the identity key cannot be used for signalling")]
+    BadKey,
 }
 
 /// How a rejected message is counted.
@@ -305,15 +307,15 @@ pub struct Keys {
 impl Keys {
     pub fn from_identity(identity: &Identity) -> Result<Self, MessageError> {
         let secret = p256::SecretKey::from_pkcs8_der(&identity.pkcs8_der())
-            .map_err(|_| MessageError::BadSender)?;
+            .map_err(|_| MessageError::BadKey)?;
         Self::from_secret(secret)
     }
 
     pub fn from_secret(secret: p256::SecretKey) -> Result<Self, MessageError> {
         let public = PublicKey::from_sec1(secret.public_key().to_encoded_point(true).as_bytes())
-            .ok_or(MessageError::BadSender)?;
+            .ok_or(MessageError::BadKey)?;
         let hpke_secret = <Kem as hpke::Kem>::PrivateKey::from_bytes(&secret.to_bytes())
-            .map_err(|_| MessageError::BadSender)?;
+            .map_err(|_| MessageError::BadKey)?;
         Ok(Self {
             signing: SigningKey::from(&secret),
             hpke_secret,

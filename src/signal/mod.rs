@@ -94,7 +94,10 @@ pub struct BrokerStats {
     pub publish_failed: u64,
     pub received: u64,
     pub received_bytes: u64,
-    pub dropped: u64,
+    /// Packets too large for the MQTT client (each cost a reconnect).
+    pub oversized: u64,
+    /// Messages dropped because the driver was not keeping up.
+    pub inbox_full: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -269,10 +272,11 @@ impl Signal {
                 publish_failed: s.publish_failed.load(Relaxed),
                 received: s.received.load(Relaxed),
                 received_bytes: s.received_bytes.load(Relaxed),
-                dropped: s.dropped.load(Relaxed),
+                oversized: s.oversized.load(Relaxed),
+                inbox_full: s.inbox_full.load(Relaxed),
             })
             .collect();
-        messages.dropped_oversized += brokers.iter().map(|b| b.dropped).sum::<u64>();
+        messages.dropped_oversized += brokers.iter().map(|b| b.oversized).sum::<u64>();
         SignalStats { messages, brokers }
     }
 }

@@ -43,8 +43,10 @@ pub(super) struct BrokerState {
     pub publish_failed: AtomicU64,
     pub received: AtomicU64,
     pub received_bytes: AtomicU64,
-    /// Packets over [`MAX_PACKET_LEN`] (they cost a reconnect) or that found the inbox full.
-    pub dropped: AtomicU64,
+    /// Packets over [`MAX_PACKET_LEN`]: rumqttc drops the connection, which costs a reconnect.
+    pub oversized: AtomicU64,
+    /// Messages that found the driver's queue full.
+    pub inbox_full: AtomicU64,
 }
 
 pub(super) struct Broker {
@@ -101,7 +103,7 @@ impl Broker {
                             .received_bytes
                             .fetch_add(publish.payload.len() as u64, Ordering::Relaxed);
                         if inbox.try_send(publish.payload.to_vec()).is_err() {
-                            task_state.dropped.fetch_add(1, Ordering::Relaxed);
+                            task_state.inbox_full.fetch_add(1, Ordering::Relaxed);
                         }
                     }
                     Ok(_) => {}
@@ -114,7 +116,7 @@ impl Broker {
                                 rumqttc::Error::PayloadSizeLimitExceeded(_)
                             ))
                         ) {
-                            task_state.dropped.fetch_add(1, Ordering::Relaxed);
+                            task_state.oversized.fetch_add(1, Ordering::Relaxed);
                         }
                         tracing::debug!("signal: broker {name}: {e}; retrying in {backoff:?}");
                         tokio::time::sleep(backoff).await;

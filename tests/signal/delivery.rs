@@ -180,3 +180,32 @@ async fn broker_killed_mid_session_the_other_carries_on_and_it_comes_back() {
     assert_eq!(recv(&bob).await.1, ping(4));
     assert_eq!(bob.stats().messages.delivered, 3);
 }
+
+#[tokio::test]
+async fn send_to_an_absent_peer_times_out_within_its_bound() {
+    let broker = Mosquitto::start();
+    let mut config = warpgate::signal::SignalConfig::default();
+    config.session.send_timeout = Duration::from_secs(1);
+    let alice = Signal::start_with(
+        warpgate::signal::Keys::random(),
+        &[broker.host_port()],
+        config,
+    )
+    .await
+    .unwrap();
+    let nobody = warpgate::signal::Keys::random().public_key();
+    let started = Instant::now();
+    let result = alice.send(&nobody, ping(1)).await;
+    assert!(
+        matches!(result, Err(warpgate::signal::SignalError::Timeout { .. })),
+        "{result:?}"
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+    let m = alice.stats().messages;
+    assert_eq!((m.expired, m.acked), (1, 0));
+    assert!(m.retransmitted >= 1, "{m:?}");
+}
