@@ -41,6 +41,8 @@ const TCP_TIMEOUT: Duration = Duration::from_millis(1250);
 const HAIRPIN_WAIT: Duration = Duration::from_millis(400);
 /// How long a TURN allocation may take.
 const TURN_TIMEOUT: Duration = Duration::from_millis(1500);
+/// How long an MQTT broker's connect and publish-to-self round trip may take.
+const MQTT_TIMEOUT: Duration = Duration::from_millis(1500);
 /// How long the UPnP search (and then the external-address request) may take.
 const UPNP_TIMEOUT: Duration = Duration::from_millis(1000);
 /// Fresh sockets opened for the port-allocation series, and the gap between their first sends
@@ -155,15 +157,18 @@ struct Target {
     addr: SocketAddr,
 }
 
-/// Runs the whole discovery against the STUN `servers`, and checks the `turn` servers beside it.
-pub async fn discover(servers: &[HostPort], turn: &[TurnServer]) -> Report {
+/// Runs the whole discovery against the STUN `servers`, and checks the `turn` servers and MQTT
+/// `brokers` beside it.
+pub async fn discover(servers: &[HostPort], turn: &[TurnServer], brokers: &[HostPort]) -> Report {
     let started = Instant::now();
     let counter = Counter::default();
-    let (mut report, turn_reports) = tokio::join!(
+    let (mut report, turn_reports, broker_reports) = tokio::join!(
         discover_stun(servers, &counter),
-        futures_util::future::join_all(turn.iter().map(|t| check_turn(t, &counter)))
+        futures_util::future::join_all(turn.iter().map(|t| check_turn(t, &counter))),
+        futures_util::future::join_all(brokers.iter().map(check_broker))
     );
     report.servers.extend(turn_reports.into_iter().flatten());
+    report.servers.extend(broker_reports);
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     report.stun_packets = counter.get();
     report
@@ -212,6 +217,23 @@ async fn check_turn(server: &TurnServer, counter: &Counter) -> Vec<ServerReport>
         }
     });
     futures_util::future::join_all(checks).await
+}
+
+/// An MQTT broker's connect + publish-to-self round trip.
+async fn check_broker(broker: &HostPort) -> ServerReport {
+    let mut r = ServerReport::new(&format!("mqtt://{broker}"), None, "tcp");
+    r.kind = "mqtt";
+    if let Ok(addrs) = resolve(broker).await {
+        r.addr = addrs.first().copied();
+    }
+    match crate::health::mqtt_round_trip(&broker.host, broker.port, MQTT_TIMEOUT).await {
+        Ok(rtt) => {
+            r.reachable = true;
+            r.rtt_ms = Some((rtt.as_secs_f64() * 10_000.0).round() / 10.0);
+        }
+        Err(e) => r.error = Some(e),
+    }
+    r
 }
 
 async fn discover_stun(servers: &[HostPort], counter: &Counter) -> Report {
@@ -600,7 +622,7 @@ mod tests {
             port: addr.port(),
         }];
         let started = Instant::now();
-        let report = discover(&servers, &[]).await;
+        let report = discover(&servers, &[], &[]).await;
         assert!(started.elapsed() < Duration::from_secs(3));
         let udp = report
             .servers

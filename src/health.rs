@@ -1,6 +1,7 @@
-//! Health of configured relay servers: a TURN allocation with the configured long-term
+//! Health of configured servers beyond STUN: a TURN allocation with the configured long-term
 //! credentials (turn-client-proto, sans-IO, driven here on a tokio UDP socket), its round trip
-//! and the relayed address; the allocation is deleted again at once. Bounded by one timeout.
+//! and the relayed address, the allocation deleted again at once; and an MQTT broker's
+//! connect + publish-to-self round trip (rumqttc). Each bounded by one timeout.
 //! Neighbours: [`crate::discovery`] runs these beside the STUN probes and lists the results.
 
 use std::net::{IpAddr, SocketAddr};
@@ -114,6 +115,47 @@ pub async fn turn_allocation(
     result
 }
 
+/// Connects to the MQTT broker at `host:port`, subscribes to a fresh topic and publishes to it:
+/// the time from publishing to receiving our own message back.
+pub async fn mqtt_round_trip(host: &str, port: u16, timeout: Duration) -> Result<Duration, String> {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    let nonce: u64 = rand_core::RngCore::next_u64(&mut rand_core::OsRng);
+    let topic = format!("warpgate/health/{nonce:016x}");
+    let mut options = MqttOptions::new(format!("warpgate-health-{nonce:016x}"), host, port);
+    options.set_keep_alive(Duration::from_secs(5));
+    let (client, mut events) = AsyncClient::new(options, 8);
+    let work = async {
+        let mut sent_at = None;
+        loop {
+            match events.poll().await.map_err(|e| e.to_string())? {
+                Event::Incoming(Packet::ConnAck(_)) => {
+                    client
+                        .subscribe(topic.clone(), QoS::AtMostOnce)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                Event::Incoming(Packet::SubAck(_)) => {
+                    sent_at = Some(Instant::now());
+                    client
+                        .publish(topic.clone(), QoS::AtMostOnce, false, b"ping".to_vec())
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                Event::Incoming(Packet::Publish(p)) if p.topic == topic => {
+                    return Ok(sent_at.map(|t| t.elapsed()).unwrap_or_default());
+                }
+                _ => {}
+            }
+        }
+    };
+    let result = match tokio::time::timeout(timeout, work).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("no round trip within {} ms", timeout.as_millis())),
+    };
+    let _ = client.try_disconnect();
+    result
+}
+
 fn break_with(client: &mut TurnClientUdp) {
     client.protocol_error();
 }
@@ -121,6 +163,27 @@ fn break_with(client: &mut TurnClientUdp) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn dead_and_silent_brokers_fail_in_time() {
+        // Nothing listens: refused at once.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        drop(l);
+        let r = mqtt_round_trip("127.0.0.1", port, Duration::from_millis(500)).await;
+        assert!(r.is_err(), "{r:?}");
+        // Accepts and says nothing: the timeout.
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            let _kept = l.accept().await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        });
+        let started = Instant::now();
+        let r = mqtt_round_trip("127.0.0.1", port, Duration::from_millis(300)).await;
+        assert!(r.unwrap_err().contains("no round trip"));
+        assert!(started.elapsed() < Duration::from_secs(1));
+    }
 
     #[tokio::test]
     async fn silent_and_garbage_turn_servers_fail_in_time() {

@@ -29,7 +29,11 @@ pub async fn run(node: &Node, args: NatInfoArgs, reporter: &Reporter) -> anyhow:
     let limit = Duration::from_secs(args.timeout);
     let report = tokio::time::timeout(
         limit,
-        discovery::discover(&node.settings.stun, &node.settings.turn),
+        discovery::discover(
+            &node.settings.stun,
+            &node.settings.turn,
+            &node.settings.brokers,
+        ),
     )
     .await
     .map_err(|_| anyhow::anyhow!("nat-info did not finish within {} s", args.timeout))?;
@@ -140,11 +144,10 @@ fn table(r: &Report) -> String {
             (None, rtt, _, Some(relayed)) => {
                 format!("ok {:.1} ms, relay {relayed}", rtt.unwrap_or_default())
             }
-            (None, rtt, mapped, None) => format!(
-                "ok {:.1} ms, sees {}",
-                rtt.unwrap_or_default(),
-                mapped.map(|m| m.to_string()).unwrap_or_else(|| "-".into())
-            ),
+            (None, rtt, Some(mapped), None) => {
+                format!("ok {:.1} ms, sees {mapped}", rtt.unwrap_or_default())
+            }
+            (None, rtt, None, None) => format!("ok {:.1} ms", rtt.unwrap_or_default()),
         };
         let _ = writeln!(
             out,

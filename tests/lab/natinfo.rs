@@ -21,11 +21,19 @@ struct Run {
     stderr: Vec<String>,
 }
 
-fn nat_info(lab: &Lab, host: &str, servers: &[String]) -> Run {
+/// The lab's MQTT broker (mosquitto). Every run names its brokers: the public defaults are
+/// never asked from tests.
+const BROKER: &str = "mqtt://198.51.100.1:1883";
+
+fn nat_info(lab: &Lab, host: &str, servers: &[String], brokers: &[&str]) -> Run {
     let mut global = Vec::new();
     for s in servers {
         global.push("--stun");
         global.push(s.as_str());
+    }
+    for b in brokers {
+        global.push("--broker");
+        global.push(b);
     }
     let started = Instant::now();
     let wg = Warpgate::spawn(lab, host, &global, &["nat-info"], b"");
@@ -73,7 +81,7 @@ fn expected(nat: &str) -> ((&str, &str), (&str, &str)) {
 }
 
 fn check_host(lab: &Lab, h: &Host) -> Result<String, String> {
-    let run = nat_info(lab, &h.name, &lab_servers());
+    let run = nat_info(lab, &h.name, &lab_servers(), &[BROKER]);
     let r = &run.report;
     let mut bad = Vec::new();
     if run.code != Some(0) {
@@ -139,6 +147,13 @@ fn check_host(lab: &Lab, h: &Host) -> Result<String, String> {
         if v4["gateway"] != h.gateway4.as_str() {
             bad.push(format!("gateway {}, want {}", v4["gateway"], h.gateway4));
         }
+    }
+    let broker = r["servers"]
+        .as_array()
+        .and_then(|l| l.iter().find(|s| s["kind"] == "mqtt"))
+        .unwrap_or(&Value::Null);
+    if broker["reachable"] != true || broker["rtt_ms"].as_f64().is_none() {
+        bad.push(format!("broker {broker}"));
     }
     // Reachable servers: under 2 s of discovery (issue 4's target).
     let elapsed = r["elapsed_ms"].as_u64().unwrap_or(u64::MAX);
@@ -236,7 +251,8 @@ fn broken_servers_are_reported_one_by_one_without_hanging() {
     let nobody = "198.51.100.77:3478".to_string();
     let all = [&good, &garbage_udp, &garbage_tcp, &closed, &nobody].map(|s| s.to_string());
 
-    let run = nat_info(lab, "pr1h", &all);
+    // A broker where nothing listens: refused.
+    let run = nat_info(lab, "pr1h", &all, &["mqtt://198.51.100.2:1883"]);
     let r = &run.report;
     eprintln!(
         "nat-info with broken servers: wall {} ms, {} STUN packets",
@@ -268,17 +284,24 @@ fn broken_servers_are_reported_one_by_one_without_hanging() {
     expect(&closed, "tcp", false, "refused");
     expect(&nobody, "udp", false, "no answer");
     expect(&nobody, "tcp", false, "");
+    let mqtt = server(r, "198.51.100.2:1883", "tcp");
+    assert_eq!(mqtt["kind"], "mqtt", "{r}");
+    assert_eq!(mqtt["reachable"], false, "{mqtt}");
+    assert!(
+        mqtt["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{mqtt}"
+    );
 
     // Only broken servers: exit 1, the report still printed, still within the budget.
     let broken = [&garbage_udp, &closed, &nobody].map(|s| s.to_string());
-    let run = nat_info(lab, "pr1h", &broken);
+    let run = nat_info(lab, "pr1h", &broken, &["mqtt://198.51.100.2:1883"]);
     assert_eq!(run.code, Some(1), "{:?}", run.stderr);
     assert!(run.wall < Duration::from_secs(5), "{:?}", run.wall);
     assert_eq!(
         run.report["servers"]
             .as_array()
             .map_or(0, |s| s.iter().filter(|s| s["reachable"] == false).count()),
-        6,
+        7,
         "{}",
         run.report
     );
@@ -302,6 +325,8 @@ fn turn_servers_are_checked_with_their_credentials() {
             good.clone(),
             "--turn".to_string(),
             wrong.clone(),
+            "--broker".to_string(),
+            BROKER.to_string(),
         ];
         let global: Vec<&str> = global.iter().map(String::as_str).collect();
         let started = Instant::now();
