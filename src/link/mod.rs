@@ -215,9 +215,15 @@ impl Link {
             }
             control.send.write_all(&hello[8..]).await?;
             control.send.flush().await?;
-            let mut word = [0u8; 4];
-            control.recv.read_exact(&mut word).await?;
-            if &word != SELECT_WORD {
+            // The select word is the whole of the connector's side: read it to its end before
+            // ending ours, so neither side drops a stream the other is still closing (h2 would
+            // reset it, and the connector would see its selection fail after we took the link).
+            let mut word = Vec::new();
+            (&mut control.recv)
+                .take(SELECT_WORD.len() as u64 + 1)
+                .read_to_end(&mut word)
+                .await?;
+            if word != SELECT_WORD {
                 return Err(LinkError::Protocol("bad select word"));
             }
             control.send.finish().await?;

@@ -75,7 +75,7 @@ pub async fn connect(
     let name = rustls::pki_types::ServerName::try_from(crate::TLS_SERVER_NAME)
         .map_err(|_| LinkError::Protocol("invalid server name"))?;
     let tls = connector
-        .connect(name, tcp)
+        .connect(name, crate::net::LingeringTcp::new(tcp))
         .await
         .map_err(|e| map_tls_error(e, Some(&mismatch)))?;
     let (send_request, connection) = h2::client::Builder::new()
@@ -118,7 +118,7 @@ pub async fn accept(
     let (local, remote) = (tcp.local_addr()?, tcp.peer_addr()?);
     crate::net::tune_link_socket(&tcp)?;
     let tls = acceptor
-        .accept(tcp)
+        .accept(crate::net::LingeringTcp::new(tcp))
         .await
         .map_err(|e| map_tls_error(e, None))?;
     let peer = pin::peer_key(tls.get_ref().1.peer_certificates())
