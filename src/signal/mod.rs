@@ -112,6 +112,38 @@ enum Command {
         payload: Payload,
         reply: oneshot::Sender<Result<(), SignalError>>,
     },
+    Ping {
+        to: PublicKey,
+        reply: oneshot::Sender<Result<Duration, SignalError>>,
+    },
+}
+
+/// Who waits for what after a message went out.
+enum Waiter {
+    /// [`Signal::send`]: the peer's ack.
+    Ack(oneshot::Sender<Result<(), SignalError>>),
+    /// [`Signal::ping`]: the peer's pong with this nonce.
+    Pong {
+        nonce: u64,
+        sent: Instant,
+        reply: oneshot::Sender<Result<Duration, SignalError>>,
+    },
+}
+
+impl Waiter {
+    fn is_closed(&self) -> bool {
+        match self {
+            Waiter::Ack(reply) => reply.is_closed(),
+            Waiter::Pong { reply, .. } => reply.is_closed(),
+        }
+    }
+
+    fn fail(self, error: SignalError) {
+        match self {
+            Waiter::Ack(reply) => drop(reply.send(Err(error))),
+            Waiter::Pong { reply, .. } => drop(reply.send(Err(error))),
+        }
+    }
 }
 
 struct Shared {
@@ -250,7 +282,26 @@ impl Signal {
         }
     }
 
-    /// The next message from any peer; `None` once signalling has stopped.
+    /// Measures the signalling round trip to `peer`: a [`Ping`] out, the [`Pong`] its driver
+    /// answers with automatically. Fails like [`Signal::send`] when the peer does not answer.
+    pub async fn ping(&self, peer: &PublicKey) -> Result<Duration, SignalError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Ping { to: *peer, reply })
+            .await
+            .map_err(|_| SignalError::Closed)?;
+        match tokio::time::timeout(self.send_timeout, answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(SignalError::Closed),
+            Err(_) => Err(SignalError::Timeout {
+                peer: peer.id(),
+                timeout: self.send_timeout,
+            }),
+        }
+    }
+
+    /// The next message from any peer; `None` once signalling has stopped. Pings are answered
+    /// by the driver and not delivered here.
     pub async fn recv(&self) -> Option<(PublicKey, Payload)> {
         self.inbox.lock().await.recv().await
     }
@@ -298,8 +349,7 @@ async fn drive(
     inbox: mpsc::Sender<(PublicKey, Payload)>,
     shared: Arc<Shared>,
 ) {
-    let mut waiters: HashMap<MessageId, (NodeId, oneshot::Sender<Result<(), SignalError>>)> =
-        HashMap::new();
+    let mut waiters: HashMap<MessageId, (NodeId, Waiter)> = HashMap::new();
     let send_timeout = session_send_timeout(&session);
     loop {
         let wake = session
@@ -311,13 +361,75 @@ async fn drive(
                 None => return,
                 Some(Command::Send { to, payload, reply }) => {
                     match session.send(Instant::now(), &to, payload) {
-                        Ok(id) => { waiters.insert(id, (to.id(), reply)); }
+                        Ok(id) => { waiters.insert(id, (to.id(), Waiter::Ack(reply))); }
+                        Err(e) => { let _ = reply.send(Err(e.into())); }
+                    }
+                }
+                Some(Command::Ping { to, reply }) => {
+                    let now = Instant::now();
+                    let nonce = rand_core::RngCore::next_u64(&mut rand_core::OsRng);
+                    let ping = Payload::Ping(Ping { nonce, sent_ms: session.unix_ms(now) });
+                    match session.send(now, &to, ping) {
+                        Ok(id) => {
+                            let waiter = Waiter::Pong { nonce, sent: now, reply };
+                            waiters.insert(id, (to.id(), waiter));
+                        }
                         Err(e) => { let _ = reply.send(Err(e.into())); }
                     }
                 }
             },
             Some(bytes) = raw.recv() => session.handle_incoming(Instant::now(), &bytes),
             () = tokio::time::sleep_until(wake) => session.handle_timeout(Instant::now()),
+        }
+        while let Some(event) = session.poll_event() {
+            match event {
+                session::Event::Received {
+                    from,
+                    payload: Payload::Ping(ping),
+                    ..
+                } => {
+                    let now = Instant::now();
+                    let pong = Payload::Pong(Pong {
+                        nonce: ping.nonce,
+                        ping_sent_ms: ping.sent_ms,
+                        sent_ms: session.unix_ms(now),
+                    });
+                    if let Err(e) = session.send(now, &from, pong) {
+                        tracing::warn!("signal: cannot answer a ping: {e}");
+                    }
+                }
+                session::Event::Received {
+                    from,
+                    payload: Payload::Pong(pong),
+                    ..
+                } if pong_waiter(&waiters, &from, pong.nonce).is_some() => {
+                    if let Some(id) = pong_waiter(&waiters, &from, pong.nonce) {
+                        if let Some((_, Waiter::Pong { sent, reply, .. })) = waiters.remove(&id) {
+                            let _ = reply.send(Ok(sent.elapsed()));
+                        }
+                    }
+                }
+                session::Event::Received { from, payload, .. } => {
+                    if inbox.try_send((from, payload)).is_err() {
+                        tracing::warn!("signal: receiver is not keeping up; message dropped");
+                    }
+                }
+                session::Event::Acked(id) => {
+                    if let Some((_, Waiter::Ack(_))) = waiters.get(&id) {
+                        if let Some((_, Waiter::Ack(reply))) = waiters.remove(&id) {
+                            let _ = reply.send(Ok(()));
+                        }
+                    }
+                }
+                session::Event::Expired(id) => {
+                    if let Some((peer, waiter)) = waiters.remove(&id) {
+                        waiter.fail(SignalError::Timeout {
+                            peer,
+                            timeout: send_timeout,
+                        });
+                    }
+                }
+            }
         }
         while let Some(t) = session.poll_transmit() {
             let topic = topic(&t.to.id());
@@ -329,31 +441,9 @@ async fn drive(
                 tracing::debug!("signal: no broker connected; will retry");
             }
         }
-        while let Some(event) = session.poll_event() {
-            match event {
-                session::Event::Received { from, payload, .. } => {
-                    if inbox.try_send((from, payload)).is_err() {
-                        tracing::warn!("signal: receiver is not keeping up; message dropped");
-                    }
-                }
-                session::Event::Acked(id) => {
-                    if let Some((_, reply)) = waiters.remove(&id) {
-                        let _ = reply.send(Ok(()));
-                    }
-                }
-                session::Event::Expired(id) => {
-                    if let Some((peer, reply)) = waiters.remove(&id) {
-                        let _ = reply.send(Err(SignalError::Timeout {
-                            peer,
-                            timeout: send_timeout,
-                        }));
-                    }
-                }
-            }
-        }
         // A caller that stopped waiting does not need its message retried.
-        waiters.retain(|id, (_, reply)| {
-            let open = !reply.is_closed();
+        waiters.retain(|id, (_, waiter)| {
+            let open = !waiter.is_closed();
             if !open {
                 session.cancel(*id);
             }
@@ -363,6 +453,21 @@ async fn drive(
             *stats = session.stats();
         }
     }
+}
+
+/// The ping (by message id) that a pong from `from` with `nonce` answers.
+fn pong_waiter(
+    waiters: &HashMap<MessageId, (NodeId, Waiter)>,
+    from: &PublicKey,
+    nonce: u64,
+) -> Option<MessageId> {
+    let from = from.id();
+    waiters
+        .iter()
+        .find_map(|(id, (peer, waiter))| match waiter {
+            Waiter::Pong { nonce: n, .. } if *n == nonce && *peer == from => Some(*id),
+            _ => None,
+        })
 }
 
 fn session_send_timeout(session: &session::Session) -> Duration {

@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use warpgate::addr::{Candidate, CandidateKind};
-use warpgate::signal::{Answer, Offer, Payload, Ping, Signal};
+use warpgate::signal::{Answer, Offer, Payload, Signal};
 
 use crate::support::{assert_nothing_delivered, host_port, node, recv, wait_stats, Mosquitto};
 
@@ -139,10 +139,11 @@ async fn all_brokers_down_fails_start_within_its_timeout() {
     assert!(started.elapsed() < Duration::from_secs(3));
 }
 
-fn ping(n: u64) -> Payload {
-    Payload::Ping(Ping {
-        nonce: n,
-        sent_ms: n,
+/// A small distinguishable message (pings are answered by the driver, not delivered).
+fn note(n: u8) -> Payload {
+    Payload::Answer(Answer {
+        candidates: Vec::new(),
+        nonce: [n; 16],
     })
 }
 
@@ -157,14 +158,14 @@ async fn broker_killed_mid_session_the_other_carries_on_and_it_comes_back() {
         })
         .await;
     }
-    alice.send(&bob.public_key(), ping(1)).await.unwrap();
-    assert_eq!(recv(&bob).await.1, ping(1));
+    alice.send(&bob.public_key(), note(1)).await.unwrap();
+    assert_eq!(recv(&bob).await.1, note(1));
 
     a.kill();
-    alice.send(&bob.public_key(), ping(2)).await.unwrap();
-    assert_eq!(recv(&bob).await.1, ping(2));
-    bob.send(&alice.public_key(), ping(3)).await.unwrap();
-    assert_eq!(recv(&alice).await.1, ping(3));
+    alice.send(&bob.public_key(), note(2)).await.unwrap();
+    assert_eq!(recv(&bob).await.1, note(2));
+    bob.send(&alice.public_key(), note(3)).await.unwrap();
+    assert_eq!(recv(&alice).await.1, note(3));
 
     // Broker a comes back on its port; both nodes reconnect and resubscribe; then b dies.
     let port = a.port;
@@ -176,8 +177,8 @@ async fn broker_killed_mid_session_the_other_carries_on_and_it_comes_back() {
         .await;
     }
     b.kill();
-    alice.send(&bob.public_key(), ping(4)).await.unwrap();
-    assert_eq!(recv(&bob).await.1, ping(4));
+    alice.send(&bob.public_key(), note(4)).await.unwrap();
+    assert_eq!(recv(&bob).await.1, note(4));
     assert_eq!(bob.stats().messages.delivered, 3);
 }
 
@@ -195,7 +196,7 @@ async fn send_to_an_absent_peer_times_out_within_its_bound() {
     .unwrap();
     let nobody = warpgate::signal::Keys::random().public_key();
     let started = Instant::now();
-    let result = alice.send(&nobody, ping(1)).await;
+    let result = alice.send(&nobody, note(1)).await;
     assert!(
         matches!(result, Err(warpgate::signal::SignalError::Timeout { .. })),
         "{result:?}"
@@ -208,4 +209,22 @@ async fn send_to_an_absent_peer_times_out_within_its_bound() {
     let m = alice.stats().messages;
     assert_eq!((m.expired, m.acked), (1, 0));
     assert!(m.retransmitted >= 1, "{m:?}");
+}
+
+/// Punch timing measures the signalling round trip; the peer's driver answers by itself.
+#[tokio::test]
+async fn ping_measures_the_round_trip_and_is_answered_automatically() {
+    let (a, b) = (Mosquitto::start(), Mosquitto::start());
+    let brokers = [a.host_port(), b.host_port()];
+    let (alice, bob) = (node(&brokers).await, node(&brokers).await);
+    let mut rtts = Vec::new();
+    for _ in 0..5 {
+        rtts.push(alice.ping(&bob.public_key()).await.unwrap());
+    }
+    rtts.sort();
+    eprintln!("signalling RTT on loopback through 2 brokers: {rtts:?}");
+    assert!(rtts[2] < Duration::from_secs(1), "{rtts:?}");
+    assert_nothing_delivered(&bob, Duration::from_millis(200)).await;
+    assert_nothing_delivered(&alice, Duration::from_millis(10)).await;
+    assert_eq!(bob.stats().messages.delivered, 5);
 }
