@@ -15,9 +15,10 @@
 //!      and the other port), then four fresh sockets opened one after another for the port
 //!      allocation, then hairpinning (a fifth socket sends to the main socket's public address).
 //!
-//! Every step is bounded by the STUN retransmission schedule, so the whole run is bounded:
-//! about 1.3 s when servers answer (the negative filtering tests wait out their schedule),
-//! never much more than 3 s.
+//! Every step is bounded by the STUN retransmission schedule or its own timeout, so the whole
+//! run is: about 1.3 s when servers answer (the negative filtering tests wait out their
+//! schedule), at worst name resolution (1 s) + phase A (1.25 s) + phase B (1.6 s) ≈ 3.9 s,
+//! under nat-info's default 5 s limit.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -37,6 +38,9 @@ pub const REPORT_VERSION: u32 = 1;
 const RESOLVE_TIMEOUT: Duration = Duration::from_millis(1000);
 /// How long one STUN-over-TCP binding (connect included) may take.
 const TCP_TIMEOUT: Duration = Duration::from_millis(1250);
+/// Phase B's budget for the chain of mapping tests, allocation series and hairpinning: the
+/// filtering tests' schedule plus a little; under loss the tail of the chain is cut short.
+const PHASE_B_BUDGET: Duration = Duration::from_millis(1600);
 /// How long to wait for a hairpinned packet.
 const HAIRPIN_WAIT: Duration = Duration::from_millis(400);
 /// How long a TURN allocation may take.
@@ -455,6 +459,7 @@ async fn probe_stun(ip: IpAddr, targets: &[Target], counter: &Counter) -> Interf
                 change_ip_port: changed(&r[2], Change::IP_AND_PORT),
             })
         };
+        let phase_b_end = tokio::time::Instant::now() + PHASE_B_BUDGET;
         let chain = async {
             if let Some((primary, other)) = rfc5780 {
                 let probes = [
@@ -476,15 +481,25 @@ async fn probe_stun(ip: IpAddr, targets: &[Target], counter: &Counter) -> Interf
                     }
                 }
             }
-            let allocation = port_allocation(ip, reference, timing, counter).await;
+            // The mapping tests can take a whole schedule under loss; what follows gets only
+            // the rest of phase B's budget, so the run stays bounded (unknown, not late).
+            let left = || phase_b_end.saturating_duration_since(tokio::time::Instant::now());
+            let allocation =
+                tokio::time::timeout(left(), port_allocation(ip, reference, timing, counter))
+                    .await
+                    .unwrap_or(PortAllocation {
+                        kind: classify::AllocationKind::Unknown,
+                        delta: None,
+                    });
+            let wait = HAIRPIN_WAIT.min(left());
             let hairpin = match public.first() {
-                Some(target) => match bind(ip).await {
-                    Ok(from) => udp::hairpin(&main, &from, *target, HAIRPIN_WAIT, counter)
+                Some(target) if !wait.is_zero() => match bind(ip).await {
+                    Ok(from) => udp::hairpin(&main, &from, *target, wait, counter)
                         .await
                         .ok(),
                     Err(_) => None,
                 },
-                None => None,
+                _ => None,
             };
             (allocation, hairpin)
         };

@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::harness::{
-    lab, parallel, shared, Host, Lab, Warpgate, SRV6_A, SRV_A, SRV_B, TURN_PASS, TURN_USER,
+    exclusive, lab, parallel, shared, Host, Lab, Warpgate, SRV6_A, SRV_A, SRV_B, TURN_PASS,
+    TURN_USER,
 };
 
 /// What one run left: exit code, the parsed report, wall time measured from outside.
@@ -363,4 +364,28 @@ fn turn_servers_are_checked_with_their_credentials() {
             );
         }
     }
+}
+
+/// Heavy loss on the router: answers go missing at random, yet nat-info still prints its
+/// report (unknowns where it could not tell) well within its 5 s limit, never the timeout error.
+#[test]
+fn nat_info_under_heavy_loss_stays_within_its_budget() {
+    let Some(lab) = lab() else { return };
+    let _g = exclusive();
+    lab.loss("pr1", 60);
+    let run = nat_info(lab, "pr1h", &lab_servers(), &[BROKER]);
+    lab.loss("pr1", 0);
+    eprintln!(
+        "nat-info at 60% loss: wall {} ms, {} STUN packets",
+        run.wall.as_millis(),
+        run.report["stun_packets"]
+    );
+    assert!(
+        matches!(run.code, Some(0) | Some(1)),
+        "{:?} {:?}",
+        run.code,
+        run.stderr
+    );
+    assert_eq!(run.report["version"], 1, "{:?}", run.stderr);
+    assert!(run.wall < Duration::from_millis(4500), "{:?}", run.wall);
 }
