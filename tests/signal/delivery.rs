@@ -228,3 +228,32 @@ async fn ping_measures_the_round_trip_and_is_answered_automatically() {
     assert_nothing_delivered(&alice, Duration::from_millis(10)).await;
     assert_eq!(bob.stats().messages.delivered, 5);
 }
+
+/// Waits until mosquitto's `$SYS/broker/clients/connected` says `want`.
+async fn wait_for_clients(watcher: &mut crate::support::RawClient, want: &str) {
+    let seen = tokio::time::timeout(crate::support::WAIT, async {
+        while let Some(bytes) = watcher.captured.recv().await {
+            if String::from_utf8_lossy(&bytes).trim() == want {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(seen, Ok(true), "broker never reported {want} clients");
+}
+
+/// Every task hangs off the `Signal`: dropping it closes its broker connections.
+#[tokio::test]
+async fn dropping_the_signal_disconnects_from_every_broker() {
+    let (a, b) = (Mosquitto::start(), Mosquitto::start());
+    let sys = "$SYS/broker/clients/connected";
+    let mut watch_a = crate::support::RawClient::connect(a.port, Some(sys)).await;
+    let mut watch_b = crate::support::RawClient::connect(b.port, Some(sys)).await;
+    let alice = node(&[a.host_port(), b.host_port()]).await;
+    wait_for_clients(&mut watch_a, "2").await;
+    wait_for_clients(&mut watch_b, "2").await;
+    drop(alice);
+    wait_for_clients(&mut watch_a, "1").await;
+    wait_for_clients(&mut watch_b, "1").await;
+}

@@ -36,11 +36,12 @@ impl Mosquitto {
         let dir = tempfile::tempdir().expect("tempdir");
         let conf = dir.path().join("mosquitto.conf");
         // set_tcp_nodelay: without it mosquitto's Nagle adds ~40 ms to every delivery.
+        // sys_interval 1: $SYS/broker/clients/connected every second (the drop test reads it).
         std::fs::write(
             &conf,
             format!(
                 "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-                 log_dest none\nset_tcp_nodelay true\n"
+                 log_dest none\nset_tcp_nodelay true\nsys_interval 1\n"
             ),
         )
         .expect("write mosquitto.conf");
