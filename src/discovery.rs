@@ -298,7 +298,7 @@ async fn discover_stun(servers: &[HostPort], counter: &Counter) -> Report {
     }
 }
 
-async fn resolve(server: &HostPort) -> Result<Vec<SocketAddr>, String> {
+pub async fn resolve(server: &HostPort) -> Result<Vec<SocketAddr>, String> {
     if let Ok(ip) = server.host.parse::<IpAddr>() {
         return Ok(vec![(ip, server.port).into()]);
     }

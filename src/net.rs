@@ -60,6 +60,20 @@ pub fn bind_tcp_listener(addr: SocketAddr) -> io::Result<tokio::net::TcpListener
     tokio::net::TcpListener::from_std(socket.into())
 }
 
+/// A TCP socket bound to `port` on every IPv4 address, sharing the port (SO_REUSEADDR and
+/// SO_REUSEPORT) with a listener and other sockets bound the same way: hole punching connects
+/// from the port whose NAT mapping was learned, again and again, while a listener on it catches
+/// a punch that arrives as an inbound connection.
+pub fn shared_tcp_socket(port: u16) -> io::Result<tokio::net::TcpSocket> {
+    let addr: SocketAddr = (std::net::Ipv4Addr::UNSPECIFIED, port).into();
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(tokio::net::TcpSocket::from_std_stream(socket.into()))
+}
+
 /// A UDP socket on `addr` (one family only) with large buffers, for QUIC.
 pub fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     let socket = socket_for(addr, Type::DGRAM, Protocol::UDP)?;

@@ -9,6 +9,7 @@
 //! Neighbours: [`pin`] makes certificates and verifiers; [`listener`] accepts inbound links;
 //! [`crate::traversal`] makes outbound ones; [`crate::splice`] moves bytes over the streams.
 
+pub mod demux;
 pub mod listener;
 pub mod pin;
 pub mod quic;

@@ -19,6 +19,15 @@ pub struct Credentials {
     key: PrivatePkcs8KeyDer<'static>,
 }
 
+impl Clone for Credentials {
+    fn clone(&self) -> Self {
+        Self {
+            cert: self.cert.clone(),
+            key: self.key.clone_key(),
+        }
+    }
+}
+
 impl Credentials {
     pub fn new(identity: &Identity) -> Result<Self, rcgen::Error> {
         let der = identity.pkcs8_der();

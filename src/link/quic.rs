@@ -71,6 +71,23 @@ pub fn endpoint(
     quinn::Endpoint::new(config, server, socket, runtime)
 }
 
+/// A QUIC endpoint on a socket it shares with STUN ([`super::demux`]): punch probes go out and
+/// come in beside the QUIC connection that later runs through the hole they opened.
+pub fn endpoint_with_stun(
+    socket: std::net::UdpSocket,
+    server: Option<quinn::ServerConfig>,
+) -> std::io::Result<(quinn::Endpoint, super::demux::StunSide)> {
+    let runtime =
+        quinn::default_runtime().ok_or_else(|| std::io::Error::other("no async runtime"))?;
+    let (socket, stun) = super::demux::split(socket)?;
+    let mut config = quinn::EndpointConfig::default();
+    config
+        .max_udp_payload_size(MAX_UDP_PAYLOAD)
+        .map_err(|_| std::io::Error::other("invalid UDP payload size"))?;
+    let endpoint = quinn::Endpoint::new_with_abstract_socket(config, server, socket, runtime)?;
+    Ok((endpoint, stun))
+}
+
 pub(super) struct QuicLink {
     connection: quinn::Connection,
     endpoint: quinn::Endpoint,

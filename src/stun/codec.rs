@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 
 use stun_proto::types::attribute::{
-    AttributeType, ErrorCode, MappedSocketAddr, RawAttribute, XorMappedAddress,
+    AttributeType, ErrorCode, MappedSocketAddr, RawAttribute, Username, XorMappedAddress,
 };
 use stun_proto::types::message::{
     Message, MessageClass, MessageHeader, MessageWriteVec, TransactionId, BINDING,
@@ -140,9 +140,95 @@ pub fn frame_len(buf: &[u8]) -> Option<usize> {
     Some(20 + body)
 }
 
+/// A hole-punching probe, as [`read_punch`] sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Punch {
+    /// A peer's binding request carrying a session token in USERNAME.
+    Request { token: String },
+    /// An answer to one of our probes: where the peer saw us come from.
+    Response {
+        id: TransactionId,
+        mapped: SocketAddr,
+    },
+}
+
+/// A probe for hole punching: a binding request (so middleboxes see ordinary STUN) whose USERNAME
+/// is the session token, so the peer tells our probes from stray STUN.
+pub fn punch_request(token: &str) -> Result<(TransactionId, Vec<u8>), StunError> {
+    let mut msg = Message::builder_request(BINDING, MessageWriteVec::new());
+    let username = Username::new(token).map_err(|e| StunError::Encode(e.to_string()))?;
+    msg.add_attribute(&username)
+        .map_err(|e| StunError::Encode(e.to_string()))?;
+    msg.add_fingerprint()
+        .map_err(|e| StunError::Encode(e.to_string()))?;
+    let bytes = msg.finish();
+    let id = MessageHeader::from_bytes(&bytes)
+        .map_err(|e| StunError::Encode(e.to_string()))?
+        .transaction_id();
+    Ok((id, bytes))
+}
+
+/// The answer to a peer's probe (`request`, as received): a binding success saying where the
+/// probe came `from`.
+pub fn punch_response(request: &[u8], from: SocketAddr) -> Result<Vec<u8>, StunError> {
+    let request = parse(request)?;
+    let mut msg = Message::builder_success(&request, MessageWriteVec::new());
+    msg.add_attribute(&XorMappedAddress::new(from, request.transaction_id()))
+        .map_err(|e| StunError::Encode(e.to_string()))?;
+    msg.add_fingerprint()
+        .map_err(|e| StunError::Encode(e.to_string()))?;
+    Ok(msg.finish())
+}
+
+/// Reads a datagram as a punch probe or an answer to one; anything else is `None`.
+pub fn read_punch(data: &[u8]) -> Option<Punch> {
+    let msg = parse(data).ok()?;
+    if !msg.has_method(BINDING) {
+        return None;
+    }
+    match msg.class() {
+        MessageClass::Request => Some(Punch::Request {
+            token: msg.attribute::<Username>().ok()?.username().to_string(),
+        }),
+        MessageClass::Success => Some(Punch::Response {
+            id: msg.transaction_id(),
+            mapped: read_response(&msg).ok()?.mapped,
+        }),
+        _ => None,
+    }
+}
+
+/// Whether a datagram looks like STUN rather than QUIC (RFC 7983: STUN's first byte is 0–3;
+/// QUIC always sets the 0x40 bit).
+pub fn looks_like_stun(data: &[u8]) -> bool {
+    data.len() >= 20 && data[0] < 4 && data[4..8] == [0x21, 0x12, 0xa4, 0x42]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn punch_probes_round_trip_and_are_told_from_quic() {
+        let (id, request) = punch_request("abc123").unwrap();
+        assert!(looks_like_stun(&request));
+        assert_eq!(
+            read_punch(&request),
+            Some(Punch::Request {
+                token: "abc123".into()
+            })
+        );
+        let from: SocketAddr = "198.51.100.9:40000".parse().unwrap();
+        let response = punch_response(&request, from).unwrap();
+        assert_eq!(
+            read_punch(&response),
+            Some(Punch::Response { id, mapped: from })
+        );
+        // A QUIC long-header packet (fixed bit set) is not STUN.
+        assert!(!looks_like_stun(&[0xc0; 40]));
+        assert_eq!(read_punch(&[0xc0; 40]), None);
+        assert_eq!(read_punch(&request[..10]), None);
+    }
     use stun_proto::types::attribute::ErrorCode;
 
     fn success_for(request: &[u8], mapped: SocketAddr, other: Option<SocketAddr>) -> Vec<u8> {

@@ -21,10 +21,22 @@ pub async fn binding(
     timeout: Duration,
     counter: &Counter,
 ) -> Result<(Binding, Duration), StunError> {
+    binding_from(None, to, timeout, counter).await
+}
+
+/// Like [`binding`], from `socket` when given (bound to the port whose mapping is wanted).
+pub async fn binding_from(
+    socket: Option<tokio::net::TcpSocket>,
+    to: SocketAddr,
+    timeout: Duration,
+    counter: &Counter,
+) -> Result<(Binding, Duration), StunError> {
     let exchange = async {
-        let mut stream = TcpStream::connect(to)
-            .await
-            .map_err(|e| StunError::io(&e))?;
+        let connected = match socket {
+            Some(socket) => socket.connect(to).await,
+            None => TcpStream::connect(to).await,
+        };
+        let mut stream = connected.map_err(|e| StunError::io(&e))?;
         let (id, request) = codec::binding_request(Change::NONE)?;
         let started = Instant::now();
         counter.add(1);
