@@ -14,6 +14,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use data_encoding::BASE32_NOPAD;
 use sha2::{Digest, Sha256};
 
+use crate::config::HostPort;
 use crate::identity::{NodeId, PublicKey, PUBLIC_KEY_LEN};
 
 /// Version byte of the records this build writes and reads.
@@ -34,7 +35,12 @@ mod field {
     pub const PUBLIC_V4: u8 = 0x03;
     /// A public (server-reflexive) IPv6 candidate.
     pub const PUBLIC_V6: u8 = 0x04;
+    /// A signalling broker where the node listens: UTF-8 `host` (port 1883) or `host:port`.
+    pub const BROKER: u8 = 0x05;
 }
+
+/// The MQTT port a broker hint without a port means.
+pub const DEFAULT_BROKER_PORT: u16 = 1883;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AddrError {
@@ -82,6 +88,8 @@ pub struct Candidate {
 pub struct Address {
     pub key: PublicKey,
     pub candidates: Vec<Candidate>,
+    /// Signalling brokers where the node can be reached (its rendezvous choice).
+    pub brokers: Vec<HostPort>,
     /// Fields this build does not understand, kept verbatim (type, value).
     pub unknown_fields: Vec<(u8, Vec<u8>)>,
 }
@@ -91,6 +99,7 @@ impl Address {
         Self {
             key,
             candidates,
+            brokers: Vec::new(),
             unknown_fields: Vec::new(),
         }
     }
@@ -114,6 +123,16 @@ impl Address {
             let mut value = ip;
             value.extend_from_slice(&c.addr.port().to_be_bytes());
             push_field(&mut out, ty, &value);
+        }
+        for broker in &self.brokers {
+            let text = if broker.port == DEFAULT_BROKER_PORT {
+                broker.host.clone()
+            } else {
+                broker.to_string()
+            };
+            if text.len() <= usize::from(u8::MAX) {
+                push_field(&mut out, field::BROKER, text.as_bytes());
+            }
         }
         for (ty, value) in &self.unknown_fields {
             push_field(&mut out, *ty, value);
@@ -140,6 +159,14 @@ impl Address {
             }
             let (value, tail) = tail.split_at(len);
             rest = tail;
+            if *ty == field::BROKER {
+                let broker = std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|text| HostPort::parse(text, Some(DEFAULT_BROKER_PORT)))
+                    .ok_or(AddrError::BadField(*ty))?;
+                addr.brokers.push(broker);
+                continue;
+            }
             let kind = match *ty {
                 field::LOCAL_V4 | field::LOCAL_V6 => CandidateKind::Local,
                 field::PUBLIC_V4 | field::PUBLIC_V6 => CandidateKind::Public,
@@ -203,8 +230,8 @@ impl fmt::Display for Address {
 }
 
 fn push_field(out: &mut Vec<u8>, ty: u8, value: &[u8]) {
-    // Field values are at most 18 bytes today; a longer unknown field was read from a record
-    // whose length byte bounds it to 255, so the cast cannot truncate.
+    // Callers keep values within 255 bytes (a broker hint is checked, an unknown field was read
+    // from a record whose length byte bounds it), so the cast cannot truncate.
     out.push(ty);
     out.push(value.len() as u8);
     out.extend_from_slice(value);
@@ -267,6 +294,22 @@ mod tests {
         assert_eq!(
             Address::parse(&format!("  {}\n", text.to_uppercase())).unwrap(),
             addr
+        );
+    }
+
+    #[test]
+    fn broker_hints_round_trip_and_garbage_ones_are_errors() {
+        let mut addr = sample();
+        addr.brokers = vec![
+            HostPort::parse("broker.example.org", Some(1883)).unwrap(),
+            HostPort::parse("[2001:db8::1]:8883", None).unwrap(),
+        ];
+        assert_eq!(Address::parse(&addr.to_string()).unwrap(), addr);
+        let mut bytes = sample().to_bytes();
+        bytes.extend_from_slice(&[field::BROKER, 3, b'a', b' ', b'b']);
+        assert_eq!(
+            Address::from_bytes(&bytes),
+            Err(AddrError::BadField(field::BROKER))
         );
     }
 

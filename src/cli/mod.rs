@@ -162,7 +162,21 @@ impl Node {
                 addr: (ip, port).into(),
             })
             .collect();
-        Ok(Address::new(self.identity.public_key(), candidates))
+        let mut address = Address::new(self.identity.public_key(), candidates);
+        address.brokers = self.brokers();
+        Ok(address)
+    }
+
+    /// The brokers this node listens on for signalling (none when offline).
+    fn brokers(&self) -> Vec<crate::config::HostPort> {
+        if self.settings.offline {
+            return Vec::new();
+        }
+        crate::signal::rendezvous(
+            &self.identity.public_key(),
+            &self.settings.brokers,
+            crate::signal::RENDEZVOUS_BROKERS,
+        )
     }
 }
 

@@ -18,6 +18,7 @@ pub fn addr(node: &Node, args: AddrArgs, reporter: &Reporter) -> anyhow::Result<
             "id": address.id(),
             "key": data_encoding::HEXLOWER.encode(&address.key.to_compressed()),
             "candidates": address.candidates,
+            "brokers": address.brokers.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "unknown_fields": address.unknown_fields.iter().map(|(t, _)| t).collect::<Vec<_>>(),
         });
         doc.to_string()

@@ -47,6 +47,33 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// Messages from brokers waiting for the driver, and delivered messages waiting for `recv`.
 const QUEUE_CAPACITY: usize = 256;
 
+/// How many brokers a node listens on, out of the configured list.
+pub const RENDEZVOUS_BROKERS: usize = 2;
+
+/// The brokers where the node with `key` listens: the `count` that rank highest by rendezvous
+/// (highest-random-weight) hashing of the key and the broker, so anyone holding the same list
+/// and the key picks the same ones without talking, and a list that grows or shrinks by one
+/// broker moves few nodes.
+pub fn rendezvous(key: &PublicKey, brokers: &[HostPort], count: usize) -> Vec<HostPort> {
+    use sha2::{Digest, Sha256};
+    let mut ranked: Vec<(Vec<u8>, &HostPort)> = brokers
+        .iter()
+        .map(|b| {
+            let mut hash = Sha256::new();
+            hash.update(key.to_compressed());
+            hash.update(b.to_string().as_bytes());
+            (hash.finalize().to_vec(), b)
+        })
+        .collect();
+    ranked.sort_by(|a, b| a.0.cmp(&b.0));
+    ranked.dedup_by(|a, b| a.1 == b.1);
+    ranked
+        .into_iter()
+        .take(count)
+        .map(|(_, b)| b.clone())
+        .collect()
+}
+
 /// The topic a node subscribes to.
 pub fn topic(id: &NodeId) -> String {
     format!("{TOPIC_PREFIX}{id}")

@@ -30,10 +30,14 @@ impl Node {
         self.dir.path().join("home")
     }
 
-    /// `warpgate --home … --json <args>` with piped stdio unless the caller changes it.
+    /// `warpgate --home … --json --offline <args>` with piped stdio unless the caller changes it.
+    /// `--offline`: these tests run on loopback and must never reach the public default servers.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(BIN);
-        cmd.arg("--home").arg(self.home()).arg("--json").args(args);
+        cmd.arg("--home")
+            .arg(self.home())
+            .args(["--json", "--offline"])
+            .args(args);
         cmd.env_remove("RUST_LOG").env_remove("WARPGATE_CONFIG");
         cmd
     }
