@@ -23,6 +23,26 @@ pub struct Connected {
     pub local: String,
     pub remote: String,
     pub setup_ms: u64,
+    /// Signalling traffic this side saw (connector, when signalling was used).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signal: Option<SignalUse>,
+}
+
+/// Messages and bytes through the brokers, both directions, every broker counted.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct SignalUse {
+    pub messages: u64,
+    pub bytes: u64,
+}
+
+impl From<&crate::signal::SignalStats> for SignalUse {
+    fn from(stats: &crate::signal::SignalStats) -> Self {
+        let sum = |f: fn(&crate::signal::BrokerStats) -> u64| stats.brokers.iter().map(f).sum();
+        Self {
+            messages: sum(|b| b.published + b.received),
+            bytes: sum(|b| b.published_bytes + b.received_bytes),
+        }
+    }
 }
 
 impl Connected {
@@ -37,6 +57,7 @@ impl Connected {
             local: link.local.to_string(),
             remote: link.remote.to_string(),
             setup_ms: setup.as_millis() as u64,
+            signal: None,
         }
     }
 }

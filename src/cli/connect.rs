@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use futures_util::FutureExt;
 use tokio::task::JoinSet;
 
 use super::args::ConnectArgs;
@@ -14,8 +15,10 @@ use super::{usage, Node};
 use crate::addr::{Address, TEXT_PREFIX};
 use crate::config::HostPort;
 use crate::link::Link;
-use crate::report::{Connected, Reporter};
-use crate::traversal::{self, cascade, Context, LocalFacts, Via};
+use crate::report::{Connected, Reporter, SignalUse};
+use crate::signal::{rendezvous, Keys, Signal, SignalConfig, RENDEZVOUS_BROKERS};
+use crate::traversal::session::Session;
+use crate::traversal::{self, cascade, Context, LocalFacts, Phase, Via};
 
 /// TARGET is an address (`wg…`) or a name (`bob.p2p`).
 fn parse_target(text: &str) -> anyhow::Result<Address> {
@@ -60,23 +63,29 @@ pub async fn run(
     let facts = LocalFacts {
         interface_ips: crate::net::interface_ips().context("cannot list network interfaces")?,
     };
-    let plan = traversal::plan(&strategies, &via, &peer, &facts);
-    tracing::info!(attempts = plan.len(), "planned");
-    let ctx = Arc::new(Context {
-        creds: node.creds,
-        peer,
-    });
-    let restricted = via != Via::default();
+    let exchange = exchange(&node, &peer, via.signalled(&strategies))?;
+    let ctx = Arc::new(Context::new(node.creds, peer));
     let winner = cascade::run(
-        plan,
         &strategies,
-        ctx,
+        &via,
+        &facts,
+        ctx.clone(),
+        exchange,
         Duration::from_secs(args.timeout),
-        restricted,
     )
     .await?;
     let link = winner.link;
-    reporter.connected(&Connected::new(link.info(), winner.method, start.elapsed()));
+    let mut event = Connected::new(link.info(), winner.method, start.elapsed());
+    if let Some(stats) = ctx.session.get().and_then(|s| s.signal_stats()) {
+        let used = SignalUse::from(&stats);
+        tracing::info!(
+            messages = used.messages,
+            bytes = used.bytes,
+            "signalling used"
+        );
+        event.signal = Some(used);
+    }
+    reporter.connected(&event);
 
     match local_listener {
         Some(tcp) => serve_local(&link, tcp, &reporter).await,
@@ -88,6 +97,35 @@ pub async fn run(
             outcome.map(|_| ExitCode::SUCCESS)
         }
     }
+}
+
+/// The signalling exchange that lets the signalled strategies run, unless we are offline, no
+/// broker is known, or `--via` leaves no signalled strategy. It starts with the punch phase, so
+/// a peer reachable directly costs no signalling at all.
+fn exchange(
+    node: &Node,
+    peer: &Address,
+    strategies: Vec<String>,
+) -> anyhow::Result<Option<cascade::Exchange>> {
+    let brokers = if peer.brokers.is_empty() {
+        rendezvous(&peer.key, &node.settings.brokers, RENDEZVOUS_BROKERS)
+    } else {
+        peer.brokers.clone()
+    };
+    if node.settings.offline || brokers.is_empty() || strategies.is_empty() {
+        return Ok(None);
+    }
+    let keys = Keys::from_identity(&node.identity).context("cannot use the identity key")?;
+    let own_address = node.address(node.default_port())?.to_string();
+    let (creds, peer, stun) = (node.creds.clone(), peer.clone(), node.settings.stun.clone());
+    Ok(Some(
+        async move {
+            tokio::time::sleep(Phase::Punch.offset()).await;
+            let signal = Signal::start_with(keys, &brokers, SignalConfig::default()).await?;
+            Session::offer(signal, creds, &peer, own_address, strategies, &stun).await
+        }
+        .boxed(),
+    ))
 }
 
 /// Carries each local TCP connection to the peer as a new stream until the link ends.

@@ -14,6 +14,8 @@ use crate::identity::NodeId;
 use crate::link::listener::Listener;
 use crate::link::{Link, HANDSHAKE_TIMEOUT};
 use crate::report::{Connected, Reporter};
+use crate::signal::Keys;
+use crate::traversal::{self, respond, respond::Responder};
 
 pub async fn run(node: Node, args: ListenArgs, reporter: Reporter) -> anyhow::Result<ExitCode> {
     if args.name.is_some() {
@@ -50,8 +52,22 @@ pub async fn run(node: Node, args: ListenArgs, reporter: Reporter) -> anyhow::Re
     let mut listener = Listener::bind(
         args.port.unwrap_or_else(|| node.default_port()),
         &node.creds,
-        allowed,
+        allowed.clone(),
     )?;
+    // Reachable over signalling too, while listening (dropped, it stops).
+    let mut signalling = JoinSet::new();
+    let brokers = node.brokers();
+    if !brokers.is_empty() {
+        let keys = Keys::from_identity(&node.identity).context("cannot use the identity key")?;
+        let responder = Responder {
+            creds: node.creds.clone(),
+            allowed,
+            stun: node.settings.stun.clone(),
+            strategies: traversal::registry(),
+            inbound: listener.inbound(),
+        };
+        signalling.spawn(respond::run(keys, brokers, responder));
+    }
     let address = node.address(listener.port())?;
     reporter.listening(
         node.identity.id().as_str(),
@@ -67,10 +83,9 @@ pub async fn run(node: Node, args: ListenArgs, reporter: Reporter) -> anyhow::Re
     result.map(|()| ExitCode::SUCCESS)
 }
 
-/// Inbound links reach a listener only by being dialled directly, until signalling lets the
-/// connector say which strategy it used.
-fn inbound_event(link: &Link) -> Connected {
-    Connected::new(link.info(), "direct", link.info().started.elapsed())
+/// The `connected` event of an inbound link: setup counted from its handshake's start.
+fn inbound_event(link: &Link, method: &str) -> Connected {
+    Connected::new(link.info(), method, link.info().started.elapsed())
 }
 
 async fn serve_transfers(
@@ -80,8 +95,8 @@ async fn serve_transfers(
     reporter: &Reporter,
 ) -> anyhow::Result<()> {
     loop {
-        let link = listener.accept().await.context("listener stopped")?;
-        reporter.connected(&inbound_event(&link));
+        let (link, method) = listener.accept().await.context("listener stopped")?;
+        reporter.connected(&inbound_event(&link, method));
         let peer = link.info().peer.id().to_string();
         // The connector opens its stream right after selecting the link.
         let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, link.accept())
@@ -111,8 +126,8 @@ async fn serve_forward(
     loop {
         tokio::select! {
             link = listener.accept() => {
-                let link = link.context("listener stopped")?;
-                reporter.connected(&inbound_event(&link));
+                let (link, method) = link.context("listener stopped")?;
+                reporter.connected(&inbound_event(&link, method));
                 let forwarding = forward_link(link, target.clone());
                 if keep_open {
                     peers.spawn(forwarding);

@@ -3,7 +3,7 @@
 //! cannot hold up others; a link is handed out only once the connector has verified and
 //! selected it. Dropping the [`Listener`] stops every task it started.
 
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -13,12 +13,15 @@ use super::{pin, quic, tls, Link, LinkError, HANDSHAKE_TIMEOUT};
 use crate::identity::NodeId;
 use crate::net;
 
+/// The method of links dialled straight to the listening port.
+const DIRECT: &str = "direct";
 /// How often to retry finding a port free for both TCP and UDP when the port is chosen by the OS.
 const PORT_PICK_TRIES: usize = 20;
 
 pub struct Listener {
     port: u16,
-    incoming: mpsc::Receiver<Link>,
+    incoming: mpsc::Receiver<(Link, &'static str)>,
+    inbound: Inbound,
     endpoints: Vec<quinn::Endpoint>,
     tasks: JoinSet<()>,
 }
@@ -95,10 +98,11 @@ impl Listener {
             tokio_rustls::TlsAcceptor::from(Arc::new(pin::server_config(creds, allowed.clone())?));
         let server_config = quic::server_config(creds, allowed)?;
         let (tx, incoming) = mpsc::channel(16);
+        let inbound = Inbound { tx };
         let mut tasks = JoinSet::new();
         let mut endpoints = Vec::new();
         for listener in sockets.tcp {
-            tasks.spawn(accept_tcp(listener, acceptor.clone(), tx.clone()));
+            tasks.spawn(accept_tcp(listener, acceptor.clone(), inbound.clone()));
         }
         for socket in sockets.udp {
             let endpoint =
@@ -109,11 +113,12 @@ impl Listener {
                     }
                 })?;
             endpoints.push(endpoint.clone());
-            tasks.spawn(accept_quic(endpoint, tx.clone()));
+            tasks.spawn(accept_quic(endpoint, inbound.clone()));
         }
         Ok(Self {
             port: sockets.port,
             incoming,
+            inbound,
             endpoints,
             tasks,
         })
@@ -123,9 +128,14 @@ impl Listener {
         self.port
     }
 
-    /// The next verified, selected inbound link.
-    pub async fn accept(&mut self) -> Option<Link> {
+    /// The next verified, selected inbound link, and the strategy that made it.
+    pub async fn accept(&mut self) -> Option<(Link, &'static str)> {
         self.incoming.recv().await
+    }
+
+    /// Where links made elsewhere (by signalled strategies) join the accept queue.
+    pub fn inbound(&self) -> Inbound {
+        self.inbound.clone()
     }
 
     /// Stops accepting and lets QUIC close notices go out (bounded).
@@ -143,23 +153,38 @@ impl Listener {
     }
 }
 
-/// Runs an inbound link through handshake, verification and selection; hands it on if chosen.
-async fn admit(
-    link: impl std::future::Future<Output = Result<Link, LinkError>>,
-    from: SocketAddr,
-    tx: mpsc::Sender<Link>,
-) {
-    let link = match tokio::time::timeout(HANDSHAKE_TIMEOUT, link).await {
-        Ok(Ok(link)) => link,
-        Ok(Err(e)) => return tracing::debug!(%from, "inbound handshake failed: {e}"),
-        Err(_) => return tracing::debug!(%from, "inbound handshake timed out"),
-    };
-    match link.answer().await {
-        Ok(()) => {
-            let _ = tx.send(link).await;
-        }
-        Err(e) => {
-            tracing::debug!(%from, peer = %link.info().peer.id(), "inbound link not selected: {e}")
+/// Hands links to a [`Listener`]'s accept queue once the connector verified and selected them.
+#[derive(Clone)]
+pub struct Inbound {
+    tx: mpsc::Sender<(Link, &'static str)>,
+}
+
+impl Inbound {
+    /// Runs a link through its handshake (bounded), verification and selection, and hands it
+    /// on if the connector chose it. Returns whether it did.
+    pub async fn admit(
+        &self,
+        link: impl std::future::Future<Output = Result<Link, LinkError>>,
+        method: &'static str,
+    ) -> bool {
+        let link = match tokio::time::timeout(HANDSHAKE_TIMEOUT, link).await {
+            Ok(Ok(link)) => link,
+            Ok(Err(e)) => {
+                tracing::debug!(method, "inbound link failed: {e}");
+                return false;
+            }
+            Err(_) => {
+                tracing::debug!(method, "inbound link timed out");
+                return false;
+            }
+        };
+        let (peer, from) = (link.info().peer.id(), link.info().remote);
+        match link.answer().await {
+            Ok(()) => self.tx.send((link, method)).await.is_ok(),
+            Err(e) => {
+                tracing::debug!(method, %from, %peer, "inbound link not selected: {e}");
+                false
+            }
         }
     }
 }
@@ -167,15 +192,17 @@ async fn admit(
 async fn accept_tcp(
     listener: tokio::net::TcpListener,
     acceptor: tokio_rustls::TlsAcceptor,
-    tx: mpsc::Sender<Link>,
+    inbound: Inbound,
 ) {
     let mut handshakes = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((tcp, from)) => {
-                    let acceptor = acceptor.clone();
-                    handshakes.spawn(admit(async move { tls::accept(tcp, &acceptor).await }, from, tx.clone()));
+                Ok((tcp, _)) => {
+                    let (acceptor, inbound) = (acceptor.clone(), inbound.clone());
+                    handshakes.spawn(async move {
+                        inbound.admit(tls::accept(tcp, &acceptor), DIRECT).await;
+                    });
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off rather than spin.
@@ -188,14 +215,16 @@ async fn accept_tcp(
     }
 }
 
-async fn accept_quic(endpoint: quinn::Endpoint, tx: mpsc::Sender<Link>) {
+async fn accept_quic(endpoint: quinn::Endpoint, inbound: Inbound) {
     let mut handshakes = JoinSet::new();
     loop {
         tokio::select! {
             incoming = endpoint.accept() => match incoming {
                 Some(incoming) => {
-                    let from = incoming.remote_address();
-                    handshakes.spawn(admit(quic::accept(incoming, endpoint.clone()), from, tx.clone()));
+                    let (endpoint, inbound) = (endpoint.clone(), inbound.clone());
+                    handshakes.spawn(async move {
+                        inbound.admit(quic::accept(incoming, endpoint), DIRECT).await;
+                    });
                 }
                 None => return,
             },

@@ -145,10 +145,14 @@ impl std::fmt::Debug for MessageId {
 pub struct Offer {
     /// The connector's address in text form.
     pub address: String,
+    /// Where the connector's punching UDP socket can be reached (local and public).
     #[serde(with = "candidates")]
-    pub candidates: Vec<Candidate>,
+    pub udp: Vec<Candidate>,
+    /// Where the connector's punching TCP port can be reached.
+    #[serde(with = "candidates")]
+    pub tcp: Vec<Candidate>,
     pub strategies: Vec<String>,
-    /// Ties the answer to this offer.
+    /// Ties the answer to this offer; also the token of the session's punch probes.
     pub nonce: [u8; 16],
 }
 
@@ -156,8 +160,13 @@ pub struct Offer {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Answer {
     #[serde(with = "candidates")]
-    pub candidates: Vec<Candidate>,
+    pub udp: Vec<Candidate>,
+    #[serde(with = "candidates")]
+    pub tcp: Vec<Candidate>,
     pub nonce: [u8; 16],
+    /// Both sides start punching this long after the answer arrives (the listener adds half
+    /// the round trip it measures).
+    pub fire_in_ms: u32,
 }
 
 /// A round-trip probe (for punch timing).
@@ -209,7 +218,7 @@ impl Payload {
     }
 
     fn check_bounds(&self) -> Result<(), MessageError> {
-        let candidates = match self {
+        let (udp, tcp) = match self {
             Payload::Offer(o) => {
                 if o.address.len() > MAX_ADDRESS_LEN {
                     return Err(MessageError::PayloadBounds("address too long"));
@@ -221,12 +230,12 @@ impl Payload {
                         "too many or too long strategies",
                     ));
                 }
-                &o.candidates
+                (&o.udp, &o.tcp)
             }
-            Payload::Answer(a) => &a.candidates,
+            Payload::Answer(a) => (&a.udp, &a.tcp),
             _ => return Ok(()),
         };
-        if candidates.len() > MAX_CANDIDATES {
+        if udp.len() > MAX_CANDIDATES || tcp.len() > MAX_CANDIDATES {
             return Err(MessageError::PayloadBounds("too many candidates"));
         }
         Ok(())
@@ -298,6 +307,7 @@ mod candidates {
 }
 
 /// A node's keys as signalling uses them: ECDSA signing and HPKE decryption.
+#[derive(Clone)]
 pub struct Keys {
     signing: SigningKey,
     hpke_secret: <Kem as hpke::Kem>::PrivateKey,
@@ -538,7 +548,8 @@ mod tests {
     fn offer() -> Payload {
         Payload::Offer(Offer {
             address: "wgexampleaddress".into(),
-            candidates: vec![
+            tcp: vec![],
+            udp: vec![
                 Candidate {
                     kind: CandidateKind::Local,
                     addr: "192.168.1.2:4000".parse().unwrap(),
@@ -569,8 +580,10 @@ mod tests {
         for payload in [
             offer(),
             Payload::Answer(Answer {
-                candidates: vec![],
+                udp: vec![],
+                tcp: vec![],
                 nonce: [1; 16],
+                fire_in_ms: 100,
             }),
             Payload::Ping(Ping {
                 nonce: 9,

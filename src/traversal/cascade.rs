@@ -1,14 +1,21 @@
 //! The cascade runner: launches planned attempts at their start times, verifies the first link
 //! that comes up with a round trip, selects it, and cancels every other attempt (they live in a
-//! `JoinSet`, so dropping it stops them). Every attempt's outcome is logged (`-v`).
+//! `JoinSet`, so dropping it stops them). Alongside, the signalling exchange runs; when it
+//! agrees a session, the signalled strategies are planned and launched too. Every attempt's
+//! outcome is logged (`-v`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::future::BoxFuture;
 use tokio::task::JoinSet;
 
-use super::{Attempt, Context, Strategy};
+use super::session::{Session, SessionError};
+use super::{plan, Attempt, Context, LocalFacts, Strategy, Via};
 use crate::link::{Link, LinkError};
+
+/// The signalling exchange the runner waits on beside the attempts.
+pub type Exchange = BoxFuture<'static, Result<Session, SessionError>>;
 
 /// The link that won, and how.
 pub struct Winner {
@@ -28,7 +35,7 @@ pub enum CascadeError {
     #[error("no path to the peer ({})", summarize(.failures, *.unanswered, *.timeout))]
     NoPath {
         timeout: Duration,
-        failures: Vec<(Attempt, String)>,
+        failures: Vec<Failure>,
         /// Attempts still waiting for an answer when time ran out.
         unanswered: usize,
     },
@@ -42,15 +49,34 @@ fn via_hint(restricted: &bool) -> &'static str {
     }
 }
 
-/// The failures most worth reading first: loopback refusals (the peer is simply not on this
-/// machine) go last; attempts still waiting at the deadline are counted.
-fn summarize(failures: &[(Attempt, String)], unanswered: usize, timeout: Duration) -> String {
-    let mut ordered: Vec<&(Attempt, String)> = failures.iter().collect();
-    ordered.sort_by_key(|(a, _)| a.remote.ip().is_loopback());
+/// What failed (an attempt, or the signalling exchange) and why.
+#[derive(Debug)]
+pub struct Failure {
+    pub what: String,
+    pub error: String,
+    /// A refusal on loopback says only that the peer is not on this machine.
+    pub loopback: bool,
+}
+
+impl Failure {
+    fn of(attempt: &Attempt, error: impl ToString) -> Self {
+        Self {
+            what: attempt.to_string(),
+            error: error.to_string(),
+            loopback: attempt.remote.is_some_and(|r| r.ip().is_loopback()),
+        }
+    }
+}
+
+/// The failures most worth reading first: signalling and remote failures before loopback
+/// refusals; attempts still waiting at the deadline are counted.
+fn summarize(failures: &[Failure], unanswered: usize, timeout: Duration) -> String {
+    let mut ordered: Vec<&Failure> = failures.iter().collect();
+    ordered.sort_by_key(|f| f.loopback);
     let mut parts: Vec<String> = ordered
         .iter()
         .take(4)
-        .map(|(a, e)| format!("{a}: {e}"))
+        .map(|f| format!("{}: {}", f.what, f.error))
         .collect();
     if ordered.len() > 4 {
         parts.push(format!("{} more failed", ordered.len() - 4));
@@ -64,21 +90,106 @@ fn summarize(failures: &[(Attempt, String)], unanswered: usize, timeout: Duratio
     parts.join("; ")
 }
 
-/// Runs `plan` until one link is verified and selected, or `timeout` passes, or every attempt
-/// failed. `via_restricted` only shapes the error message.
+/// Runs the cascade until one link is verified and selected, or `timeout` passes, or every
+/// attempt (and the exchange, if any) failed.
 pub async fn run(
-    plan: Vec<Attempt>,
     strategies: &[Arc<dyn Strategy>],
+    via: &Via,
+    local: &LocalFacts,
     ctx: Arc<Context>,
+    exchange: Option<Exchange>,
     timeout: Duration,
-    via_restricted: bool,
 ) -> Result<Winner, CascadeError> {
-    if plan.is_empty() {
-        return Err(CascadeError::NothingToTry(via_restricted));
+    let restricted = *via != Via::default();
+    let first = plan(strategies, via, &ctx.peer, None, local);
+    if first.is_empty() && exchange.is_none() {
+        return Err(CascadeError::NothingToTry(restricted));
     }
+    tracing::info!(
+        attempts = first.len(),
+        signalling = exchange.is_some(),
+        "planned"
+    );
     let start = Instant::now();
     let mut running = JoinSet::new();
-    for attempt in plan {
+    launch(&mut running, first, strategies, &ctx);
+    let mut exchange = exchange;
+    let mut failures = Vec::new();
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    loop {
+        if running.is_empty() && exchange.is_none() {
+            break;
+        }
+        tokio::select! {
+            agreed = async {
+                match exchange.as_mut() {
+                    Some(exchange) => exchange.await,
+                    None => std::future::pending().await,
+                }
+            }, if exchange.is_some() => {
+                exchange = None;
+                match agreed {
+                    Ok(session) => {
+                        let session = Arc::new(session);
+                        let attempts = plan(strategies, via, &ctx.peer, Some(&session), local);
+                        tracing::info!(attempts = attempts.len(), ms = start.elapsed().as_millis() as u64, "signalling agreed a session");
+                        let _ = ctx.session.set(session);
+                        launch(&mut running, attempts, strategies, &ctx);
+                    }
+                    Err(e) => {
+                        tracing::info!("signalling failed: {e}");
+                        failures.push(Failure { what: "signalling".into(), error: e.to_string(), loopback: false });
+                    }
+                }
+            }
+            Some(joined) = running.join_next() => {
+                let Ok((attempt, took, outcome)) = joined else { continue };
+                match outcome {
+                    Ok((link, verified)) => {
+                        if let Err(e) = verified.select().await {
+                            tracing::info!(%attempt, "verified but could not be selected: {e}");
+                            failures.push(Failure::of(&attempt, e));
+                            continue;
+                        }
+                        tracing::info!(%attempt, ms = took.as_millis() as u64, total_ms = start.elapsed().as_millis() as u64, "won");
+                        // Dropping `running` cancels every other attempt.
+                        return Ok(Winner { link, method: attempt.strategy, attempt });
+                    }
+                    Err(e) => {
+                        tracing::info!(%attempt, ms = took.as_millis() as u64, "failed: {e}");
+                        match e {
+                            LinkError::KeyMismatch(m) => return Err(CascadeError::KeyMismatch(m)),
+                            LinkError::Refused(why) => return Err(CascadeError::Refused(why)),
+                            e => failures.push(Failure::of(&attempt, e)),
+                        }
+                    }
+                }
+            }
+            _ = &mut deadline => break,
+        }
+    }
+    Err(CascadeError::NoPath {
+        timeout,
+        failures,
+        unanswered: running.len(),
+    })
+}
+
+type Outcome = (
+    Attempt,
+    Duration,
+    Result<(Link, crate::link::Verified), LinkError>,
+);
+
+/// Starts each attempt at its delay: make the link, then verify it.
+fn launch(
+    running: &mut JoinSet<Outcome>,
+    attempts: Vec<Attempt>,
+    strategies: &[Arc<dyn Strategy>],
+    ctx: &Arc<Context>,
+) {
+    for attempt in attempts {
         let Some(strategy) = strategies
             .iter()
             .find(|s| s.name() == attempt.strategy)
@@ -99,43 +210,6 @@ pub async fn run(
             (attempt, began.elapsed(), outcome)
         });
     }
-    let mut failures = Vec::new();
-    let deadline = tokio::time::sleep(timeout);
-    tokio::pin!(deadline);
-    loop {
-        tokio::select! {
-            next = running.join_next() => {
-                let Some(joined) = next else { break };
-                let Ok((attempt, took, outcome)) = joined else { continue };
-                match outcome {
-                    Ok((link, verified)) => {
-                        if let Err(e) = verified.select().await {
-                            tracing::info!(%attempt, "verified but could not be selected: {e}");
-                            failures.push((attempt, e.to_string()));
-                            continue;
-                        }
-                        tracing::info!(%attempt, ms = took.as_millis() as u64, total_ms = start.elapsed().as_millis() as u64, "won");
-                        // Dropping `running` cancels every other attempt.
-                        return Ok(Winner { link, method: attempt.strategy, attempt });
-                    }
-                    Err(e) => {
-                        tracing::info!(%attempt, ms = took.as_millis() as u64, "failed: {e}");
-                        match e {
-                            LinkError::KeyMismatch(m) => return Err(CascadeError::KeyMismatch(m)),
-                            LinkError::Refused(why) => return Err(CascadeError::Refused(why)),
-                            e => failures.push((attempt, e.to_string())),
-                        }
-                    }
-                }
-            }
-            _ = &mut deadline => break,
-        }
-    }
-    Err(CascadeError::NoPath {
-        timeout,
-        failures,
-        unanswered: running.len(),
-    })
 }
 
 #[cfg(test)]
@@ -147,7 +221,7 @@ mod tests {
         Attempt {
             strategy: "direct",
             transport: Transport::Tcp,
-            remote: remote.parse().unwrap(),
+            remote: Some(remote.parse().unwrap()),
             delay: Duration::ZERO,
         }
     }
@@ -155,8 +229,8 @@ mod tests {
     #[test]
     fn summary_puts_loopback_refusals_last_and_counts_silence() {
         let failures = vec![
-            (attempt("127.0.0.1:1"), "refused".to_string()),
-            (attempt("192.168.1.2:1"), "no route".to_string()),
+            Failure::of(&attempt("127.0.0.1:1"), "refused"),
+            Failure::of(&attempt("192.168.1.2:1"), "no route"),
         ];
         assert_eq!(
             summarize(&failures, 3, Duration::from_secs(15)),

@@ -6,12 +6,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 
-use super::{Attempt, Context, LocalFacts, Phase, Strategy};
+use super::session::Session;
+use super::{Attempt, Context, LinkFuture, LocalFacts, Phase, Strategy};
 use crate::addr::Address;
-use crate::link::{quic, tls, Link, LinkError, Transport, HANDSHAKE_TIMEOUT};
+use crate::link::{quic, tls, LinkError, Transport, HANDSHAKE_TIMEOUT};
 use crate::net;
 
 /// Gap between successive candidates (happy eyeballs).
@@ -50,7 +50,7 @@ impl Strategy for Direct {
         Phase::Direct
     }
 
-    fn plan(&self, peer: &Address, local: &LocalFacts) -> Vec<Attempt> {
+    fn plan(&self, peer: &Address, _: Option<&Session>, local: &LocalFacts) -> Vec<Attempt> {
         let mut remotes: Vec<SocketAddr> = peer
             .candidates
             .iter()
@@ -67,7 +67,7 @@ impl Strategy for Direct {
                 attempts.push(Attempt {
                     strategy: self.name(),
                     transport,
-                    remote,
+                    remote: Some(remote),
                     delay: CANDIDATE_STAGGER * slot,
                 });
             }
@@ -75,13 +75,11 @@ impl Strategy for Direct {
         attempts
     }
 
-    fn run(
-        &self,
-        attempt: Attempt,
-        ctx: Arc<Context>,
-    ) -> BoxFuture<'static, Result<Link, LinkError>> {
+    fn run(&self, attempt: Attempt, ctx: Arc<Context>) -> LinkFuture {
         async move {
-            let remote = attempt.remote;
+            let remote = attempt
+                .remote
+                .ok_or(LinkError::Protocol("a direct attempt needs an address"))?;
             match attempt.transport {
                 Transport::Tcp => {
                     let tcp = tokio::time::timeout(
@@ -141,10 +139,10 @@ mod tests {
     #[test]
     fn plans_loopback_then_lan_then_public_both_transports() {
         let peer = peer(&["203.0.113.5:4000", "192.168.1.9:4000", "127.0.0.1:4000"]);
-        let plan = Direct.plan(&peer, &facts(&["127.0.0.1", "192.168.1.2"]));
+        let plan = Direct.plan(&peer, None, &facts(&["127.0.0.1", "192.168.1.2"]));
         let got: Vec<(String, Transport, Duration)> = plan
             .iter()
-            .map(|a| (a.remote.to_string(), a.transport, a.delay))
+            .map(|a| (a.remote.unwrap().to_string(), a.transport, a.delay))
             .collect();
         let ms = Duration::from_millis;
         assert_eq!(
@@ -163,9 +161,10 @@ mod tests {
     #[test]
     fn skips_families_this_machine_cannot_reach() {
         let peer = peer(&["[2001:db8::1]:4000", "[::1]:4000", "198.51.100.1:0"]);
-        let plan = Direct.plan(&peer, &facts(&["127.0.0.1", "::1", "10.0.0.2"]));
+        let plan = Direct.plan(&peer, None, &facts(&["127.0.0.1", "::1", "10.0.0.2"]));
         assert!(
-            plan.iter().all(|a| a.remote.to_string() == "[::1]:4000"),
+            plan.iter()
+                .all(|a| a.remote.unwrap().to_string() == "[::1]:4000"),
             "{plan:?}"
         );
         assert_eq!(plan.len(), 2);

@@ -1,24 +1,33 @@
 //! Traversal: how a connector gets a verified link to a peer.
 //!
 //! Each way of getting through is a [`Strategy`] (one file each, see [`registry`]). A strategy
-//! turns the peer's address into planned [`Attempt`]s: plain data saying what will be tried,
-//! over which transport, to where and when. [`plan`] merges every enabled strategy's attempts
-//! into one schedule, phase by phase on a short stagger; [`cascade::run`] launches them,
-//! verifies the first link that comes up end to end, selects it and cancels the rest.
+//! turns what the connector knows into planned [`Attempt`]s: plain data saying what will be
+//! tried, over which transport, to where and when. Strategies that need the peer's cooperation
+//! are *signalled*: they are planned once a [`session::Session`] was agreed over signalling, and
+//! the listener runs their other half ([`Strategy::respond`], driven by [`respond`]).
+//! [`plan`] merges the enabled strategies' attempts into one schedule, phase by phase on a short
+//! stagger; [`cascade::run`] launches them, verifies the first link that comes up end to end,
+//! selects it and cancels the rest.
 //!
 //! Adding a strategy: implement [`Strategy`] in a new file and add it to [`registry`].
 
 pub mod cascade;
 pub mod direct;
+pub mod respond;
+pub mod reverse;
+pub mod session;
+pub mod tcp_punch;
+pub mod udp_punch;
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 
 use crate::addr::Address;
 use crate::link::{pin::Credentials, Link, LinkError, Transport};
+use session::Session;
 
 /// Strategies start phase by phase; a later phase starts after a short stagger rather than
 /// waiting for the earlier one to fail.
@@ -51,20 +60,19 @@ impl Phase {
 pub struct Attempt {
     pub strategy: &'static str,
     pub transport: Transport,
-    pub remote: SocketAddr,
+    /// Where it dials; `None` when the peer is to reach us (or the address is found on the way).
+    pub remote: Option<SocketAddr>,
     /// Start time counted from the start of the cascade.
     pub delay: Duration,
 }
 
 impl std::fmt::Display for Attempt {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{} {} {}",
-            self.strategy,
-            self.transport.as_str(),
-            self.remote
-        )
+        write!(f, "{} {}", self.strategy, self.transport.as_str())?;
+        match self.remote {
+            Some(remote) => write!(f, " {remote}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -78,26 +86,60 @@ pub struct LocalFacts {
 pub struct Context {
     pub creds: Credentials,
     pub peer: Address,
+    /// The session agreed over signalling, once it is (signalled strategies only run then).
+    pub session: OnceLock<Arc<Session>>,
 }
+
+impl Context {
+    pub fn new(creds: Credentials, peer: Address) -> Self {
+        Self {
+            creds,
+            peer,
+            session: OnceLock::new(),
+        }
+    }
+
+    /// The session, for a signalled strategy's attempt (planned only once there is one).
+    pub fn session(&self) -> Result<Arc<Session>, LinkError> {
+        self.session
+            .get()
+            .cloned()
+            .ok_or(LinkError::Protocol("no signalled session"))
+    }
+}
+
+/// A future making one (not yet verified) link.
+pub type LinkFuture = BoxFuture<'static, Result<Link, LinkError>>;
 
 /// A way to get a link to a peer.
 pub trait Strategy: Send + Sync {
     /// The name users give to `--via` and see in reports.
     fn name(&self) -> &'static str;
     fn phase(&self) -> Phase;
-    /// The attempts this strategy would make, with delays counted from the start of its phase.
-    fn plan(&self, peer: &Address, local: &LocalFacts) -> Vec<Attempt>;
-    /// Makes the (not yet verified) link for one of its planned attempts.
-    fn run(
-        &self,
-        attempt: Attempt,
-        ctx: Arc<Context>,
-    ) -> BoxFuture<'static, Result<Link, LinkError>>;
+    /// Whether the strategy needs the peer's cooperation through a signalled [`Session`].
+    fn signalled(&self) -> bool {
+        false
+    }
+    /// The attempts this strategy would make, with delays counted from the start of its phase
+    /// (signalled strategies: from the moment the session is agreed; `session` is `None` for
+    /// the others).
+    fn plan(&self, peer: &Address, session: Option<&Session>, local: &LocalFacts) -> Vec<Attempt>;
+    /// Connector: makes the link for one of its planned attempts.
+    fn run(&self, attempt: Attempt, ctx: Arc<Context>) -> LinkFuture;
+    /// Listener: its half in a signalled session, as futures that each may yield a link.
+    fn respond(&self, _session: &Arc<Session>) -> Vec<LinkFuture> {
+        Vec::new()
+    }
 }
 
 /// Every built-in strategy, in phase order.
 pub fn registry() -> Vec<Arc<dyn Strategy>> {
-    vec![Arc::new(direct::Direct)]
+    vec![
+        Arc::new(direct::Direct),
+        Arc::new(reverse::Reverse),
+        Arc::new(tcp_punch::TcpPunch),
+        Arc::new(udp_punch::UdpPunch),
+    ]
 }
 
 /// Which strategies and transports `--via` allows. Empty lists mean "all".
@@ -140,23 +182,45 @@ impl Via {
     }
 
     fn allows(&self, attempt: &Attempt) -> bool {
-        (self.strategies.is_empty() || self.strategies.iter().any(|s| s == attempt.strategy))
+        self.allows_strategy(attempt.strategy)
             && (self.transports.is_empty() || self.transports.contains(&attempt.transport))
+    }
+
+    pub fn allows_strategy(&self, name: &str) -> bool {
+        self.strategies.is_empty() || self.strategies.iter().any(|s| s == name)
+    }
+
+    /// The signalled strategies `--via` leaves in play (what the offer asks the listener for).
+    pub fn signalled(&self, strategies: &[Arc<dyn Strategy>]) -> Vec<String> {
+        strategies
+            .iter()
+            .filter(|s| s.signalled() && self.allows_strategy(s.name()))
+            .map(|s| s.name().to_string())
+            .collect()
     }
 }
 
-/// The whole schedule: every allowed attempt of every strategy, ordered by start time.
+/// The schedule: every allowed attempt, ordered by start time. Without a session, the
+/// strategies that need none, delayed by their phase; with one, the signalled strategies, timed
+/// from the session.
 pub fn plan(
     strategies: &[Arc<dyn Strategy>],
     via: &Via,
     peer: &Address,
+    session: Option<&Session>,
     local: &LocalFacts,
 ) -> Vec<Attempt> {
     let mut attempts: Vec<Attempt> = strategies
         .iter()
+        .filter(|s| s.signalled() == session.is_some())
         .flat_map(|s| {
-            s.plan(peer, local).into_iter().map(move |mut a| {
-                a.delay += s.phase().offset();
+            let offset = if session.is_some() {
+                Duration::ZERO
+            } else {
+                s.phase().offset()
+            };
+            s.plan(peer, session, local).into_iter().map(move |mut a| {
+                a.delay += offset;
                 a
             })
         })

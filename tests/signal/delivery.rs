@@ -10,7 +10,8 @@ use crate::support::{assert_nothing_delivered, host_port, node, recv, wait_stats
 fn offer() -> Payload {
     Payload::Offer(Offer {
         address: "wgconnectoraddressplaceholder".into(),
-        candidates: vec![
+        tcp: Vec::new(),
+        udp: vec![
             Candidate {
                 kind: CandidateKind::Local,
                 addr: "127.0.0.1:40000".parse().unwrap(),
@@ -27,11 +28,13 @@ fn offer() -> Payload {
 
 fn answer() -> Payload {
     Payload::Answer(Answer {
-        candidates: vec![Candidate {
+        udp: vec![Candidate {
             kind: CandidateKind::Local,
             addr: "127.0.0.1:40001".parse().unwrap(),
         }],
+        tcp: Vec::new(),
         nonce: [42; 16],
+        fire_in_ms: 100,
     })
 }
 
@@ -142,8 +145,10 @@ async fn all_brokers_down_fails_start_within_its_timeout() {
 /// A small distinguishable message (pings are answered by the driver, not delivered).
 fn note(n: u8) -> Payload {
     Payload::Answer(Answer {
-        candidates: Vec::new(),
+        udp: Vec::new(),
+        tcp: Vec::new(),
         nonce: [n; 16],
+        fire_in_ms: 0,
     })
 }
 

@@ -19,8 +19,10 @@ fn now_ms() -> u64 {
 /// A small distinguishable message (pings are answered by the driver, not delivered).
 fn note(n: u8) -> Payload {
     Payload::Answer(Answer {
-        candidates: Vec::new(),
+        udp: Vec::new(),
+        tcp: Vec::new(),
         nonce: [n; 16],
+        fire_in_ms: 0,
     })
 }
 

@@ -1,0 +1,129 @@
+//! The listener's half of the signalled strategies: answers each offer arriving over signalling
+//! with a fresh [`Session`], runs the listener side of every strategy the offer asked for, and
+//! hands the links they make to the listener's accept queue, where the connector's verification
+//! and selection decide which one is used.
+//!
+//! Offers from peers outside `--allow` are ignored (nothing is bound, nothing answered). At most
+//! [`MAX_SESSIONS`] run at once, each for at most [`SESSION_LIFETIME`], so a flood of offers
+//! costs a bounded number of sockets.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+
+use super::session::Session;
+use super::Strategy;
+use crate::config::HostPort;
+use crate::identity::{NodeId, PublicKey};
+use crate::link::listener::Inbound;
+use crate::link::pin::Credentials;
+use crate::signal::{Keys, Offer, Payload, Signal, SignalConfig};
+
+/// Sessions answered at once; further offers wait for the connector's retry.
+pub const MAX_SESSIONS: usize = 8;
+/// How long a session may run before its sockets are closed.
+pub const SESSION_LIFETIME: Duration = Duration::from_secs(20);
+
+/// What the listener brings to every session.
+pub struct Responder {
+    pub creds: Credentials,
+    pub allowed: Option<Vec<NodeId>>,
+    pub stun: Vec<HostPort>,
+    pub strategies: Vec<Arc<dyn Strategy>>,
+    pub inbound: Inbound,
+}
+
+/// How long to wait before trying the brokers again after none of them answered.
+const RESTART_PAUSE: Duration = Duration::from_secs(15);
+
+/// Keeps the listener reachable over signalling on `brokers` for as long as the future runs:
+/// starts signalling (again, while no broker answers) and answers offers.
+pub async fn run(keys: Keys, brokers: Vec<HostPort>, responder: Responder) {
+    let responder = Arc::new(responder);
+    loop {
+        match Signal::start_with(keys.clone(), &brokers, SignalConfig::default()).await {
+            Ok(signal) => {
+                tracing::info!("reachable over signalling");
+                serve(signal, responder.clone()).await;
+            }
+            Err(e) => tracing::warn!(
+                "signalling unavailable ({e}); peers can reach this listener only directly until it is back"
+            ),
+        }
+        tokio::time::sleep(RESTART_PAUSE).await;
+    }
+}
+
+/// Answers offers from `signal` until it stops. Dropping the future stops every session.
+async fn serve(signal: Signal, responder: Arc<Responder>) {
+    let signal = Arc::new(signal);
+    let mut sessions = JoinSet::new();
+    loop {
+        tokio::select! {
+            next = signal.recv() => match next {
+                None => return,
+                Some((from, Payload::Offer(offer))) => {
+                    let id = from.id();
+                    if responder.allowed.as_ref().is_some_and(|ids| !ids.contains(&id)) {
+                        tracing::info!(peer = %id, "offer from a peer not in --allow: ignored");
+                    } else if sessions.len() >= MAX_SESSIONS {
+                        tracing::warn!(peer = %id, "{MAX_SESSIONS} sessions already running: offer ignored");
+                    } else {
+                        tracing::info!(peer = %id, strategies = ?offer.strategies, "offer");
+                        sessions.spawn(run_session(signal.clone(), responder.clone(), from, offer));
+                    }
+                }
+                Some((from, other)) => {
+                    tracing::debug!(peer = %from.id(), kind = other.kind_name(), "signal: ignored");
+                }
+            },
+            Some(_) = sessions.join_next() => {}
+        }
+    }
+}
+
+/// One session: answer, then run the requested strategies until the connector took a link or
+/// the session's time is up.
+async fn run_session(
+    signal: Arc<Signal>,
+    responder: Arc<Responder>,
+    from: PublicKey,
+    offer: Offer,
+) {
+    let session = match Session::answer(
+        &signal,
+        responder.creds.clone(),
+        from,
+        offer,
+        &responder.stun,
+    )
+    .await
+    {
+        Ok(session) => Arc::new(session),
+        Err(e) => return tracing::info!(peer = %from.id(), "cannot answer the offer: {e}"),
+    };
+    let mut links = JoinSet::new();
+    for strategy in &responder.strategies {
+        if !strategy.signalled() || !session.strategies.iter().any(|s| s == strategy.name()) {
+            continue;
+        }
+        for link in strategy.respond(&session) {
+            let (inbound, method) = (responder.inbound.clone(), strategy.name());
+            links.spawn(async move { inbound.admit(link, method).await });
+        }
+    }
+    let taken = async {
+        while let Some(joined) = links.join_next().await {
+            if let Ok(true) = joined {
+                return true;
+            }
+        }
+        false
+    };
+    match tokio::time::timeout(SESSION_LIFETIME, taken).await {
+        Ok(true) => tracing::debug!(peer = %from.id(), "session done: link taken"),
+        Ok(false) => tracing::info!(peer = %from.id(), "session done: no link came up"),
+        Err(_) => tracing::info!(peer = %from.id(), "session timed out"),
+    }
+}
