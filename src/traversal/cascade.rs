@@ -72,7 +72,7 @@ impl Failure {
 /// refusals; attempts still waiting at the deadline are counted.
 fn summarize(failures: &[Failure], unanswered: usize, timeout: Duration) -> String {
     let mut ordered: Vec<&Failure> = failures.iter().collect();
-    ordered.sort_by_key(|f| f.loopback);
+    ordered.sort_by_key(|f| (f.loopback, f.what != "signalling"));
     let mut parts: Vec<String> = ordered
         .iter()
         .take(4)
@@ -168,6 +168,13 @@ pub async fn run(
             }
             _ = &mut deadline => break,
         }
+    }
+    if exchange.is_some() {
+        failures.push(Failure {
+            what: "signalling".into(),
+            error: "the peer has not answered (is it listening?)".into(),
+            loopback: false,
+        });
     }
     Err(CascadeError::NoPath {
         timeout,
