@@ -9,6 +9,7 @@
 //! - `services` — STUN, TURN, MQTT, UPnP and NAT-PMP work from behind every router
 //! - `matrix`   — `warpgate connect` between every ordered pair of hosts
 //! - `natinfo`  — `warpgate nat-info` reports each router's behaviours; broken servers
+//! - `traversal` — punching between NATs: repeated runs, bulk data, a dead broker, no listener
 
 #[path = "lab/harness.rs"]
 mod harness;
@@ -20,3 +21,5 @@ mod nat;
 mod natinfo;
 #[path = "lab/services.rs"]
 mod services;
+#[path = "lab/traversal.rs"]
+mod traversal;

@@ -26,6 +26,64 @@ pub const SRV6_B: &str = "2001:db8:ff::2";
 pub const TURN_USER: &str = "warpgate";
 pub const TURN_PASS: &str = "labpass";
 
+/// The lab's infrastructure as global flags: its broker and its two STUN servers.
+pub fn infra() -> Vec<String> {
+    [
+        "--broker",
+        &format!("{SRV_A}:1883"),
+        "--stun",
+        &format!("{SRV_A}:3478"),
+        "--stun",
+        &format!("{SRV_B}:3478"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// The outcome of one `listen` / `connect` pair.
+pub struct Pair {
+    pub listener: Finished,
+    pub connector: Finished,
+}
+
+impl Pair {
+    /// Starts `listen --port 0 <listen_args>` in `listener` with `listener_input`, then
+    /// `connect ADDR <connect_args>` in `connector` with `connector_input`; waits for both.
+    /// `None` when the listener never said it was listening.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run(
+        lab: &Lab,
+        listener: &str,
+        connector: &str,
+        global: &[&str],
+        listen_args: &[&str],
+        connect_args: &[&str],
+        listener_input: &[u8],
+        connector_input: &[u8],
+        timeout: Duration,
+    ) -> Result<Pair, String> {
+        let mut args = vec!["listen", "--port", "0"];
+        args.extend_from_slice(listen_args);
+        let mut l = Warpgate::spawn(lab, listener, global, &args, listener_input);
+        let Some(listening) = l.wait_event("listening", Duration::from_secs(15)) else {
+            let f = l.finish(Duration::from_secs(1));
+            return Err(format!("listener exit {:?}: {:?}", f.code, f.stderr));
+        };
+        let addr = listening["addr"].as_str().unwrap_or_default().to_string();
+        let mut args = vec!["connect", addr.as_str()];
+        args.extend_from_slice(connect_args);
+        let c = Warpgate::spawn(lab, connector, global, &args, connector_input);
+        let connector = c.finish(timeout);
+        let grace = if connector.code == Some(0) { 10 } else { 0 };
+        let listener = l.finish(Duration::from_secs(grace));
+        Ok(Pair {
+            listener,
+            connector,
+        })
+    }
+}
+
 /// One host of the lab, from the `topology` file `scripts/lab up` writes.
 #[derive(Clone, Debug)]
 pub struct Host {
@@ -226,6 +284,7 @@ pub struct Warpgate {
 pub struct Finished {
     pub code: Option<i32>,
     pub stdout: String,
+    pub stdout_bytes: Vec<u8>,
     pub stderr: Vec<String>,
     pub events: Vec<Value>,
 }
@@ -326,6 +385,7 @@ impl Warpgate {
         Finished {
             code,
             stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stdout_bytes: stdout,
             stderr: std::mem::take(&mut self.stderr),
             events,
         }
