@@ -36,6 +36,8 @@ const KIT_STUN: Timing = Timing {
     transmissions: 3,
     final_wait: Duration::from_millis(200),
 };
+/// The least time the slower of UDP and TCP STUN gets after the faster answered.
+const KIT_STUN_GRACE: Duration = Duration::from_millis(100);
 /// STUN servers asked per kit (the first answer is enough; more only cost packets).
 const KIT_STUN_SERVERS: usize = 2;
 
@@ -126,10 +128,25 @@ impl Kit {
             }
             None
         };
-        let (udp_results, tcp_public) = tokio::join!(
-            stun::udp::run(&udp, &udp_probes, KIT_STUN, &counter),
-            tcp_binding
-        );
+        // Once one transport's mapping is known, the other gets a grace of twice the time that
+        // took (TCP needs a round trip more than UDP): behind a firewall that drops UDP,
+        // waiting out UDP's retransmissions would delay the offer.
+        let started = Instant::now();
+        let grace = || (started.elapsed() * 2).max(KIT_STUN_GRACE);
+        let (udp_results, tcp_public) = {
+            let udp_binding = stun::udp::run(&udp, &udp_probes, KIT_STUN, &counter);
+            tokio::pin!(udp_binding, tcp_binding);
+            tokio::select! {
+                udp = &mut udp_binding => {
+                    let tcp = tokio::time::timeout(grace(), &mut tcp_binding).await;
+                    (udp, tcp.ok().flatten())
+                }
+                tcp = &mut tcp_binding => {
+                    let udp = tokio::time::timeout(grace(), &mut udp_binding).await;
+                    (udp.unwrap_or_default(), tcp)
+                }
+            }
+        };
         let mut udp_public: Vec<SocketAddr> = udp_results
             .into_iter()
             .filter_map(|r| r.outcome.ok().map(|b| b.mapped))
