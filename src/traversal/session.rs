@@ -13,6 +13,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
@@ -116,18 +117,19 @@ impl Kit {
                 change: stun::Change::NONE,
             })
             .collect();
-        let tcp_binding = async {
-            for &to in &servers {
+        // Every server at once, each from the kit port: two answers tell a NAT that keeps the
+        // mapping from one that allocates a new port per destination (and by what step).
+        let tcp_binding = futures_util::future::join_all(servers.iter().map(|&to| {
+            let counter = &counter;
+            async move {
                 let socket = crate::net::shared_tcp_socket(tcp_port).ok()?;
-                let timeout = KIT_STUN.total();
-                if let Ok((binding, _)) =
-                    stun::tcp::binding_from(Some(socket), to, timeout, &counter).await
-                {
-                    return Some(binding.mapped);
-                }
+                stun::tcp::binding_from(Some(socket), to, KIT_STUN.total(), counter)
+                    .await
+                    .ok()
+                    .map(|(binding, _)| binding.mapped)
             }
-            None
-        };
+        }))
+        .map(|found| found.into_iter().flatten().collect::<Vec<SocketAddr>>());
         // Once one transport's mapping is known, the other gets a grace of twice the time that
         // took (TCP needs a round trip more than UDP): behind a firewall that drops UDP,
         // waiting out UDP's retransmissions would delay the offer.
@@ -139,7 +141,7 @@ impl Kit {
             tokio::select! {
                 udp = &mut udp_binding => {
                     let tcp = tokio::time::timeout(grace(), &mut tcp_binding).await;
-                    (udp, tcp.ok().flatten())
+                    (udp, tcp.unwrap_or_default())
                 }
                 tcp = &mut tcp_binding => {
                     let udp = tokio::time::timeout(grace(), &mut udp_binding).await;
@@ -147,12 +149,12 @@ impl Kit {
                 }
             }
         };
-        let mut udp_public: Vec<SocketAddr> = udp_results
+        let udp_public: Vec<SocketAddr> = udp_results
             .into_iter()
             .filter_map(|r| r.outcome.ok().map(|b| b.mapped))
             .collect();
-        udp_public.dedup();
         tracing::debug!(?udp_public, ?tcp_public, "kit mappings");
+        let (udp_public, tcp_public) = (with_predictions(udp_public), with_predictions(tcp_public));
 
         let local_ips: Vec<IpAddr> = crate::net::interface_ips()?
             .into_iter()
@@ -179,7 +181,7 @@ impl Kit {
             list
         };
         let udp_candidates = candidates(udp_port, &udp_public);
-        let tcp_candidates = candidates(tcp_port, tcp_public.as_slice());
+        let tcp_candidates = candidates(tcp_port, &tcp_public);
 
         let server = quic::server_config(creds, Some(vec![peer.id()]))?;
         let (endpoint, stun_side) = quic::endpoint_with_stun(udp.into_std()?, Some(server))?;
@@ -192,6 +194,31 @@ impl Kit {
             tcp: tcp_candidates,
         })
     }
+}
+
+/// Most ports a NAT may step between two mappings for its allocation to count as sequential.
+const MAX_SEQUENTIAL_STEP: u16 = 16;
+/// How many ports ahead to predict.
+const PREDICTED_PORTS: u16 = 3;
+
+/// The mappings learned, deduplicated, plus predictions: when two servers saw the same IP on
+/// ports a small step apart, the NAT allocates sequentially per destination, so the peer will
+/// meet the next ports along (DESIGN §3 port prediction). Equal ports (the mapping is kept) and
+/// far-apart ports (random allocation) predict nothing.
+fn with_predictions(mut mapped: Vec<SocketAddr>) -> Vec<SocketAddr> {
+    mapped.dedup();
+    if let [a, b] = mapped[..] {
+        let step = a.port().abs_diff(b.port());
+        if a.ip() == b.ip() && step > 0 && step <= MAX_SEQUENTIAL_STEP {
+            let last = a.port().max(b.port());
+            for k in 1..=PREDICTED_PORTS {
+                if let Some(port) = last.checked_add(step * k) {
+                    mapped.push(SocketAddr::new(a.ip(), port));
+                }
+            }
+        }
+    }
+    mapped
 }
 
 async fn resolve_v4(servers: &[HostPort]) -> Vec<SocketAddr> {
@@ -351,4 +378,37 @@ fn rand_bytes() -> [u8; 16] {
     let mut bytes = [0u8; 16];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
     bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addrs(list: &[&str]) -> Vec<SocketAddr> {
+        list.iter().map(|a| a.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn sequential_allocation_predicts_the_next_ports() {
+        let got = with_predictions(addrs(&["203.0.113.5:40002", "203.0.113.5:40004"]));
+        let want = addrs(&[
+            "203.0.113.5:40002",
+            "203.0.113.5:40004",
+            "203.0.113.5:40006",
+            "203.0.113.5:40008",
+            "203.0.113.5:40010",
+        ]);
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn kept_or_random_mappings_predict_nothing() {
+        let kept = addrs(&["203.0.113.5:40002", "203.0.113.5:40002"]);
+        assert_eq!(with_predictions(kept), addrs(&["203.0.113.5:40002"]));
+        let random = addrs(&["203.0.113.5:40002", "203.0.113.5:51234"]);
+        assert_eq!(with_predictions(random.clone()), random);
+        let two_ips = addrs(&["203.0.113.5:40002", "203.0.113.6:40003"]);
+        assert_eq!(with_predictions(two_ips.clone()), two_ips);
+        assert_eq!(with_predictions(Vec::new()), Vec::new());
+    }
 }
