@@ -291,8 +291,8 @@ impl Session {
             creds,
             nonce,
             kit,
-            peer_udp: answer.udp.iter().map(|c| c.addr).collect(),
-            peer_tcp: answer.tcp.iter().map(|c| c.addr).collect(),
+            peer_udp: usable(&answer.udp),
+            peer_tcp: usable(&answer.tcp),
             strategies,
             fire_at: Instant::now() + fire_in,
             signal: Some(signal),
@@ -323,8 +323,8 @@ impl Session {
             creds,
             nonce: offer.nonce,
             kit,
-            peer_udp: offer.udp.iter().map(|c| c.addr).collect(),
-            peer_tcp: offer.tcp.iter().map(|c| c.addr).collect(),
+            peer_udp: usable(&offer.udp),
+            peer_tcp: usable(&offer.tcp),
             strategies: offer.strategies,
             fire_at: (sent + FIRE_IN + round_trip / 2).max(Instant::now()),
             signal: None,
@@ -372,6 +372,27 @@ impl Session {
     pub async fn fire(&self) {
         tokio::time::sleep_until(self.fire_at).await;
     }
+}
+
+/// Most candidates per transport a session dials or probes: anyone may send an offer, and its
+/// candidates could name a third party, so what one offer can make us send is bounded.
+const MAX_PEER_CANDIDATES: usize = 8;
+
+/// The peer's candidates worth trying: IPv4 (the kit's family), no unspecified or multicast
+/// address, no port 0, at most [`MAX_PEER_CANDIDATES`], public ones first.
+fn usable(candidates: &[Candidate]) -> Vec<SocketAddr> {
+    let mut list: Vec<&Candidate> = candidates
+        .iter()
+        .filter(|c| {
+            let ip = c.addr.ip();
+            ip.is_ipv4() && !ip.is_unspecified() && !ip.is_multicast() && c.addr.port() != 0
+        })
+        .collect();
+    list.sort_by_key(|c| c.kind != CandidateKind::Public);
+    let mut addrs: Vec<SocketAddr> = list.into_iter().map(|c| c.addr).collect();
+    addrs.dedup();
+    addrs.truncate(MAX_PEER_CANDIDATES);
+    addrs
 }
 
 fn rand_bytes() -> [u8; 16] {
