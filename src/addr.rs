@@ -15,7 +15,9 @@ use data_encoding::BASE32_NOPAD;
 use sha2::{Digest, Sha256};
 
 use crate::config::HostPort;
+use crate::discovery::Family;
 use crate::identity::{NodeId, PublicKey, PUBLIC_KEY_LEN};
+use crate::stun::classify::{AllocationKind, Behaviour};
 
 /// Version byte of the records this build writes and reads.
 pub const ADDR_VERSION: u8 = 1;
@@ -37,6 +39,81 @@ mod field {
     pub const PUBLIC_V6: u8 = 0x04;
     /// A signalling broker where the node listens: UTF-8 `host` (port 1883) or `host:port`.
     pub const BROKER: u8 = 0x05;
+    /// What the node's NAT does for one family: family (4 or 6), mapping, filtering, port
+    /// allocation, UDP blocked (0 no, 1 yes, 2 unknown); one byte each.
+    pub const NAT: u8 = 0x06;
+}
+
+/// What the NAT in front of the node does for one address family, as discovery found it: a hint
+/// for ordering strategies, never a reason to skip one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NatFacts {
+    pub family: Family,
+    pub mapping: Behaviour,
+    pub filtering: Behaviour,
+    pub allocation: AllocationKind,
+    pub udp_blocked: Option<bool>,
+}
+
+impl NatFacts {
+    fn to_bytes(self) -> [u8; 5] {
+        let behaviour = |b| match b {
+            Behaviour::None => 0,
+            Behaviour::EndpointIndependent => 1,
+            Behaviour::AddressDependent => 2,
+            Behaviour::AddressAndPortDependent => 3,
+            Behaviour::Unknown => 4,
+        };
+        [
+            if self.family == Family::Ipv4 { 4 } else { 6 },
+            behaviour(self.mapping),
+            behaviour(self.filtering),
+            match self.allocation {
+                AllocationKind::Preserving => 0,
+                AllocationKind::Sequential => 1,
+                AllocationKind::Random => 2,
+                AllocationKind::Unknown => 3,
+            },
+            match self.udp_blocked {
+                Some(false) => 0,
+                Some(true) => 1,
+                None => 2,
+            },
+        ]
+    }
+
+    /// Codes this build does not know read as unknown, so later versions can add values.
+    fn from_bytes(value: &[u8]) -> Option<Self> {
+        let behaviour = |b| match b {
+            0 => Behaviour::None,
+            1 => Behaviour::EndpointIndependent,
+            2 => Behaviour::AddressDependent,
+            3 => Behaviour::AddressAndPortDependent,
+            _ => Behaviour::Unknown,
+        };
+        let [family, mapping, filtering, allocation, udp_blocked] =
+            <[u8; 5]>::try_from(value).ok()?;
+        Some(Self {
+            family: match family {
+                4 => Family::Ipv4,
+                6 => Family::Ipv6,
+                _ => return None,
+            },
+            mapping: behaviour(mapping),
+            filtering: behaviour(filtering),
+            allocation: match allocation {
+                0 => AllocationKind::Preserving,
+                1 => AllocationKind::Sequential,
+                2 => AllocationKind::Random,
+                _ => AllocationKind::Unknown,
+            },
+            udp_blocked: match udp_blocked {
+                0 => Some(false),
+                1 => Some(true),
+                _ => None,
+            },
+        })
+    }
 }
 
 /// The MQTT port a broker hint without a port means.
@@ -90,6 +167,8 @@ pub struct Address {
     pub candidates: Vec<Candidate>,
     /// Signalling brokers where the node can be reached (its rendezvous choice).
     pub brokers: Vec<HostPort>,
+    /// What the node's NAT does, per family, when it was known.
+    pub nat: Vec<NatFacts>,
     /// Fields this build does not understand, kept verbatim (type, value).
     pub unknown_fields: Vec<(u8, Vec<u8>)>,
 }
@@ -100,6 +179,7 @@ impl Address {
             key,
             candidates,
             brokers: Vec::new(),
+            nat: Vec::new(),
             unknown_fields: Vec::new(),
         }
     }
@@ -134,6 +214,9 @@ impl Address {
                 push_field(&mut out, field::BROKER, text.as_bytes());
             }
         }
+        for facts in &self.nat {
+            push_field(&mut out, field::NAT, &facts.to_bytes());
+        }
         for (ty, value) in &self.unknown_fields {
             push_field(&mut out, *ty, value);
         }
@@ -159,6 +242,11 @@ impl Address {
             }
             let (value, tail) = tail.split_at(len);
             rest = tail;
+            if *ty == field::NAT {
+                addr.nat
+                    .push(NatFacts::from_bytes(value).ok_or(AddrError::BadField(*ty))?);
+                continue;
+            }
             if *ty == field::BROKER {
                 let broker = std::str::from_utf8(value)
                     .ok()
@@ -310,6 +398,39 @@ mod tests {
         assert_eq!(
             Address::from_bytes(&bytes),
             Err(AddrError::BadField(field::BROKER))
+        );
+    }
+
+    #[test]
+    fn nat_facts_round_trip() {
+        let mut addr = sample();
+        addr.nat = vec![
+            NatFacts {
+                family: Family::Ipv4,
+                mapping: Behaviour::EndpointIndependent,
+                filtering: Behaviour::AddressAndPortDependent,
+                allocation: AllocationKind::Preserving,
+                udp_blocked: Some(false),
+            },
+            NatFacts {
+                family: Family::Ipv6,
+                mapping: Behaviour::None,
+                filtering: Behaviour::Unknown,
+                allocation: AllocationKind::Unknown,
+                udp_blocked: None,
+            },
+        ];
+        assert_eq!(Address::parse(&addr.to_string()).unwrap(), addr);
+        // A value code from a later version reads as unknown; a bad family is an error.
+        let mut bytes = sample().to_bytes();
+        bytes.extend_from_slice(&[field::NAT, 5, 4, 9, 9, 9, 9]);
+        let read = Address::from_bytes(&bytes).unwrap();
+        assert_eq!(read.nat[0].mapping, Behaviour::Unknown);
+        assert_eq!(read.nat[0].udp_blocked, None);
+        bytes.extend_from_slice(&[field::NAT, 5, 5, 0, 0, 0, 0]);
+        assert_eq!(
+            Address::from_bytes(&bytes),
+            Err(AddrError::BadField(field::NAT))
         );
     }
 

@@ -5,12 +5,15 @@
 //!
 //! Index:
 //! - `harness`  — lab up/down, commands and probes in hosts, the warpgate process driver
+//! - `address`  — public candidates and NAT facts in the address
 //! - `nat`      — each router maps and filters as its NAT type promises (IPv4, IPv6), loss
 //! - `services` — STUN, TURN, MQTT, UPnP and NAT-PMP work from behind every router
 //! - `matrix`   — `warpgate connect` between every ordered pair of hosts
 //! - `natinfo`  — `warpgate nat-info` reports each router's behaviours; broken servers
 //! - `traversal` — punching between NATs: repeated runs, bulk data, a dead broker, no listener
 
+#[path = "lab/address.rs"]
+mod address;
 #[path = "lab/harness.rs"]
 mod harness;
 #[path = "lab/matrix.rs"]

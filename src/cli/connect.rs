@@ -14,6 +14,7 @@ use super::transfer::{self, Ends};
 use super::{usage, Node};
 use crate::addr::{Address, TEXT_PREFIX};
 use crate::config::HostPort;
+use crate::discovery::quick::Quick;
 use crate::link::Link;
 use crate::report::{Connected, Reporter, SignalUse};
 use crate::signal::{rendezvous, Keys, Signal, SignalConfig, RENDEZVOUS_BROKERS};
@@ -116,7 +117,9 @@ fn exchange(
         return Ok(None);
     }
     let keys = Keys::from_identity(&node.identity).context("cannot use the identity key")?;
-    let own_address = node.address(node.default_port())?.to_string();
+    let own_address = node
+        .address(node.default_port(), &Quick::default())?
+        .to_string();
     let (creds, peer, stun) = (node.creds.clone(), peer.clone(), node.settings.stun.clone());
     Ok(Some(
         async move {

@@ -49,11 +49,24 @@ pub async fn run(node: Node, args: ListenArgs, reporter: Reporter) -> anyhow::Re
     };
     ends.check()?;
 
-    let mut listener = Listener::bind(
-        args.port.unwrap_or_else(|| node.default_port()),
-        &node.creds,
-        allowed.clone(),
-    )?;
+    // Look at the NAT from the port first (a free one for --port 0), then listen on it: an
+    // endpoint-independent NAT keeps the mapping the look found, the address's public candidate.
+    let look = node
+        .look(args.port.unwrap_or_else(|| node.default_port()))
+        .await;
+    let port = match (args.port, look.port) {
+        (Some(0), 0) => 0,
+        (Some(0), looked) => looked,
+        (Some(port), _) => port,
+        (None, _) => node.default_port(),
+    };
+    let mut listener = match Listener::bind(port, &node.creds, allowed.clone()) {
+        // The port looked from was taken in between: any port, without the public candidate.
+        Err(_) if args.port == Some(0) && port != 0 => {
+            Listener::bind(0, &node.creds, allowed.clone())?
+        }
+        bound => bound?,
+    };
     // Reachable over signalling too, while listening (dropped, it stops).
     let mut signalling = JoinSet::new();
     let brokers = node.brokers();
@@ -68,7 +81,7 @@ pub async fn run(node: Node, args: ListenArgs, reporter: Reporter) -> anyhow::Re
         };
         signalling.spawn(respond::run(keys, brokers, responder));
     }
-    let address = node.address(listener.port())?;
+    let address = node.address(listener.port(), &look)?;
     reporter.listening(
         node.identity.id().as_str(),
         &address.to_string(),

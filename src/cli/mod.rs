@@ -19,6 +19,7 @@ use clap::Parser;
 
 use crate::addr::{Address, Candidate, CandidateKind};
 use crate::config::{Overrides, Settings};
+use crate::discovery::quick::Quick;
 use crate::identity::Identity;
 use crate::link::pin::Credentials;
 use crate::report::Reporter;
@@ -152,18 +153,43 @@ impl Node {
         crate::net::derived_port(self.identity.public_key().fingerprint_u64())
     }
 
-    /// This node's address with every usable interface address on `port`.
-    fn address(&self, port: u16) -> anyhow::Result<Address> {
+    /// A quick look at the NAT from UDP `port` (0: a free port), unless offline or no STUN
+    /// server is configured.
+    async fn look(&self, port: u16) -> Quick {
+        if self.settings.offline || self.settings.stun.is_empty() {
+            return Quick::default();
+        }
+        crate::discovery::quick::probe(port, &self.settings.stun).await
+    }
+
+    /// This node's address on `port`: every usable interface address, the brokers it listens
+    /// on, the public candidate `look` found if it looked from this port, and the NAT facts
+    /// (cached by `nat-info` for this network, else what `look` saw).
+    fn address(&self, port: u16, look: &Quick) -> anyhow::Result<Address> {
         let ips = crate::net::interface_ips().context("cannot list network interfaces")?;
-        let candidates = ips
+        let mut candidates: Vec<Candidate> = ips
             .into_iter()
             .map(|ip| Candidate {
                 kind: CandidateKind::Local,
                 addr: (ip, port).into(),
             })
             .collect();
+        if let Some(public) = look.public.filter(|_| look.port == port) {
+            if !candidates.iter().any(|c| c.addr == public) {
+                candidates.push(Candidate {
+                    kind: CandidateKind::Public,
+                    addr: public,
+                });
+            }
+        }
         let mut address = Address::new(self.identity.public_key(), candidates);
         address.brokers = self.brokers();
+        if !self.settings.offline {
+            let cached = crate::discovery::cache::fingerprint()
+                .ok()
+                .and_then(|fp| crate::discovery::cache::load(&self.settings.home, &fp));
+            address.nat = cached.unwrap_or_else(|| look.facts.into_iter().collect());
+        }
         Ok(address)
     }
 
@@ -194,7 +220,7 @@ async fn run(cli: Cli, reporter: Reporter, start: Instant) -> anyhow::Result<Exi
     };
     let command = async {
         match cli.command {
-            Command::Addr(args) => show::addr(&Node::load(&cli.global)?, args, &reporter),
+            Command::Addr(args) => show::addr(&Node::load(&cli.global)?, args, &reporter).await,
             Command::Listen(args) => listen::run(Node::load(&cli.global)?, args, reporter).await,
             Command::Connect(args) => {
                 connect::run(Node::load(&cli.global)?, args, reporter, start).await

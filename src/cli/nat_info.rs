@@ -37,6 +37,13 @@ pub async fn run(node: &Node, args: NatInfoArgs, reporter: &Reporter) -> anyhow:
     )
     .await
     .map_err(|_| anyhow::anyhow!("nat-info did not finish within {} s", args.timeout))?;
+    // Kept for the address while this network stays the same.
+    let facts = discovery::cache::facts_of(&report);
+    if !facts.is_empty() {
+        if let Ok(fingerprint) = discovery::cache::fingerprint() {
+            discovery::cache::store(&node.settings.home, &fingerprint, &facts);
+        }
+    }
     tracing::info!(
         "nat-info took {} ms and sent {} STUN packets",
         report.elapsed_ms,

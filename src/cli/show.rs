@@ -8,8 +8,10 @@ use super::Node;
 use crate::addr::ADDR_VERSION;
 use crate::report::Reporter;
 
-pub fn addr(node: &Node, args: AddrArgs, reporter: &Reporter) -> anyhow::Result<ExitCode> {
-    let address = node.address(args.port.unwrap_or_else(|| node.default_port()))?;
+pub async fn addr(node: &Node, args: AddrArgs, reporter: &Reporter) -> anyhow::Result<ExitCode> {
+    let port = args.port.unwrap_or_else(|| node.default_port());
+    let look = node.look(port).await;
+    let address = node.address(port, &look)?;
     let text = address.to_string();
     let line = if reporter.json {
         let doc = serde_json::json!({
@@ -19,6 +21,7 @@ pub fn addr(node: &Node, args: AddrArgs, reporter: &Reporter) -> anyhow::Result<
             "key": data_encoding::HEXLOWER.encode(&address.key.to_compressed()),
             "candidates": address.candidates,
             "brokers": address.brokers.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "nat": address.nat,
             "unknown_fields": address.unknown_fields.iter().map(|(t, _)| t).collect::<Vec<_>>(),
         });
         doc.to_string()

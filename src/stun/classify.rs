@@ -13,10 +13,10 @@
 
 use std::net::SocketAddr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A mapping or filtering behaviour (RFC 4787 terms).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Behaviour {
     /// Mapping: no translation at all. Filtering: no NAT and nothing filtered that the tests
@@ -121,7 +121,7 @@ pub fn filtering(mapping: Behaviour, t: FilterTests) -> Behaviour {
 }
 
 /// How the NAT picks the public port of a new mapping.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum AllocationKind {
     /// The public port is the local port.

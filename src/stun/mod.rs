@@ -62,6 +62,14 @@ impl Timing {
         final_wait: Duration::from_millis(500),
     };
 
+    /// The schedule of probes that must not hold anything up (the address, a punching kit):
+    /// three sends over 300 ms, given up after 500 ms.
+    pub const BRIEF: Timing = Timing {
+        initial_rto: Duration::from_millis(100),
+        transmissions: 3,
+        final_wait: Duration::from_millis(200),
+    };
+
     /// How long after the first transmission a transaction gives up.
     pub fn total(&self) -> Duration {
         let mut total = self.final_wait;

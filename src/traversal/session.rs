@@ -32,11 +32,7 @@ pub const FIRE_IN: Duration = Duration::from_millis(100);
 /// How long the connector waits for the answer once the offer was acknowledged.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 /// STUN for a kit must not hold up the offer: three tries over 300 ms, then go without.
-const KIT_STUN: Timing = Timing {
-    initial_rto: Duration::from_millis(100),
-    transmissions: 3,
-    final_wait: Duration::from_millis(200),
-};
+const KIT_STUN: Timing = Timing::BRIEF;
 /// The least time the slower of UDP and TCP STUN gets after the faster answered.
 const KIT_STUN_GRACE: Duration = Duration::from_millis(100);
 /// STUN servers asked per kit (the first answer is enough; more only cost packets).
@@ -108,7 +104,7 @@ impl Kit {
         let tcp_port = listener.local_addr()?.port();
         let tcp_listener = listener.listen(16)?;
 
-        let servers = resolve_v4(stun_servers).await;
+        let servers = crate::discovery::resolve_v4(stun_servers, KIT_STUN_SERVERS).await;
         let counter = stun::Counter::default();
         let udp_probes: Vec<stun::udp::Probe> = servers
             .iter()
@@ -219,19 +215,6 @@ fn with_predictions(mut mapped: Vec<SocketAddr>) -> Vec<SocketAddr> {
         }
     }
     mapped
-}
-
-async fn resolve_v4(servers: &[HostPort]) -> Vec<SocketAddr> {
-    let mut out = Vec::new();
-    for server in servers {
-        if out.len() == KIT_STUN_SERVERS {
-            break;
-        }
-        if let Ok(addrs) = crate::discovery::resolve(server).await {
-            out.extend(addrs.into_iter().filter(SocketAddr::is_ipv4).take(1));
-        }
-    }
-    out
 }
 
 /// Both sides' view of one session.

@@ -276,7 +276,7 @@ pub struct Warpgate {
     events: mpsc::Receiver<String>,
     pub stderr: Vec<String>,
     stdout: Option<std::thread::JoinHandle<Vec<u8>>>,
-    _home: tempfile::TempDir,
+    _home: Option<tempfile::TempDir>,
 }
 
 /// What a finished warpgate process left behind.
@@ -300,10 +300,24 @@ impl Warpgate {
     /// on stdin and then closing it.
     pub fn spawn(lab: &Lab, host: &str, global: &[&str], args: &[&str], input: &[u8]) -> Self {
         let home = tempfile::tempdir().expect("tempdir");
+        let mut wg = Self::spawn_in(lab, host, home.path(), global, args, input);
+        wg._home = Some(home);
+        wg
+    }
+
+    /// Like [`Warpgate::spawn`] with a home the caller keeps (state across runs).
+    pub fn spawn_in(
+        lab: &Lab,
+        host: &str,
+        home: &Path,
+        global: &[&str],
+        args: &[&str],
+        input: &[u8],
+    ) -> Self {
         let mut child = lab
             .command(host, WARPGATE)
             .arg("--home")
-            .arg(home.path())
+            .arg(home)
             .arg("--json")
             .args(global)
             .args(args)
@@ -338,7 +352,7 @@ impl Warpgate {
             events,
             stderr: Vec::new(),
             stdout: Some(stdout),
-            _home: home,
+            _home: None,
         }
     }
 

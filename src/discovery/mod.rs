@@ -20,6 +20,9 @@
 //! schedule), at worst name resolution (1 s) + phase A (1.25 s) + phase B (1.6 s) ≈ 3.9 s,
 //! under nat-info's default 5 s limit.
 
+pub mod cache;
+pub mod quick;
+
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -65,7 +68,7 @@ pub struct Report {
     pub servers: Vec<ServerReport>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Family {
     Ipv4,
@@ -73,7 +76,7 @@ pub enum Family {
 }
 
 impl Family {
-    fn of(ip: IpAddr) -> Self {
+    pub fn of(ip: IpAddr) -> Self {
         if ip.is_ipv4() {
             Family::Ipv4
         } else {
@@ -298,6 +301,21 @@ async fn discover_stun(servers: &[HostPort], counter: &Counter) -> Report {
     }
 }
 
+/// The first IPv4 address of each server, for at most `max` servers that resolve.
+pub async fn resolve_v4(servers: &[HostPort], max: usize) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    for server in servers {
+        if out.len() == max {
+            break;
+        }
+        if let Ok(addrs) = resolve(server).await {
+            out.extend(addrs.into_iter().filter(SocketAddr::is_ipv4).take(1));
+        }
+    }
+    out
+}
+
+/// A server's addresses, one per family (an IP literal needs no lookup).
 pub async fn resolve(server: &HostPort) -> Result<Vec<SocketAddr>, String> {
     if let Ok(ip) = server.host.parse::<IpAddr>() {
         return Ok(vec![(ip, server.port).into()]);
