@@ -31,8 +31,11 @@ pub async fn run(node: &Node, args: NatInfoArgs, reporter: &Reporter) -> anyhow:
         limit,
         discovery::discover(
             &node.settings.stun,
-            &node.settings.turn,
-            &node.settings.brokers,
+            discovery::Infrastructure {
+                turn: &node.settings.turn,
+                brokers: &node.settings.brokers,
+                registries: &node.settings.registries,
+            },
         ),
     )
     .await

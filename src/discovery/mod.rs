@@ -22,6 +22,7 @@
 
 pub mod cache;
 pub mod quick;
+mod servers;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -164,83 +165,33 @@ struct Target {
     addr: SocketAddr,
 }
 
-/// Runs the whole discovery against the STUN `servers`, and checks the `turn` servers and MQTT
-/// `brokers` beside it.
-pub async fn discover(servers: &[HostPort], turn: &[TurnServer], brokers: &[HostPort]) -> Report {
+/// The servers to check beside the STUN probes.
+pub struct Infrastructure<'a> {
+    pub turn: &'a [TurnServer],
+    pub brokers: &'a [HostPort],
+    pub registries: &'a [String],
+}
+
+/// Runs the whole discovery against the STUN `servers`, and checks the other servers beside it.
+pub async fn discover(servers: &[HostPort], others: Infrastructure<'_>) -> Report {
     let started = Instant::now();
     let counter = Counter::default();
-    let (mut report, turn_reports, broker_reports) = tokio::join!(
+    let (mut report, turn_reports, broker_reports, registry_reports) = tokio::join!(
         discover_stun(servers, &counter),
-        futures_util::future::join_all(turn.iter().map(|t| check_turn(t, &counter))),
-        futures_util::future::join_all(brokers.iter().map(check_broker))
+        futures_util::future::join_all(
+            others.turn.iter().map(|t| servers::check_turn(t, &counter))
+        ),
+        futures_util::future::join_all(others.brokers.iter().map(servers::check_broker)),
+        futures_util::future::join_all(
+            others.registries.iter().map(|r| servers::check_registry(r))
+        )
     );
     report.servers.extend(turn_reports.into_iter().flatten());
     report.servers.extend(broker_reports);
+    report.servers.extend(registry_reports);
     report.elapsed_ms = started.elapsed().as_millis() as u64;
     report.stun_packets = counter.get();
     report
-}
-
-/// A TURN allocation on every address of `server`, from the local address routing to it.
-async fn check_turn(server: &TurnServer, counter: &Counter) -> Vec<ServerReport> {
-    let name = format!("turn://{}@{}", server.user, server.server);
-    let addrs = match resolve(&server.server).await {
-        Ok(a) => a,
-        Err(e) => {
-            let mut r = ServerReport::new(&name, None, "udp");
-            r.kind = "turn";
-            r.error = Some(e);
-            return vec![r];
-        }
-    };
-    let checks = addrs.into_iter().map(|addr| {
-        let name = name.clone();
-        async move {
-            let mut r = ServerReport::new(&name, Some(addr), "udp");
-            r.kind = "turn";
-            let Some(ip) = crate::net::route_source(addr) else {
-                r.error = Some("no route from this machine".into());
-                return r;
-            };
-            match crate::health::turn_allocation(
-                ip,
-                addr,
-                &server.user,
-                &server.password,
-                TURN_TIMEOUT,
-                counter,
-            )
-            .await
-            {
-                Ok(c) => {
-                    r.reachable = true;
-                    r.rtt_ms = Some((c.rtt.as_secs_f64() * 10_000.0).round() / 10.0);
-                    r.mapped = c.mapped;
-                    r.relayed = Some(c.relayed);
-                }
-                Err(e) => r.error = Some(e),
-            }
-            r
-        }
-    });
-    futures_util::future::join_all(checks).await
-}
-
-/// An MQTT broker's connect + publish-to-self round trip.
-async fn check_broker(broker: &HostPort) -> ServerReport {
-    let mut r = ServerReport::new(&format!("mqtt://{broker}"), None, "tcp");
-    r.kind = "mqtt";
-    if let Ok(addrs) = resolve(broker).await {
-        r.addr = addrs.first().copied();
-    }
-    match crate::health::mqtt_round_trip(&broker.host, broker.port, MQTT_TIMEOUT).await {
-        Ok(rtt) => {
-            r.reachable = true;
-            r.rtt_ms = Some((rtt.as_secs_f64() * 10_000.0).round() / 10.0);
-        }
-        Err(e) => r.error = Some(e),
-    }
-    r
 }
 
 async fn discover_stun(servers: &[HostPort], counter: &Counter) -> Report {
@@ -655,7 +606,15 @@ mod tests {
             port: addr.port(),
         }];
         let started = Instant::now();
-        let report = discover(&servers, &[], &[]).await;
+        let report = discover(
+            &servers,
+            Infrastructure {
+                turn: &[],
+                brokers: &[],
+                registries: &[],
+            },
+        )
+        .await;
         assert!(started.elapsed() < Duration::from_secs(3));
         let udp = report
             .servers

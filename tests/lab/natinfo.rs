@@ -389,3 +389,48 @@ fn nat_info_under_heavy_loss_stays_within_its_budget() {
     assert_eq!(run.report["version"], 1, "{:?}", run.stderr);
     assert!(run.wall < Duration::from_millis(4500), "{:?}", run.wall);
 }
+
+#[test]
+fn registries_are_checked_for_reachability() {
+    let Some(lab) = lab() else { return };
+    let _g = shared();
+    let stun = format!("{SRV_A}:3478");
+    // The reflector accepts TCP on 4000; nothing listens on 4999.
+    let open = format!("http://{SRV_A}:4000/v1");
+    let closed = format!("http://{SRV_A}:4999");
+    let global = [
+        "--stun",
+        &stun,
+        "--broker",
+        BROKER,
+        "--registry",
+        &open,
+        "--registry",
+        &closed,
+    ];
+    let done =
+        Warpgate::spawn(lab, "pr1h", &global, &["nat-info"], b"").finish(Duration::from_secs(15));
+    let report: Value = serde_json::from_str(done.stdout.trim()).expect("nat-info JSON");
+    let registry = |name: &str| {
+        report["servers"]
+            .as_array()
+            .and_then(|list| {
+                list.iter()
+                    .find(|s| s["kind"] == "registry" && s["name"] == name)
+            })
+            .cloned()
+            .unwrap_or_else(|| panic!("no registry {name} in {report}"))
+    };
+    let up = registry(&open);
+    assert_eq!(up["reachable"], true, "{up}");
+    assert!(up["rtt_ms"].as_f64().is_some(), "{up}");
+    assert_eq!(up["addr"], format!("{SRV_A}:4000"), "{up}");
+    let down = registry(&closed);
+    assert_eq!(down["reachable"], false, "{down}");
+    assert!(
+        down["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("refused")),
+        "{down}"
+    );
+}
