@@ -63,6 +63,7 @@ pub async fn run(
 
     let facts = LocalFacts {
         interface_ips: crate::net::interface_ips().context("cannot list network interfaces")?,
+        nat: node.cached_nat_facts(),
     };
     let exchange = exchange(&node, &peer, via.signalled(&strategies))?;
     let ctx = Arc::new(Context::new(node.creds, peer));

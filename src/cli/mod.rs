@@ -185,12 +185,22 @@ impl Node {
         let mut address = Address::new(self.identity.public_key(), candidates);
         address.brokers = self.brokers();
         if !self.settings.offline {
-            let cached = crate::discovery::cache::fingerprint()
-                .ok()
-                .and_then(|fp| crate::discovery::cache::load(&self.settings.home, &fp));
-            address.nat = cached.unwrap_or_else(|| look.facts.into_iter().collect());
+            let cached = self.cached_nat_facts();
+            address.nat = if cached.is_empty() {
+                look.facts.into_iter().collect()
+            } else {
+                cached
+            };
         }
         Ok(address)
+    }
+
+    /// What `nat-info` found on this network, if it ran here within the cache's lifetime.
+    fn cached_nat_facts(&self) -> Vec<crate::addr::NatFacts> {
+        crate::discovery::cache::fingerprint()
+            .ok()
+            .and_then(|fp| crate::discovery::cache::load(&self.settings.home, &fp))
+            .unwrap_or_default()
     }
 
     /// The brokers this node listens on for signalling (none when offline).

@@ -62,13 +62,16 @@ impl Strategy for Direct {
         let mut attempts = Vec::new();
         // One candidate per stagger step: on loopback or a LAN the first usually wins before
         // the next starts, so a two-core machine is not busy with handshakes nobody needs.
+        // Where this network is known to drop UDP, QUIC still runs (the facts may be stale),
+        // one step behind TCP.
+        let quic_lag = if local.udp_blocked() { 1 } else { 0 };
         for (slot, remote) in (0u32..).zip(remotes) {
-            for transport in [Transport::Quic, Transport::Tcp] {
+            for (transport, lag) in [(Transport::Quic, quic_lag), (Transport::Tcp, 0)] {
                 attempts.push(Attempt {
                     strategy: self.name(),
                     transport,
                     remote: Some(remote),
-                    delay: CANDIDATE_STAGGER * slot,
+                    delay: CANDIDATE_STAGGER * (slot + lag),
                 });
             }
         }
@@ -133,6 +136,7 @@ mod tests {
     fn facts(ips: &[&str]) -> LocalFacts {
         LocalFacts {
             interface_ips: ips.iter().map(|i| i.parse().unwrap()).collect(),
+            nat: Vec::new(),
         }
     }
 
@@ -154,6 +158,31 @@ mod tests {
                 ("192.168.1.9:4000".into(), Transport::Tcp, ms(25)),
                 ("203.0.113.5:4000".into(), Transport::Quic, ms(50)),
                 ("203.0.113.5:4000".into(), Transport::Tcp, ms(50)),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_network_known_to_drop_udp_tries_tcp_first_and_quic_still() {
+        use crate::addr::NatFacts;
+        use crate::discovery::Family;
+        use crate::stun::classify::{AllocationKind, Behaviour};
+        let peer = peer(&["203.0.113.5:4000"]);
+        let mut local = facts(&["192.168.1.2"]);
+        local.nat.push(NatFacts {
+            family: Family::Ipv4,
+            mapping: Behaviour::Unknown,
+            filtering: Behaviour::Unknown,
+            allocation: AllocationKind::Unknown,
+            udp_blocked: Some(true),
+        });
+        let plan = Direct.plan(&peer, None, &local);
+        let got: Vec<(Transport, Duration)> = plan.iter().map(|a| (a.transport, a.delay)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (Transport::Quic, CANDIDATE_STAGGER),
+                (Transport::Tcp, Duration::ZERO)
             ]
         );
     }

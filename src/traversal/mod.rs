@@ -80,6 +80,15 @@ impl std::fmt::Display for Attempt {
 #[derive(Clone, Debug, Default)]
 pub struct LocalFacts {
     pub interface_ips: Vec<IpAddr>,
+    /// What `nat-info` found on this network (cached): hints for ordering, never gates.
+    pub nat: Vec<crate::addr::NatFacts>,
+}
+
+impl LocalFacts {
+    /// Whether this network is known to drop UDP (IPv4).
+    pub fn udp_blocked(&self) -> bool {
+        self.nat.iter().any(|f| f.udp_blocked == Some(true))
+    }
 }
 
 /// Everything an attempt needs to make a link.
