@@ -145,7 +145,8 @@ class Bench:
         return os.path.join(self.work, f"{self.seq:04d}-{name}")
 
     def wg(self, home, *args):
-        return [self.bin, "--home", home, *args]
+        # --offline: loopback only, never the public default servers.
+        return [self.bin, "--home", home, "--offline", *args]
 
     def tls_server_opts(self):
         return f"cert={self.cert},key={self.key},verify=0,min-version=TLS1.3"
