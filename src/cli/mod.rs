@@ -58,7 +58,7 @@ pub fn main() -> ExitCode {
         json: cli.global.json,
         quiet: cli.global.quiet,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
