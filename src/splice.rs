@@ -186,6 +186,50 @@ pub async fn splice_tcp(stream: Stream, tcp: tokio::net::TcpStream) -> Result<To
     splice(stream, read, write, &Progress::hidden()).await
 }
 
+/// A local file read or written in place, on the task that uses it: for regular files and
+/// /dev/null, which never wait for anyone, a thread hand-off per call (tokio's file and stdio
+/// types) costs more than the call itself.
+pub struct Inline(pub std::fs::File);
+
+impl AsyncRead for Inline {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        use std::io::Read;
+        let n = self.get_mut().0.read(buf.initialize_unfilled())?;
+        buf.advance(n);
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Inline {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        use std::io::Write;
+        std::task::Poll::Ready(self.get_mut().0.write(buf))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        use std::io::Write;
+        std::task::Poll::Ready(self.get_mut().0.flush())
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        self.poll_flush(cx)
+    }
+}
+
 /// A receiver that never yields data: the send side of a receive-only transfer.
 pub fn nothing() -> tokio::io::Empty {
     tokio::io::empty()

@@ -70,32 +70,74 @@ fn progress_bar(len: Option<u64>, reporter: &Reporter, ends: &Ends) -> ProgressB
     }
 }
 
-/// Stdin as an async reader: a pipe is read directly by the reactor (no thread hand-off per read,
-/// which matters at hundreds of MB/s); anything else (a terminal, a file) through tokio's stdin.
-fn stdin() -> Box<dyn AsyncRead + Unpin + Send> {
-    use std::os::fd::AsFd;
-    let pipe = std::io::stdin()
-        .as_fd()
+/// How a standard stream is best driven: a pipe by the reactor (no thread hand-off per call,
+/// which matters at hundreds of MB/s); a regular file or /dev/null in place (they never wait
+/// for anyone, so a hand-off would cost more than the call); anything else (a terminal, a
+/// socket, another device) through tokio's blocking stdio.
+enum Kind {
+    Pipe,
+    Inline,
+    Other,
+}
+
+fn kind(fd: std::os::fd::BorrowedFd<'_>) -> Kind {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let Ok(meta) = fd
         .try_clone_to_owned()
-        .ok()
-        .and_then(|fd| tokio::net::unix::pipe::Receiver::from_file(std::fs::File::from(fd)).ok());
-    match pipe {
-        Some(pipe) => Box::new(pipe),
-        None => Box::new(tokio::io::stdin()),
+        .and_then(|owned| std::fs::File::from(owned).metadata())
+    else {
+        return Kind::Other;
+    };
+    let file_type = meta.file_type();
+    // /dev/null is character device 1:3.
+    let dev_null = file_type.is_char_device() && meta.rdev() == libc_makedev(1, 3);
+    if file_type.is_fifo() {
+        Kind::Pipe
+    } else if file_type.is_file() || dev_null {
+        Kind::Inline
+    } else {
+        Kind::Other
     }
 }
 
-/// Stdout as an async writer; a pipe directly, anything else through tokio's stdout.
+/// Linux's `makedev` for small major and minor numbers.
+fn libc_makedev(major: u64, minor: u64) -> u64 {
+    (major << 8) | minor
+}
+
+fn owned_file(fd: std::os::fd::BorrowedFd<'_>) -> Option<std::fs::File> {
+    fd.try_clone_to_owned().ok().map(std::fs::File::from)
+}
+
+fn stdin() -> Box<dyn AsyncRead + Unpin + Send> {
+    use std::os::fd::AsFd;
+    let stdin = std::io::stdin();
+    let fd = stdin.as_fd();
+    match kind(fd) {
+        Kind::Pipe => owned_file(fd)
+            .and_then(|f| tokio::net::unix::pipe::Receiver::from_file(f).ok())
+            .map_or_else(|| Box::new(tokio::io::stdin()) as _, |p| Box::new(p) as _),
+        Kind::Inline => owned_file(fd).map_or_else(
+            || Box::new(tokio::io::stdin()) as _,
+            |f| Box::new(splice::Inline(f)) as _,
+        ),
+        Kind::Other => Box::new(tokio::io::stdin()),
+    }
+}
+
 fn stdout() -> Box<dyn AsyncWrite + Unpin + Send> {
     use std::os::fd::AsFd;
-    let pipe = std::io::stdout()
-        .as_fd()
-        .try_clone_to_owned()
-        .ok()
-        .and_then(|fd| tokio::net::unix::pipe::Sender::from_file(std::fs::File::from(fd)).ok());
-    match pipe {
-        Some(pipe) => Box::new(pipe),
-        None => Box::new(tokio::io::stdout()),
+    let stdout = std::io::stdout();
+    let fd = stdout.as_fd();
+    match kind(fd) {
+        Kind::Pipe => owned_file(fd)
+            .and_then(|f| tokio::net::unix::pipe::Sender::from_file(f).ok())
+            .map_or_else(|| Box::new(tokio::io::stdout()) as _, |p| Box::new(p) as _),
+        Kind::Inline => owned_file(fd).map_or_else(
+            || Box::new(tokio::io::stdout()) as _,
+            |f| Box::new(splice::Inline(f)) as _,
+        ),
+        Kind::Other => Box::new(tokio::io::stdout()),
     }
 }
 
@@ -109,22 +151,20 @@ pub async fn run(
     let (input, len): (Box<dyn AsyncRead + Unpin + Send>, Option<u64>) =
         match (&ends.send, &ends.recv) {
             (Some(path), _) => {
-                let file = tokio::fs::File::open(path)
-                    .await
+                let file = std::fs::File::open(path)
                     .with_context(|| format!("cannot read {}", path.display()))?;
-                let len = file.metadata().await.ok().map(|m| m.len());
-                (Box::new(file), len)
+                let len = file.metadata().ok().map(|m| m.len());
+                (Box::new(splice::Inline(file)), len)
             }
             // Receiving into a file: there is nothing to send, and stdin is left alone.
             (None, Some(_)) => (Box::new(splice::nothing()), None),
             (None, None) => (stdin(), None),
         };
     let output: Box<dyn AsyncWrite + Unpin + Send> = match &ends.recv {
-        Some(path) => Box::new(
-            tokio::fs::File::create(part_path(path))
-                .await
+        Some(path) => Box::new(splice::Inline(
+            std::fs::File::create(part_path(path))
                 .with_context(|| format!("cannot write {}", part_path(path).display()))?,
-        ),
+        )),
         None => stdout(),
     };
     let progress = progress_bar(len, reporter, ends);
