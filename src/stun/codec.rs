@@ -73,6 +73,11 @@ pub fn binding_request(change: Change) -> Result<(TransactionId, Vec<u8>), StunE
         ))
         .map_err(|e| StunError::Encode(e.to_string()))?;
     }
+    finish_request(msg)
+}
+
+/// Adds FINGERPRINT and returns the request's transaction id and bytes.
+fn finish_request(mut msg: MessageWriteVec) -> Result<(TransactionId, Vec<u8>), StunError> {
     msg.add_fingerprint()
         .map_err(|e| StunError::Encode(e.to_string()))?;
     let bytes = msg.finish();
@@ -159,13 +164,7 @@ pub fn punch_request(token: &str) -> Result<(TransactionId, Vec<u8>), StunError>
     let username = Username::new(token).map_err(|e| StunError::Encode(e.to_string()))?;
     msg.add_attribute(&username)
         .map_err(|e| StunError::Encode(e.to_string()))?;
-    msg.add_fingerprint()
-        .map_err(|e| StunError::Encode(e.to_string()))?;
-    let bytes = msg.finish();
-    let id = MessageHeader::from_bytes(&bytes)
-        .map_err(|e| StunError::Encode(e.to_string()))?
-        .transaction_id();
-    Ok((id, bytes))
+    finish_request(msg)
 }
 
 /// The answer to a peer's probe (`request`, as received): a binding success saying where the

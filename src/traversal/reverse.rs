@@ -12,7 +12,7 @@ use futures_util::FutureExt;
 use super::session::Session;
 use super::{Attempt, Context, LinkFuture, LocalFacts, Phase, Strategy};
 use crate::addr::Address;
-use crate::link::{quic, LinkError, Transport, HANDSHAKE_TIMEOUT};
+use crate::link::{LinkError, Transport};
 
 /// How long the listener's TCP connect to one connector candidate may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -53,16 +53,7 @@ impl Strategy for Reverse {
             let session = ctx.session()?;
             match attempt.transport {
                 Transport::Tcp => session.accept_tcp().await,
-                Transport::Quic => {
-                    let endpoint = session.kit.endpoint.clone();
-                    let incoming = endpoint
-                        .accept()
-                        .await
-                        .ok_or(LinkError::Protocol("punching endpoint closed"))?;
-                    tokio::time::timeout(HANDSHAKE_TIMEOUT, quic::accept(incoming, endpoint))
-                        .await
-                        .map_err(|_| LinkError::Timeout("QUIC handshake"))?
-                }
+                Transport::Quic => session.accept_quic().await,
             }
         }
         .boxed()
@@ -85,13 +76,7 @@ impl Strategy for Reverse {
             let session = session.clone();
             async move {
                 session.fire().await;
-                let endpoint = session.kit.endpoint.clone();
-                tokio::time::timeout(
-                    HANDSHAKE_TIMEOUT,
-                    quic::connect(endpoint, false, remote, &session.creds, session.peer),
-                )
-                .await
-                .map_err(|_| LinkError::Timeout("QUIC handshake"))?
+                session.dial_quic(remote).await
             }
             .boxed()
         });

@@ -346,6 +346,29 @@ impl Session {
         }
     }
 
+    /// The first QUIC connection the peer makes to the kit's endpoint.
+    pub async fn accept_quic(&self) -> Result<Link, LinkError> {
+        let endpoint = self.kit.endpoint.clone();
+        let incoming = endpoint
+            .accept()
+            .await
+            .ok_or(LinkError::Protocol("punching endpoint closed"))?;
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, quic::accept(incoming, endpoint))
+            .await
+            .map_err(|_| LinkError::Timeout("QUIC handshake"))?
+    }
+
+    /// A QUIC connection from the kit's endpoint to the peer at `remote`.
+    pub async fn dial_quic(&self, remote: SocketAddr) -> Result<Link, LinkError> {
+        let endpoint = self.kit.endpoint.clone();
+        tokio::time::timeout(
+            HANDSHAKE_TIMEOUT,
+            quic::connect(endpoint, false, remote, &self.creds, self.peer),
+        )
+        .await
+        .map_err(|_| LinkError::Timeout("QUIC handshake"))?
+    }
+
     /// The signalling traffic of this session so far (connector).
     pub fn signal_stats(&self) -> Option<crate::signal::SignalStats> {
         self.signal.as_ref().map(Signal::stats)

@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use super::session::{Role, Session};
 use super::{Attempt, Context, LinkFuture, LocalFacts, Phase, Strategy};
 use crate::addr::Address;
-use crate::link::{quic, Link, LinkError, Transport, HANDSHAKE_TIMEOUT};
+use crate::link::{Link, LinkError, Transport};
 use crate::stun::codec::{self, Punch};
 
 /// Gap between rounds of probes (one to each peer candidate).
@@ -83,24 +83,9 @@ async fn punch(session: Arc<Session>) -> Result<Link, LinkError> {
                         .map_err(|_| LinkError::Protocol("probing stopped"))?;
                 };
                 tracing::debug!(%remote, "udp_punch: heard the peer; starting QUIC");
-                let endpoint = session.kit.endpoint.clone();
-                tokio::time::timeout(
-                    HANDSHAKE_TIMEOUT,
-                    quic::connect(endpoint, false, remote, &session.creds, session.peer),
-                )
-                .await
-                .map_err(|_| LinkError::Timeout("QUIC handshake"))?
+                session.dial_quic(remote).await
             }
-            Role::Listener => {
-                let endpoint = session.kit.endpoint.clone();
-                let incoming = endpoint
-                    .accept()
-                    .await
-                    .ok_or(LinkError::Protocol("punching endpoint closed"))?;
-                tokio::time::timeout(HANDSHAKE_TIMEOUT, quic::accept(incoming, endpoint))
-                    .await
-                    .map_err(|_| LinkError::Timeout("QUIC handshake"))?
-            }
+            Role::Listener => session.accept_quic().await,
         }
     };
     tokio::select! {
