@@ -228,12 +228,19 @@ pub fn plan(
             } else {
                 s.phase().offset()
             };
-            s.plan(peer, session, local).into_iter().map(move |mut a| {
-                a.delay += offset;
-                a
-            })
+            let mut own: Vec<Attempt> = s
+                .plan(peer, session, local)
+                .into_iter()
+                .filter(|a| via.allows(a))
+                .collect();
+            // What `--via` left starts when the strategy starts: an attempt planned to wait
+            // for one that was filtered out (QUIC behind TCP, say) does not wait for nothing.
+            let first = own.iter().map(|a| a.delay).min().unwrap_or_default();
+            for a in &mut own {
+                a.delay = a.delay - first + offset;
+            }
+            own
         })
-        .filter(|a| via.allows(a))
         .collect();
     attempts.sort_by_key(|a| a.delay);
     attempts
@@ -242,6 +249,42 @@ pub fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn via_leaves_no_attempt_waiting_for_one_it_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = crate::identity::Identity::load_or_create(dir.path())
+            .unwrap()
+            .public_key();
+        let peer = Address::new(
+            key,
+            vec![crate::addr::Candidate {
+                kind: crate::addr::CandidateKind::Local,
+                addr: "127.0.0.1:4000".parse().unwrap(),
+            }],
+        );
+        let local = LocalFacts {
+            interface_ips: vec!["127.0.0.1".parse().unwrap()],
+            nat: Vec::new(),
+        };
+        let known = registry();
+        let delays = |via: &str| -> Vec<(Transport, Duration)> {
+            let via = Via::parse(&[via.to_string()], &known).unwrap();
+            plan(&known, &via, &peer, None, &local)
+                .iter()
+                .map(|a| (a.transport, a.delay))
+                .collect()
+        };
+        // On loopback QUIC waits a step behind TCP; alone, it starts at once.
+        assert_eq!(
+            delays("direct"),
+            vec![
+                (Transport::Tcp, Duration::ZERO),
+                (Transport::Quic, direct::CANDIDATE_STAGGER)
+            ]
+        );
+        assert_eq!(delays("quic"), vec![(Transport::Quic, Duration::ZERO)]);
+    }
 
     #[test]
     fn via_parses_names_and_transports() {
