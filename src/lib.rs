@@ -9,13 +9,15 @@
 //! - [`net`]: interface discovery and socket helpers.
 //! - [`stun`]: STUN on the caller's own sockets (stun-proto) and the sans-IO NAT classification.
 //! - [`signal`]: end-to-end sealed, acknowledged messages between nodes over several MQTT brokers.
-//! - [`discovery`]: what the network in front of this machine does (nat-info's report).
+//! - [`discovery`]: what the network in front of this machine does (nat-info's report), the
+//!   quick look `addr` and `listen` take, and the per-network cache of the facts.
 //! - [`health`]: reachability of relay servers (a TURN allocation with the credentials).
 //! - [`portmap`]: the router's port-mapping protocols (UPnP IGD, NAT-PMP), asked by unicast.
 //! - [`link`]: authenticated, encrypted, multiplexed links (TLS 1.3 + h2 over TCP, QUIC over UDP),
-//!   pinned to the peer's key, and the round trip that verifies a link end to end.
+//!   pinned to the peer's key, and the round trip that verifies a link end to end; a UDP socket
+//!   shared by STUN and QUIC for punching.
 //! - [`traversal`]: the strategy trait, the plan of attempts, and the cascade runner; one file per
-//!   strategy.
+//!   strategy; the signalled session both ends agree on and the listener's half of it.
 //! - [`splice`]: stdio, files and TCP sockets ↔ link streams, with half-close and byte counts.
 //! - [`report`]: what the user sees on stderr: human lines or JSON events.
 //!
