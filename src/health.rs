@@ -1,5 +1,5 @@
 //! Health of configured servers beyond STUN: a TURN allocation with the configured long-term
-//! credentials (turn-client-proto, sans-IO, driven here on a tokio UDP socket), its round trip
+//! credentials (turn-client-proto, sans-IO, driven here over UDP or TCP), its round trip
 //! and the relayed address, the allocation deleted again at once; and an MQTT broker's
 //! connect + publish-to-self round trip (rumqttc). Each bounded by one timeout.
 //! Neighbours: [`crate::discovery`] runs these beside the STUN probes and lists the results.
@@ -7,9 +7,11 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UdpSocket;
 use turn_client_proto::api::{TurnClientApi, TurnConfig, TurnEvent, TurnPollRet};
 use turn_client_proto::stun::agent::Transmit;
+use turn_client_proto::tcp::TurnClientTcp;
 use turn_client_proto::types::{TransportType, TurnCredentials};
 use turn_client_proto::udp::TurnClientUdp;
 
@@ -26,34 +28,124 @@ pub struct TurnCheck {
     pub rtt: Duration,
 }
 
-/// Allocates a UDP relay on `server` from local address `ip` with `user`/`password`, within
-/// `timeout`, then releases it. Errors are one readable line.
+/// Which transport a TURN check talks to its server over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TurnTransport {
+    Udp,
+    Tcp,
+}
+
+/// The socket a TURN check runs on.
+enum TurnIo {
+    Udp(UdpSocket),
+    Tcp(tokio::net::TcpStream),
+}
+
+impl TurnIo {
+    async fn send(&mut self, data: &[u8], to: SocketAddr) -> std::io::Result<()> {
+        match self {
+            TurnIo::Udp(s) => s.send_to(data, to).await.map(drop),
+            TurnIo::Tcp(s) => s.write_all(data).await,
+        }
+    }
+
+    /// Bytes from the server; a closed TCP connection is an error.
+    async fn recv(&mut self, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+        match self {
+            TurnIo::Udp(s) => s.recv_from(buf).await,
+            TurnIo::Tcp(s) => match s.read(buf).await? {
+                0 => Err(std::io::ErrorKind::UnexpectedEof.into()),
+                n => Ok((n, s.peer_addr()?)),
+            },
+        }
+    }
+}
+
+/// Allocates a UDP relay on `server`, talking to it over `transport` from local address `ip`
+/// with `user`/`password`, within `timeout`, then releases it. Errors are one readable line.
 pub async fn turn_allocation(
     ip: IpAddr,
     server: SocketAddr,
-    user: &str,
-    password: &str,
+    transport: TurnTransport,
+    credentials: (&str, &str),
     timeout: Duration,
     counter: &Counter,
 ) -> Result<TurnCheck, String> {
-    let socket = UdpSocket::bind((ip, 0))
-        .await
-        .map_err(|e| format!("cannot bind a socket on {ip}: {e}"))?;
-    let local = socket
-        .local_addr()
-        .map_err(|e| format!("no local address: {e}"))?;
-    let mut config = TurnConfig::new(TurnCredentials::new(user, password));
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + timeout;
+    let io = match transport {
+        TurnTransport::Udp => UdpSocket::bind((ip, 0))
+            .await
+            .map(TurnIo::Udp)
+            .map_err(|e| format!("cannot bind a socket on {ip}: {e}"))?,
+        TurnTransport::Tcp => {
+            let connect = tokio::net::TcpStream::connect(server);
+            match tokio::time::timeout_at(deadline, connect).await {
+                Ok(Ok(stream)) => TurnIo::Tcp(stream),
+                Ok(Err(e)) => return Err(format!("cannot connect: {e}")),
+                Err(_) => return Err(format!("no connection within {} ms", timeout.as_millis())),
+            }
+        }
+    };
+    let local = match &io {
+        TurnIo::Udp(s) => s.local_addr(),
+        TurnIo::Tcp(s) => s.local_addr(),
+    }
+    .map_err(|e| format!("no local address: {e}"))?;
+    let mut config = TurnConfig::new(TurnCredentials::new(credentials.0, credentials.1));
     config.set_request_retransmits(
         Duration::from_millis(250),
         Duration::MAX,
         3,
         Duration::from_millis(500),
     );
-    let mut client = TurnClientUdp::allocate(local, server, config);
+    match transport {
+        TurnTransport::Udp => {
+            let client = TurnClientUdp::allocate(local, server, config);
+            drive(
+                client,
+                io,
+                TransportType::Udp,
+                local,
+                server,
+                started,
+                deadline,
+                counter,
+            )
+            .await
+        }
+        TurnTransport::Tcp => {
+            let client = TurnClientTcp::allocate(local, server, config);
+            drive(
+                client,
+                io,
+                TransportType::Tcp,
+                local,
+                server,
+                started,
+                deadline,
+                counter,
+            )
+            .await
+        }
+    }
+}
+
+/// Runs `client` on `io` until the allocation is made, refused or `deadline` passes; releases a
+/// made allocation at once.
+#[allow(clippy::too_many_arguments)]
+async fn drive<C: TurnClientApi>(
+    mut client: C,
+    mut io: TurnIo,
+    transport: TransportType,
+    local: SocketAddr,
+    server: SocketAddr,
+    started: Instant,
+    deadline: tokio::time::Instant,
+    counter: &Counter,
+) -> Result<TurnCheck, String> {
     let base = std::time::Instant::now();
     let now = || turn_client_proto::types::Instant::from_std(base);
-    let started = Instant::now();
-    let deadline = tokio::time::Instant::now() + timeout;
     let mut buf = vec![0u8; RECV_BUFFER];
     // Whether the server said anything: tells a refusal from silence.
     let mut heard = false;
@@ -67,8 +159,8 @@ pub async fn turn_allocation(
     let result = loop {
         while let Some(t) = client.poll_transmit(now()) {
             counter.add(1);
-            if let Err(e) = socket.send_to(t.data.as_ref(), t.to).await {
-                break_with(&mut client);
+            if let Err(e) = io.send(t.data.as_ref(), t.to).await {
+                client.protocol_error();
                 return Err(format!("cannot send: {e}"));
             }
         }
@@ -91,13 +183,23 @@ pub async fn turn_allocation(
             _ => tokio::time::Instant::now() + Duration::from_millis(10),
         };
         if tokio::time::Instant::now() >= deadline {
-            break Err(format!("no allocation within {} ms", timeout.as_millis()));
+            break Err(format!(
+                "no allocation within {} ms",
+                started.elapsed().as_millis()
+            ));
         }
         tokio::select! {
-            received = socket.recv_from(&mut buf) => {
-                let Ok((n, from)) = received else { continue };
+            received = io.recv(&mut buf) => {
+                let (n, from) = match received {
+                    Ok(r) => r,
+                    // A TCP server that closed the connection will say nothing more.
+                    Err(e) if transport == TransportType::Tcp => {
+                        break Err(if heard { refused(heard) } else { format!("connection closed: {e}") })
+                    }
+                    Err(_) => continue,
+                };
                 heard |= from == server;
-                let transmit = Transmit::new(&buf[..n], TransportType::Udp, from, local);
+                let transmit = Transmit::new(&buf[..n], transport, from, local);
                 let _ = client.recv(transmit, now());
             }
             _ = tokio::time::sleep_until(wait.min(deadline)) => {}
@@ -108,7 +210,7 @@ pub async fn turn_allocation(
         if client.delete(now()).is_ok() {
             while let Some(t) = client.poll_transmit(now()) {
                 counter.add(1);
-                let _ = socket.send_to(t.data.as_ref(), t.to).await;
+                let _ = io.send(t.data.as_ref(), t.to).await;
             }
         }
     }
@@ -156,10 +258,6 @@ pub async fn mqtt_round_trip(host: &str, port: u16, timeout: Duration) -> Result
     result
 }
 
-fn break_with(client: &mut TurnClientUdp) {
-    client.protocol_error();
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,8 +291,8 @@ mod tests {
         let r = turn_allocation(
             "127.0.0.1".parse().unwrap(),
             silent.local_addr().unwrap(),
-            "u",
-            "p",
+            TurnTransport::Udp,
+            ("u", "p"),
             Duration::from_millis(400),
             &c,
         )
@@ -213,12 +311,46 @@ mod tests {
         let r = turn_allocation(
             "127.0.0.1".parse().unwrap(),
             addr,
-            "u",
-            "p",
+            TurnTransport::Udp,
+            ("u", "p"),
             Duration::from_millis(400),
             &c,
         )
         .await;
         assert!(r.is_err(), "{r:?}");
+
+        // Over TCP: a server that accepts and closes, and one that is not there.
+        let closing = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = closing.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((conn, _)) = closing.accept().await {
+                drop(conn);
+            }
+        });
+        let started = Instant::now();
+        let r = turn_allocation(
+            "127.0.0.1".parse().unwrap(),
+            addr,
+            TurnTransport::Tcp,
+            ("u", "p"),
+            Duration::from_millis(400),
+            &c,
+        )
+        .await;
+        assert!(r.unwrap_err().contains("closed"));
+        assert!(started.elapsed() < Duration::from_secs(1));
+        let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = gone.local_addr().unwrap();
+        drop(gone);
+        let r = turn_allocation(
+            "127.0.0.1".parse().unwrap(),
+            addr,
+            TurnTransport::Tcp,
+            ("u", "p"),
+            Duration::from_millis(400),
+            &c,
+        )
+        .await;
+        assert!(r.unwrap_err().contains("cannot connect"));
     }
 }

@@ -51,20 +51,13 @@ pub async fn run(node: Node, args: ListenArgs, reporter: Reporter) -> anyhow::Re
 
     // Look at the NAT from the port first (a free one for --port 0), then listen on it: an
     // endpoint-independent NAT keeps the mapping the look found, the address's public candidate.
-    let look = node
-        .look(args.port.unwrap_or_else(|| node.default_port()))
-        .await;
-    let port = match (args.port, look.port) {
-        (Some(0), 0) => 0,
-        (Some(0), looked) => looked,
-        (Some(port), _) => port,
-        (None, _) => node.default_port(),
-    };
+    let requested = args.port.unwrap_or_else(|| node.default_port());
+    let look = node.look(requested).await;
+    // --port 0: the free port the look took (0 again when no look was taken).
+    let port = if requested == 0 { look.port } else { requested };
     let mut listener = match Listener::bind(port, &node.creds, allowed.clone()) {
         // The port looked from was taken in between: any port, without the public candidate.
-        Err(_) if args.port == Some(0) && port != 0 => {
-            Listener::bind(0, &node.creds, allowed.clone())?
-        }
+        Err(_) if requested == 0 && port != 0 => Listener::bind(0, &node.creds, allowed.clone())?,
         bound => bound?,
     };
     // Reachable over signalling too, while listening (dropped, it stops).

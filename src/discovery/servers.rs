@@ -1,4 +1,5 @@
-//! Health of the servers beside STUN: a TURN allocation per server address, an MQTT broker's
+//! Health of the servers beside STUN: a TURN allocation per server address over UDP and over
+//! TCP, an MQTT broker's
 //! publish-to-self round trip, a registry's TCP reachability. Each bounded by one timeout and
 //! reported as a [`ServerReport`] the way the STUN servers are.
 
@@ -6,6 +7,7 @@ use std::time::Instant;
 
 use super::{resolve, ServerReport, MQTT_TIMEOUT, TCP_TIMEOUT, TURN_TIMEOUT};
 use crate::config::{HostPort, TurnServer};
+use crate::health::{turn_allocation, TurnTransport};
 use crate::stun::Counter;
 
 /// A TURN allocation on every address of `server`, from the local address routing to it.
@@ -20,35 +22,33 @@ pub(super) async fn check_turn(server: &TurnServer, counter: &Counter) -> Vec<Se
             return vec![r];
         }
     };
-    let checks = addrs.into_iter().map(|addr| {
-        let name = name.clone();
-        async move {
-            let mut r = ServerReport::new(&name, Some(addr), "udp");
-            r.kind = "turn";
-            let Some(ip) = crate::net::route_source(addr) else {
-                r.error = Some("no route from this machine".into());
-                return r;
-            };
-            match crate::health::turn_allocation(
-                ip,
-                addr,
-                &server.user,
-                &server.password,
-                TURN_TIMEOUT,
-                counter,
-            )
-            .await
-            {
-                Ok(c) => {
-                    r.reachable = true;
-                    r.rtt_ms = Some((c.rtt.as_secs_f64() * 10_000.0).round() / 10.0);
-                    r.mapped = c.mapped;
-                    r.relayed = Some(c.relayed);
+    // Every address, over UDP and over TCP (the relay a peer behind a UDP-blocking firewall
+    // would use is reached over TCP).
+    let transports = [(TurnTransport::Udp, "udp"), (TurnTransport::Tcp, "tcp")];
+    let name = &name;
+    let checks = addrs.into_iter().flat_map(|addr| {
+        transports
+            .into_iter()
+            .map(move |(transport, label)| async move {
+                let mut r = ServerReport::new(name, Some(addr), label);
+                r.kind = "turn";
+                let Some(ip) = crate::net::route_source(addr) else {
+                    r.error = Some("no route from this machine".into());
+                    return r;
+                };
+                let credentials = (server.user.as_str(), server.password.as_str());
+                match turn_allocation(ip, addr, transport, credentials, TURN_TIMEOUT, counter).await
+                {
+                    Ok(c) => {
+                        r.reachable = true;
+                        r.rtt_ms = Some((c.rtt.as_secs_f64() * 10_000.0).round() / 10.0);
+                        r.mapped = c.mapped;
+                        r.relayed = Some(c.relayed);
+                    }
+                    Err(e) => r.error = Some(e),
                 }
-                Err(e) => r.error = Some(e),
-            }
-            r
-        }
+                r
+            })
     });
     futures_util::future::join_all(checks).await
 }

@@ -309,9 +309,9 @@ fn broken_servers_are_reported_one_by_one_without_hanging() {
     assert_eq!(family(&run.report, "ipv4").unwrap()["mapping"], "unknown");
 }
 
-/// TURN servers are checked with their credentials: a relay is allocated (and released) with
-/// the right ones, refused with wrong ones, and silence through a UDP-blocking firewall is
-/// told apart from a refusal.
+/// TURN servers are checked with their credentials, over UDP and over TCP: a relay is allocated
+/// (and released) with the right ones, refused with wrong ones; behind a UDP-blocking firewall
+/// UDP's silence is told apart from a refusal, and TCP still gets the relay.
 #[test]
 fn turn_servers_are_checked_with_their_credentials() {
     let Some(lab) = lab() else { return };
@@ -336,32 +336,39 @@ fn turn_servers_are_checked_with_their_credentials() {
         let wall = started.elapsed();
         let r: Value = serde_json::from_str(done.stdout.trim()).unwrap_or(Value::Null);
         assert!(wall < Duration::from_secs(3), "{host}: {wall:?}");
-        let turn = |addr: &str| {
+        let turn = |addr: &str, transport: &str| {
             r["servers"]
                 .as_array()
-                .and_then(|l| l.iter().find(|s| s["kind"] == "turn" && s["addr"] == addr))
+                .and_then(|l| {
+                    l.iter().find(|s| {
+                        s["kind"] == "turn" && s["addr"] == addr && s["transport"] == transport
+                    })
+                })
                 .cloned()
                 .unwrap_or(Value::Null)
         };
-        let g = turn(&format!("{SRV_A}:3478"));
-        let w = turn(&format!("{SRV_B}:3478"));
-        eprintln!("turn from {host}: {g} / {w}");
-        assert_eq!(g["reachable"], good_works, "{host}: {g}");
-        assert_eq!(w["reachable"], false, "{host}: {w}");
-        if good_works {
-            assert!(
-                g["relayed"].as_str().is_some_and(|a| a.starts_with(SRV_A)),
-                "{host}: {g}"
-            );
-            assert!(
-                w["error"].as_str().is_some_and(|e| e.contains("refused")),
-                "{host}: {w}"
-            );
-        } else {
-            assert!(
-                g["error"].as_str().is_some_and(|e| e.contains("no answer")),
-                "{host}: {g}"
-            );
+        // Over UDP where UDP passes; over TCP from everywhere, the firewall included.
+        for (transport, works) in [("udp", good_works), ("tcp", true)] {
+            let g = turn(&format!("{SRV_A}:3478"), transport);
+            let w = turn(&format!("{SRV_B}:3478"), transport);
+            eprintln!("turn/{transport} from {host}: {g} / {w}");
+            assert_eq!(g["reachable"], works, "{host}: {g}");
+            assert_eq!(w["reachable"], false, "{host}: {w}");
+            if works {
+                assert!(
+                    g["relayed"].as_str().is_some_and(|a| a.starts_with(SRV_A)),
+                    "{host}: {g}"
+                );
+                assert!(
+                    w["error"].as_str().is_some_and(|e| e.contains("refused")),
+                    "{host}: {w}"
+                );
+            } else {
+                assert!(
+                    g["error"].as_str().is_some_and(|e| e.contains("no answer")),
+                    "{host}: {g}"
+                );
+            }
         }
     }
 }
