@@ -149,7 +149,7 @@ impl Listener {
                 endpoint.wait_idle().await;
             }
         };
-        let _ = tokio::time::timeout(super::CLOSE_TIMEOUT, idle).await;
+        let _ = tokio::time::timeout(quic::CLOSE_LINGER, idle).await;
     }
 }
 

@@ -88,6 +88,9 @@ pub fn endpoint_with_stun(
     Ok((endpoint, stun))
 }
 
+/// How long a closing link's own endpoint lingers so its CONNECTION_CLOSE leaves.
+pub(super) const CLOSE_LINGER: std::time::Duration = std::time::Duration::from_millis(20);
+
 pub(super) struct QuicLink {
     connection: quinn::Connection,
     endpoint: quinn::Endpoint,
@@ -232,8 +235,10 @@ impl QuicLink {
     pub(super) async fn close(self) {
         self.connection.close(quinn::VarInt::from_u32(0), b"done");
         if self.owns_endpoint {
-            // Lets the CONNECTION_CLOSE go out (and be retransmitted) before the socket goes.
-            self.endpoint.wait_idle().await;
+            // Lets the CONNECTION_CLOSE go out before the socket goes. Waiting out the whole
+            // draining period (three probe timeouts, ~90 ms even on loopback) would only serve
+            // retransmitting it, and the peer ends its side by itself once the data is through.
+            let _ = tokio::time::timeout(CLOSE_LINGER, self.endpoint.wait_idle()).await;
         }
     }
 }
