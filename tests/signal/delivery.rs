@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 use warpgate::addr::{Candidate, CandidateKind};
 use warpgate::signal::{Answer, Offer, Payload, Signal};
 
-use crate::support::{assert_nothing_delivered, host_port, node, recv, wait_stats, Mosquitto};
+use crate::support::{
+    assert_nothing_delivered, host_port, node, note, recv, wait_stats, Mosquitto,
+};
 
 fn offer() -> Payload {
     Payload::Offer(Offer {
@@ -140,16 +142,6 @@ async fn all_brokers_down_fails_start_within_its_timeout() {
         Err(warpgate::signal::SignalError::Unreachable { .. })
     ));
     assert!(started.elapsed() < Duration::from_secs(3));
-}
-
-/// A small distinguishable message (pings are answered by the driver, not delivered).
-fn note(n: u8) -> Payload {
-    Payload::Answer(Answer {
-        udp: Vec::new(),
-        tcp: Vec::new(),
-        nonce: [n; 16],
-        fire_in_ms: 0,
-    })
 }
 
 #[tokio::test]

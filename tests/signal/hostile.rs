@@ -5,25 +5,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use warpgate::identity::{NodeId, PublicKey};
 use warpgate::signal::message::{encrypt, Message};
-use warpgate::signal::{topic, Answer, Keys, MessageId, Payload, MAX_AGE, MAX_MESSAGE_LEN};
+use warpgate::signal::{topic, Keys, MessageId, MAX_AGE, MAX_MESSAGE_LEN};
 
-use crate::support::{assert_nothing_delivered, node, recv, wait_stats, Mosquitto, RawClient};
+use crate::support::{
+    assert_nothing_delivered, node, note, recv, wait_stats, Mosquitto, RawClient,
+};
 
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_millis() as u64
-}
-
-/// A small distinguishable message (pings are answered by the driver, not delivered).
-fn note(n: u8) -> Payload {
-    Payload::Answer(Answer {
-        udp: Vec::new(),
-        tcp: Vec::new(),
-        nonce: [n; 16],
-        fire_in_ms: 0,
-    })
 }
 
 fn message(from: &PublicKey, to: NodeId, timestamp_ms: u64) -> Message {

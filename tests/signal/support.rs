@@ -9,7 +9,7 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use warpgate::config::HostPort;
-use warpgate::signal::{Keys, Payload, Signal, SignalConfig, SignalStats};
+use warpgate::signal::{Answer, Keys, Payload, Signal, SignalConfig, SignalStats};
 
 /// How long anything in these tests may take before it is a failure.
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -193,4 +193,14 @@ impl Drop for RawClient {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// A small distinguishable message (pings are answered by the driver, not delivered).
+pub fn note(n: u8) -> Payload {
+    Payload::Answer(Answer {
+        udp: Vec::new(),
+        tcp: Vec::new(),
+        nonce: [n; 16],
+        fire_in_ms: 0,
+    })
 }
