@@ -42,6 +42,20 @@ enum TurnIo {
 }
 
 impl TurnIo {
+    fn transport(&self) -> TransportType {
+        match self {
+            TurnIo::Udp(_) => TransportType::Udp,
+            TurnIo::Tcp(_) => TransportType::Tcp,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        match self {
+            TurnIo::Udp(s) => s.local_addr(),
+            TurnIo::Tcp(s) => s.local_addr(),
+        }
+    }
+
     async fn send(&mut self, data: &[u8], to: SocketAddr) -> std::io::Result<()> {
         match self {
             TurnIo::Udp(s) => s.send_to(data, to).await.map(drop),
@@ -87,11 +101,9 @@ pub async fn turn_allocation(
             }
         }
     };
-    let local = match &io {
-        TurnIo::Udp(s) => s.local_addr(),
-        TurnIo::Tcp(s) => s.local_addr(),
-    }
-    .map_err(|e| format!("no local address: {e}"))?;
+    let local = io
+        .local_addr()
+        .map_err(|e| format!("no local address: {e}"))?;
     let mut config = TurnConfig::new(TurnCredentials::new(credentials.0, credentials.1));
     config.set_request_retransmits(
         Duration::from_millis(250),
@@ -102,48 +114,27 @@ pub async fn turn_allocation(
     match transport {
         TurnTransport::Udp => {
             let client = TurnClientUdp::allocate(local, server, config);
-            drive(
-                client,
-                io,
-                TransportType::Udp,
-                local,
-                server,
-                started,
-                deadline,
-                counter,
-            )
-            .await
+            drive(client, io, server, started, deadline, counter).await
         }
         TurnTransport::Tcp => {
             let client = TurnClientTcp::allocate(local, server, config);
-            drive(
-                client,
-                io,
-                TransportType::Tcp,
-                local,
-                server,
-                started,
-                deadline,
-                counter,
-            )
-            .await
+            drive(client, io, server, started, deadline, counter).await
         }
     }
 }
 
 /// Runs `client` on `io` until the allocation is made, refused or `deadline` passes; releases a
 /// made allocation at once.
-#[allow(clippy::too_many_arguments)]
 async fn drive<C: TurnClientApi>(
     mut client: C,
     mut io: TurnIo,
-    transport: TransportType,
-    local: SocketAddr,
     server: SocketAddr,
     started: Instant,
     deadline: tokio::time::Instant,
     counter: &Counter,
 ) -> Result<TurnCheck, String> {
+    let transport = io.transport();
+    let local = io.local_addr().map_err(|e| e.to_string())?;
     let base = std::time::Instant::now();
     let now = || turn_client_proto::types::Instant::from_std(base);
     let mut buf = vec![0u8; RECV_BUFFER];
@@ -283,20 +274,30 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(1));
     }
 
+    /// An allocation attempt from loopback with throwaway credentials, bounded at 400 ms.
+    async fn allocate_on_loopback(
+        server: SocketAddr,
+        transport: TurnTransport,
+        c: &Counter,
+    ) -> Result<TurnCheck, String> {
+        let timeout = Duration::from_millis(400);
+        turn_allocation(
+            "127.0.0.1".parse().unwrap(),
+            server,
+            transport,
+            ("u", "p"),
+            timeout,
+            c,
+        )
+        .await
+    }
+
     #[tokio::test]
     async fn silent_and_garbage_turn_servers_fail_in_time() {
         let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let c = Counter::default();
         let started = Instant::now();
-        let r = turn_allocation(
-            "127.0.0.1".parse().unwrap(),
-            silent.local_addr().unwrap(),
-            TurnTransport::Udp,
-            ("u", "p"),
-            Duration::from_millis(400),
-            &c,
-        )
-        .await;
+        let r = allocate_on_loopback(silent.local_addr().unwrap(), TurnTransport::Udp, &c).await;
         assert!(r.is_err(), "{r:?}");
         assert!(started.elapsed() < Duration::from_secs(2));
 
@@ -308,15 +309,7 @@ mod tests {
                 let _ = junk.send_to(b"\x01\x13\x00\x04garbage!", from).await;
             }
         });
-        let r = turn_allocation(
-            "127.0.0.1".parse().unwrap(),
-            addr,
-            TurnTransport::Udp,
-            ("u", "p"),
-            Duration::from_millis(400),
-            &c,
-        )
-        .await;
+        let r = allocate_on_loopback(addr, TurnTransport::Udp, &c).await;
         assert!(r.is_err(), "{r:?}");
 
         // Over TCP: a server that accepts and closes, and one that is not there.
@@ -328,29 +321,13 @@ mod tests {
             }
         });
         let started = Instant::now();
-        let r = turn_allocation(
-            "127.0.0.1".parse().unwrap(),
-            addr,
-            TurnTransport::Tcp,
-            ("u", "p"),
-            Duration::from_millis(400),
-            &c,
-        )
-        .await;
+        let r = allocate_on_loopback(addr, TurnTransport::Tcp, &c).await;
         assert!(r.unwrap_err().contains("closed"));
         assert!(started.elapsed() < Duration::from_secs(1));
         let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = gone.local_addr().unwrap();
         drop(gone);
-        let r = turn_allocation(
-            "127.0.0.1".parse().unwrap(),
-            addr,
-            TurnTransport::Tcp,
-            ("u", "p"),
-            Duration::from_millis(400),
-            &c,
-        )
-        .await;
+        let r = allocate_on_loopback(addr, TurnTransport::Tcp, &c).await;
         assert!(r.unwrap_err().contains("cannot connect"));
     }
 }

@@ -90,7 +90,7 @@ fn kind(fd: std::os::fd::BorrowedFd<'_>) -> Kind {
     };
     let file_type = meta.file_type();
     // /dev/null is character device 1:3.
-    let dev_null = file_type.is_char_device() && meta.rdev() == libc_makedev(1, 3);
+    let dev_null = file_type.is_char_device() && meta.rdev() == makedev(1, 3);
     if file_type.is_fifo() {
         Kind::Pipe
     } else if file_type.is_file() || dev_null {
@@ -101,7 +101,7 @@ fn kind(fd: std::os::fd::BorrowedFd<'_>) -> Kind {
 }
 
 /// Linux's `makedev` for small major and minor numbers.
-fn libc_makedev(major: u64, minor: u64) -> u64 {
+fn makedev(major: u64, minor: u64) -> u64 {
     (major << 8) | minor
 }
 

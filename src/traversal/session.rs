@@ -236,7 +236,6 @@ pub struct Session {
 
 impl Session {
     /// Connector: prepares a kit, sends the offer to `peer` and waits for its answer.
-    #[allow(clippy::too_many_arguments)]
     pub async fn offer(
         signal: Signal,
         creds: Credentials,
