@@ -65,17 +65,10 @@ pub async fn run(
         interface_ips: crate::net::interface_ips().context("cannot list network interfaces")?,
         nat: node.cached_nat_facts(),
     };
-    let exchange = exchange(&node, &peer, via.signalled(&strategies))?;
+    let timeout = Duration::from_secs(args.timeout);
+    let exchange = exchange(&node, &peer, via.signalled(&strategies), timeout)?;
     let ctx = Arc::new(Context::new(node.creds, peer));
-    let winner = cascade::run(
-        &strategies,
-        &via,
-        &facts,
-        ctx.clone(),
-        exchange,
-        Duration::from_secs(args.timeout),
-    )
-    .await?;
+    let winner = cascade::run(&strategies, &via, &facts, ctx.clone(), exchange, timeout).await?;
     let link = winner.link;
     let mut event = Connected::new(link.info(), winner.method, start.elapsed());
     if let Some(stats) = ctx.session.get().and_then(|s| s.signal_stats()) {
@@ -108,6 +101,7 @@ fn exchange(
     node: &Node,
     peer: &Address,
     strategies: Vec<String>,
+    timeout: Duration,
 ) -> anyhow::Result<Option<cascade::Exchange>> {
     let brokers = if peer.brokers.is_empty() {
         rendezvous(&peer.key, &node.settings.brokers, RENDEZVOUS_BROKERS)
@@ -122,10 +116,15 @@ fn exchange(
         .address(node.default_port(), &Quick::default())?
         .to_string();
     let (creds, peer, stun) = (node.creds.clone(), peer.clone(), node.settings.stun.clone());
+    // Brokers that cannot be reached are reported as such while half the time is still left,
+    // not hidden behind the deadline as a peer that never answered.
+    let mut config = SignalConfig::default();
+    let left = timeout.saturating_sub(Phase::Punch.offset());
+    config.start_timeout = config.start_timeout.min(left / 2);
     Ok(Some(
         async move {
             tokio::time::sleep(Phase::Punch.offset()).await;
-            let signal = Signal::start_with(keys, &brokers, SignalConfig::default()).await?;
+            let signal = Signal::start_with(keys, &brokers, config).await?;
             Session::offer(signal, creds, &peer, own_address, strategies, &stun).await
         }
         .boxed(),

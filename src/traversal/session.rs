@@ -66,7 +66,7 @@ impl Role {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
-    #[error("signalling: {0}")]
+    #[error(transparent)]
     Signal(#[from] SignalError),
     #[error("the peer did not answer the offer within {0:?}")]
     NoAnswer(Duration),
