@@ -11,13 +11,12 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-use data_encoding::BASE32_NOPAD;
 use sha2::{Digest, Sha256};
 
+use crate::base32::{self, Base32Error};
 use crate::config::HostPort;
-use crate::discovery::Family;
 use crate::identity::{NodeId, PublicKey, PUBLIC_KEY_LEN};
-use crate::stun::classify::{AllocationKind, Behaviour};
+use crate::nat::{AllocationKind, Behaviour, Family, NatFacts};
 
 /// Version byte of the records this build writes and reads.
 pub const ADDR_VERSION: u8 = 1;
@@ -44,75 +43,71 @@ mod field {
     pub const NAT: u8 = 0x06;
 }
 
-/// What the NAT in front of the node does for one address family, as discovery found it: a hint
-/// for ordering strategies, never a reason to skip one.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct NatFacts {
-    pub family: Family,
-    pub mapping: Behaviour,
-    pub filtering: Behaviour,
-    pub allocation: AllocationKind,
-    pub udp_blocked: Option<bool>,
+/// The NAT field's value: five bytes, one per fact.
+fn nat_to_bytes(facts: NatFacts) -> [u8; 5] {
+    let behaviour = |b| match b {
+        Behaviour::None => 0,
+        Behaviour::EndpointIndependent => 1,
+        Behaviour::AddressDependent => 2,
+        Behaviour::AddressAndPortDependent => 3,
+        Behaviour::Unknown => 4,
+    };
+    [
+        if facts.family == Family::Ipv4 { 4 } else { 6 },
+        behaviour(facts.mapping),
+        behaviour(facts.filtering),
+        match facts.allocation {
+            AllocationKind::Preserving => 0,
+            AllocationKind::Sequential => 1,
+            AllocationKind::Random => 2,
+            AllocationKind::Unknown => 3,
+        },
+        match facts.udp_blocked {
+            Some(false) => 0,
+            Some(true) => 1,
+            None => 2,
+        },
+    ]
 }
 
-impl NatFacts {
-    fn to_bytes(self) -> [u8; 5] {
-        let behaviour = |b| match b {
-            Behaviour::None => 0,
-            Behaviour::EndpointIndependent => 1,
-            Behaviour::AddressDependent => 2,
-            Behaviour::AddressAndPortDependent => 3,
-            Behaviour::Unknown => 4,
-        };
-        [
-            if self.family == Family::Ipv4 { 4 } else { 6 },
-            behaviour(self.mapping),
-            behaviour(self.filtering),
-            match self.allocation {
-                AllocationKind::Preserving => 0,
-                AllocationKind::Sequential => 1,
-                AllocationKind::Random => 2,
-                AllocationKind::Unknown => 3,
-            },
-            match self.udp_blocked {
-                Some(false) => 0,
-                Some(true) => 1,
-                None => 2,
-            },
-        ]
-    }
+/// Codes this build does not know read as unknown, so later versions can add values.
+fn nat_from_bytes(value: &[u8]) -> Option<NatFacts> {
+    let behaviour = |b| match b {
+        0 => Behaviour::None,
+        1 => Behaviour::EndpointIndependent,
+        2 => Behaviour::AddressDependent,
+        3 => Behaviour::AddressAndPortDependent,
+        _ => Behaviour::Unknown,
+    };
+    let [family, mapping, filtering, allocation, udp_blocked] = <[u8; 5]>::try_from(value).ok()?;
+    Some(NatFacts {
+        family: match family {
+            4 => Family::Ipv4,
+            6 => Family::Ipv6,
+            _ => return None,
+        },
+        mapping: behaviour(mapping),
+        filtering: behaviour(filtering),
+        allocation: match allocation {
+            0 => AllocationKind::Preserving,
+            1 => AllocationKind::Sequential,
+            2 => AllocationKind::Random,
+            _ => AllocationKind::Unknown,
+        },
+        udp_blocked: match udp_blocked {
+            0 => Some(false),
+            1 => Some(true),
+            _ => None,
+        },
+    })
+}
 
-    /// Codes this build does not know read as unknown, so later versions can add values.
-    fn from_bytes(value: &[u8]) -> Option<Self> {
-        let behaviour = |b| match b {
-            0 => Behaviour::None,
-            1 => Behaviour::EndpointIndependent,
-            2 => Behaviour::AddressDependent,
-            3 => Behaviour::AddressAndPortDependent,
-            _ => Behaviour::Unknown,
-        };
-        let [family, mapping, filtering, allocation, udp_blocked] =
-            <[u8; 5]>::try_from(value).ok()?;
-        Some(Self {
-            family: match family {
-                4 => Family::Ipv4,
-                6 => Family::Ipv6,
-                _ => return None,
-            },
-            mapping: behaviour(mapping),
-            filtering: behaviour(filtering),
-            allocation: match allocation {
-                0 => AllocationKind::Preserving,
-                1 => AllocationKind::Sequential,
-                2 => AllocationKind::Random,
-                _ => AllocationKind::Unknown,
-            },
-            udp_blocked: match udp_blocked {
-                0 => Some(false),
-                1 => Some(true),
-                _ => None,
-            },
-        })
+impl From<Base32Error> for AddrError {
+    fn from(e: Base32Error) -> Self {
+        match e {
+            Base32Error::BadCharacter(c) => AddrError::BadCharacter(c),
+            Base32Error::BadLength => AddrError::BadLength,
+        }
     }
 }
 
@@ -215,7 +210,7 @@ impl Address {
             }
         }
         for facts in &self.nat {
-            push_field(&mut out, field::NAT, &facts.to_bytes());
+            push_field(&mut out, field::NAT, &nat_to_bytes(*facts));
         }
         for (ty, value) in &self.unknown_fields {
             push_field(&mut out, *ty, value);
@@ -244,7 +239,7 @@ impl Address {
             rest = tail;
             if *ty == field::NAT {
                 addr.nat
-                    .push(NatFacts::from_bytes(value).ok_or(AddrError::BadField(*ty))?);
+                    .push(nat_from_bytes(value).ok_or(AddrError::BadField(*ty))?);
                 continue;
             }
             if *ty == field::BROKER {
@@ -296,7 +291,7 @@ impl Address {
         if body.len() > (MAX_RECORD_LEN + CHECKSUM_LEN) * 8 / 5 + 1 {
             return Err(AddrError::TooLong);
         }
-        let raw = base32_decode(body)?;
+        let raw = base32::decode(body)?;
         if raw.len() < CHECKSUM_LEN + 1 {
             return Err(AddrError::TooShort);
         }
@@ -313,7 +308,7 @@ impl fmt::Display for Address {
         let mut raw = self.to_bytes();
         let checksum = Sha256::digest(&raw);
         raw.extend_from_slice(&checksum[..CHECKSUM_LEN]);
-        write!(f, "{TEXT_PREFIX}{}", base32_encode(&raw))
+        write!(f, "{TEXT_PREFIX}{}", base32::encode(&raw))
     }
 }
 
@@ -325,32 +320,13 @@ fn push_field(out: &mut Vec<u8>, ty: u8, value: &[u8]) {
     out.extend_from_slice(value);
 }
 
-/// Lowercase, unpadded base32 (RFC 4648 alphabet).
-pub fn base32_encode(bytes: &[u8]) -> String {
-    BASE32_NOPAD.encode(bytes).to_ascii_lowercase()
-}
-
-/// Decodes lowercase (or uppercase), unpadded base32.
-pub fn base32_decode(text: &str) -> Result<Vec<u8>, AddrError> {
-    if let Some(bad) = text
-        .chars()
-        .find(|c| !matches!(c, 'a'..='z' | 'A'..='Z' | '2'..='7'))
-    {
-        return Err(AddrError::BadCharacter(bad));
-    }
-    BASE32_NOPAD
-        .decode(text.to_ascii_uppercase().as_bytes())
-        .map_err(|_| AddrError::BadLength)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::identity::Identity;
 
     fn sample() -> Address {
-        let dir = tempfile::tempdir().unwrap();
-        let key = Identity::load_or_create(dir.path()).unwrap().public_key();
+        let key = Identity::generate().public_key();
         Address::new(
             key,
             vec![

@@ -69,7 +69,7 @@ impl Identity {
                 path: home.to_path_buf(),
                 source,
             })?;
-        let secret = p256::SecretKey::random(&mut rand_core::OsRng);
+        let Self { secret } = Self::generate();
         let pem = secret
             .to_pkcs8_pem(LineEnding::LF)
             .map_err(|_| IdentityError::Invalid {
@@ -93,6 +93,13 @@ impl Identity {
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::load_or_create(home),
             Err(e) => Err(write_err(e)),
+        }
+    }
+
+    /// A fresh key pair kept only in memory (tests, and nodes that need no home).
+    pub fn generate() -> Self {
+        Self {
+            secret: p256::SecretKey::random(&mut rand_core::OsRng),
         }
     }
 
@@ -133,7 +140,9 @@ impl PublicKey {
 
     pub fn id(&self) -> NodeId {
         let digest = Sha256::digest(self.to_compressed());
-        NodeId(crate::addr::base32_encode(&digest[..10]))
+        let mut id = [0u8; NODE_ID_LEN];
+        id.copy_from_slice(&digest[..NODE_ID_LEN]);
+        NodeId(id)
     }
 
     /// A stable number derived from the key (used for the default listen port).
@@ -149,27 +158,50 @@ impl fmt::Debug for PublicKey {
     }
 }
 
-/// The short printable id of a node: lowercase base32 of the first 80 bits of the SHA-256 of its
-/// compressed public key (16 characters).
-#[derive(Clone, PartialEq, Eq, Hash, Debug, serde::Serialize)]
-pub struct NodeId(String);
+/// Bytes of a node id: the first 80 bits of the SHA-256 of the compressed public key.
+pub const NODE_ID_LEN: usize = 10;
+
+/// The short printable id of a node: the first 80 bits of the SHA-256 of its compressed public
+/// key, shown as 16 characters of lowercase base32. For display and topics; anything that
+/// authorises compares whole keys.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct NodeId([u8; NODE_ID_LEN]);
 
 impl NodeId {
     /// Validates user input (`--allow ID`): 16 characters of the base32 alphabet.
     pub fn parse(text: &str) -> Option<Self> {
-        let text = text.trim().to_ascii_lowercase();
-        let decoded = crate::addr::base32_decode(&text).ok()?;
-        (decoded.len() == 10 && text.len() == 16).then_some(Self(text))
+        let text = text.trim();
+        if text.len() != 16 {
+            return None;
+        }
+        let decoded = crate::base32::decode(text).ok()?;
+        Some(Self(decoded.try_into().ok()?))
     }
 
-    pub fn as_str(&self) -> &str {
+    pub fn from_bytes(bytes: [u8; NODE_ID_LEN]) -> Self {
+        Self(bytes)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; NODE_ID_LEN] {
         &self.0
     }
 }
 
 impl fmt::Display for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&crate::base32::encode(&self.0))
+    }
+}
+
+impl fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "NodeId({self})")
+    }
+}
+
+impl serde::Serialize for NodeId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
     }
 }
 
@@ -194,10 +226,9 @@ mod tests {
 
     #[test]
     fn node_id_round_trips_and_rejects_garbage() {
-        let dir = tempfile::tempdir().unwrap();
-        let id = Identity::load_or_create(dir.path()).unwrap().id();
-        assert_eq!(id.as_str().len(), 16);
-        assert_eq!(NodeId::parse(&id.as_str().to_uppercase()), Some(id));
+        let id = Identity::generate().id();
+        assert_eq!(id.to_string().len(), 16);
+        assert_eq!(NodeId::parse(&id.to_string().to_uppercase()), Some(id));
         assert_eq!(NodeId::parse("not-an-id"), None);
         assert_eq!(NodeId::parse("aaaa"), None);
     }

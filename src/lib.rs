@@ -24,12 +24,14 @@
 //! Protocol constants that both ends (and the tests) must agree on live here.
 
 pub mod addr;
+pub mod base32;
 pub mod cli;
 pub mod config;
 pub mod discovery;
 pub mod health;
 pub mod identity;
 pub mod link;
+pub mod nat;
 pub mod net;
 pub mod portmap;
 pub mod report;

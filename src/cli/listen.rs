@@ -76,7 +76,7 @@ pub async fn run(node: Node, args: ListenArgs, reporter: Reporter) -> anyhow::Re
     }
     let address = node.address(listener.port(), &look)?;
     reporter.listening(
-        node.identity.id().as_str(),
+        &node.identity.id().to_string(),
         &address.to_string(),
         listener.port(),
     );

@@ -196,7 +196,7 @@ impl Node {
     }
 
     /// What `nat-info` found on this network, if it ran here within the cache's lifetime.
-    fn cached_nat_facts(&self) -> Vec<crate::addr::NatFacts> {
+    fn cached_nat_facts(&self) -> Vec<crate::nat::NatFacts> {
         crate::discovery::cache::fingerprint()
             .ok()
             .and_then(|fp| crate::discovery::cache::load(&self.settings.home, &fp))

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use super::args::NatInfoArgs;
 use super::{usage, Node};
-use crate::discovery::{self, Family, Report};
+use crate::discovery::{self, Report};
+use crate::nat::{AllocationKind, Family};
 use crate::report::Reporter;
-use crate::stun::classify::AllocationKind;
 
 pub async fn run(node: &Node, args: NatInfoArgs, reporter: &Reporter) -> anyhow::Result<ExitCode> {
     if node.settings.offline {

@@ -2,7 +2,7 @@
 //! the home, keyed by a fingerprint of the network (the interface addresses and the default
 //! gateway). A changed network, or facts older than [`MAX_AGE`], mean probing again.
 //!
-//! Neighbours: `nat-info` stores what it found; the address ([`crate::addr::NatFacts`]) reads it.
+//! Neighbours: `nat-info` stores what it found; the address carries the [`crate::nat::NatFacts`] it reads.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::Report;
-use crate::addr::NatFacts;
+use crate::nat::NatFacts;
 
 /// How long cached facts are trusted on an unchanged network.
 pub const MAX_AGE: Duration = Duration::from_secs(3600);
@@ -100,8 +100,7 @@ pub fn facts_of(report: &Report) -> Vec<NatFacts> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::discovery::Family;
-    use crate::stun::classify::{AllocationKind, Behaviour};
+    use crate::nat::{AllocationKind, Behaviour, Family};
 
     #[test]
     fn facts_are_kept_per_network_and_expire_with_it() {

@@ -31,8 +31,10 @@ use serde::Serialize;
 use tokio::net::UdpSocket;
 
 use crate::config::{HostPort, TurnServer};
+use crate::nat::Family;
+use crate::nat::{AllocationKind, Behaviour, PortAllocation};
 use crate::portmap::{self, PortMapper};
-use crate::stun::classify::{self, Behaviour, FilterTests, Observation, PortAllocation};
+use crate::stun::classify::{self, FilterTests, Observation};
 use crate::stun::udp::{self, Probe, ProbeResult};
 use crate::stun::{tcp, Change, Counter, StunError, Timing};
 
@@ -67,23 +69,6 @@ pub struct Report {
     pub stun_packets: u64,
     pub interfaces: Vec<InterfaceReport>,
     pub servers: Vec<ServerReport>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Family {
-    Ipv4,
-    Ipv6,
-}
-
-impl Family {
-    pub fn of(ip: IpAddr) -> Self {
-        if ip.is_ipv4() {
-            Family::Ipv4
-        } else {
-            Family::Ipv6
-        }
-    }
 }
 
 /// What one interface and family sees.
@@ -407,7 +392,7 @@ async fn probe_stun(ip: IpAddr, targets: &[Target], counter: &Counter) -> Interf
 
     let mut filter_tests = FilterTests::default();
     let mut allocation = PortAllocation {
-        kind: classify::AllocationKind::Unknown,
+        kind: AllocationKind::Unknown,
         delta: None,
     };
     let mut hairpinning = None;
@@ -457,7 +442,7 @@ async fn probe_stun(ip: IpAddr, targets: &[Target], counter: &Counter) -> Interf
                 tokio::time::timeout(left(), port_allocation(ip, reference, timing, counter))
                     .await
                     .unwrap_or(PortAllocation {
-                        kind: classify::AllocationKind::Unknown,
+                        kind: AllocationKind::Unknown,
                         delta: None,
                     });
             let wait = HAIRPIN_WAIT.min(left());

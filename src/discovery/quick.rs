@@ -5,12 +5,10 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 
-use crate::addr::NatFacts;
 use crate::config::HostPort;
-use crate::stun::classify::{self, AllocationKind, Behaviour, Observation};
+use crate::nat::{AllocationKind, Behaviour, Family, NatFacts};
+use crate::stun::classify::{self, Observation};
 use crate::stun::{udp, Change, Counter, Timing};
-
-use super::Family;
 
 /// What the quick look found.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -264,8 +264,7 @@ mod tests {
 
     #[test]
     fn certificate_carries_the_identity_key() {
-        let dir = tempfile::tempdir().unwrap();
-        let identity = Identity::load_or_create(dir.path()).unwrap();
+        let identity = Identity::generate();
         let creds = Credentials::new(&identity).unwrap();
         assert_eq!(key_of_cert(&creds.cert), Some(identity.public_key()));
         assert_eq!(key_of_cert(&CertificateDer::from(vec![0u8; 10])), None);

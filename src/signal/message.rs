@@ -27,7 +27,7 @@ use p256::pkcs8::DecodePrivateKey;
 use serde::{Deserialize, Serialize};
 
 use crate::addr::{Candidate, CandidateKind};
-use crate::identity::{Identity, NodeId, PublicKey, PUBLIC_KEY_LEN};
+use crate::identity::{Identity, NodeId, PublicKey, NODE_ID_LEN, PUBLIC_KEY_LEN};
 
 use super::{MAX_MESSAGE_LEN, WIRE_VERSION};
 
@@ -51,7 +51,6 @@ pub const MAX_ADDRESS_LEN: usize = 4096;
 const HEADER_LEN: usize = MAGIC.len() + 1;
 const ENCAPPED_LEN: usize = 65;
 const TAG_LEN: usize = 16;
-const NODE_ID_LEN: usize = 10;
 const SIGNATURE_LEN: usize = 64;
 /// Plaintext bytes around the body: key, id, message id, timestamp, kind, length, signature.
 const INNER_FIXED_LEN: usize = PUBLIC_KEY_LEN + NODE_ID_LEN + 16 + 8 + 1 + 2 + SIGNATURE_LEN;
@@ -393,13 +392,9 @@ impl Message {
             .ok()
             .filter(|_| body.len() + SEALED_OVERHEAD <= MAX_MESSAGE_LEN)
             .ok_or(MessageError::TooLarge(body.len() + SEALED_OVERHEAD))?;
-        let to = crate::addr::base32_decode(self.to.as_str()).map_err(|_| MessageError::BadBody)?;
-        if to.len() != NODE_ID_LEN {
-            return Err(MessageError::BadBody);
-        }
         let mut out = Vec::with_capacity(INNER_FIXED_LEN + body.len());
         out.extend_from_slice(&self.from.to_compressed());
-        out.extend_from_slice(&to);
+        out.extend_from_slice(self.to.as_bytes());
         out.extend_from_slice(&self.id.0);
         out.extend_from_slice(&self.timestamp_ms.to_be_bytes());
         out.push(self.payload.kind());
@@ -422,7 +417,7 @@ impl Message {
     pub fn decode_inner(inner: &[u8]) -> Result<Message, MessageError> {
         let mut r = Reader(inner);
         let from_bytes = r.take(PUBLIC_KEY_LEN)?;
-        let to = r.take(NODE_ID_LEN)?;
+        let to = r.array::<NODE_ID_LEN>()?;
         let id = r.array::<16>()?;
         let timestamp_ms = u64::from_be_bytes(r.array::<8>()?);
         let kind = r.array::<1>()?[0];
@@ -442,7 +437,7 @@ impl Message {
             .verify(&signed_bytes(unsigned), &signature)
             .map_err(|_| MessageError::BadSignature)?;
 
-        let to = NodeId::parse(&crate::addr::base32_encode(to)).ok_or(MessageError::BadBody)?;
+        let to = NodeId::from_bytes(to);
         Ok(Message {
             from,
             to,

@@ -363,7 +363,7 @@ impl Signal {
 fn client_id(public: &PublicKey) -> String {
     let mut random = [0u8; 3];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut random);
-    let suffix = crate::addr::base32_encode(&random);
+    let suffix = crate::base32::encode(&random);
     format!("wg{}-{}", public.id(), &suffix[..4])
 }
 

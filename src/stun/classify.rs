@@ -13,32 +13,7 @@
 
 use std::net::SocketAddr;
 
-use serde::{Deserialize, Serialize};
-
-/// A mapping or filtering behaviour (RFC 4787 terms).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Behaviour {
-    /// Mapping: no translation at all. Filtering: no NAT and nothing filtered that the tests
-    /// can see (an endpoint-independent firewall without NAT looks the same).
-    None,
-    EndpointIndependent,
-    AddressDependent,
-    AddressAndPortDependent,
-    Unknown,
-}
-
-impl Behaviour {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Behaviour::None => "none",
-            Behaviour::EndpointIndependent => "endpoint-independent",
-            Behaviour::AddressDependent => "address-dependent",
-            Behaviour::AddressAndPortDependent => "address-and-port-dependent",
-            Behaviour::Unknown => "unknown",
-        }
-    }
-}
+use crate::nat::{AllocationKind, Behaviour, PortAllocation};
 
 /// One binding made from the main socket.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -118,25 +93,6 @@ pub fn filtering(mapping: Behaviour, t: FilterTests) -> Behaviour {
         (Some(false), Some(false)) => Behaviour::AddressAndPortDependent,
         _ => Behaviour::Unknown,
     }
-}
-
-/// How the NAT picks the public port of a new mapping.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum AllocationKind {
-    /// The public port is the local port.
-    Preserving,
-    /// Each new mapping's port is the previous one plus a constant `delta`.
-    Sequential,
-    Random,
-    Unknown,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub struct PortAllocation {
-    pub kind: AllocationKind,
-    /// The step between consecutive mappings, for `sequential`.
-    pub delta: Option<i32>,
 }
 
 /// Largest step still called sequential; beyond it consecutive ports look random.

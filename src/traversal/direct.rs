@@ -122,8 +122,7 @@ mod tests {
     use crate::identity::Identity;
 
     fn peer(addrs: &[&str]) -> Address {
-        let dir = tempfile::tempdir().unwrap();
-        let key = Identity::load_or_create(dir.path()).unwrap().public_key();
+        let key = Identity::generate().public_key();
         let candidates = addrs
             .iter()
             .map(|a| Candidate {
@@ -166,9 +165,7 @@ mod tests {
 
     #[test]
     fn a_network_known_to_drop_udp_tries_tcp_first_and_quic_still() {
-        use crate::addr::NatFacts;
-        use crate::discovery::Family;
-        use crate::stun::classify::{AllocationKind, Behaviour};
+        use crate::nat::{AllocationKind, Behaviour, Family, NatFacts};
         let peer = peer(&["203.0.113.5:4000"]);
         let mut local = facts(&["192.168.1.2"]);
         local.nat.push(NatFacts {

@@ -81,7 +81,7 @@ impl std::fmt::Display for Attempt {
 pub struct LocalFacts {
     pub interface_ips: Vec<IpAddr>,
     /// What `nat-info` found on this network (cached): hints for ordering, never gates.
-    pub nat: Vec<crate::addr::NatFacts>,
+    pub nat: Vec<crate::nat::NatFacts>,
 }
 
 impl LocalFacts {
@@ -252,10 +252,7 @@ mod tests {
 
     #[test]
     fn via_leaves_no_attempt_waiting_for_one_it_removed() {
-        let dir = tempfile::tempdir().unwrap();
-        let key = crate::identity::Identity::load_or_create(dir.path())
-            .unwrap()
-            .public_key();
+        let key = crate::identity::Identity::generate().public_key();
         let peer = Address::new(
             key,
             vec![crate::addr::Candidate {
