@@ -2,7 +2,8 @@
 //! processes, loopback only. (Traversal through NATs is proven in the lab binary, `tests/lab.rs`.)
 //!
 //! Index:
-//! - `support`  — spawning nodes, reading their JSON events, test data and digests
+//! - `process`  — the warpgate process driver shared with the lab (tests/common/process.rs)
+//! - `support`  — nodes (homes, loopback-only commands, listeners), test data and digests
 //! - `transfer` — stdio both ways at once over TCP and QUIC, files, half-close, `| head`
 //! - `forward`  — `listen --forward` + `connect --local` with many concurrent clients
 //! - `auth`     — `--allow`, and a listener whose key does not match the address
@@ -17,6 +18,8 @@ mod docs;
 mod failure;
 #[path = "e2e/forward.rs"]
 mod forward;
+#[path = "common/process.rs"]
+mod process;
 #[path = "e2e/support.rs"]
 mod support;
 #[path = "e2e/transfer.rs"]

@@ -4,7 +4,8 @@
 //! passes, with CI set a lab that cannot come up fails.
 //!
 //! Index:
-//! - `harness`  — lab up/down, commands and probes in hosts, the warpgate process driver
+//! - `harness`  — lab up/down, commands and probes in hosts, warpgate commands in hosts
+//! - `process`  — the warpgate process driver shared with e2e (tests/common/process.rs)
 //! - `address`  — public candidates and NAT facts in the address
 //! - `nat`      — each router maps and filters as its NAT type promises (IPv4, IPv6), loss
 //! - `services` — STUN, TURN, MQTT, UPnP and NAT-PMP work from behind every router
@@ -22,6 +23,8 @@ mod matrix;
 mod nat;
 #[path = "lab/natinfo.rs"]
 mod natinfo;
+#[path = "common/process.rs"]
+mod process;
 #[path = "lab/services.rs"]
 mod services;
 #[path = "lab/traversal.rs"]

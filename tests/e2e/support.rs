@@ -1,18 +1,15 @@
-//! Helpers for driving real `warpgate` processes: a node is a temporary home; a listener is a
-//! child whose JSON events (stderr, `--json`) are read line by line on a thread.
+//! Helpers for the e2e tests: a node is a temporary home whose commands run on loopback only;
+//! its processes are driven by the shared [`Running`] (tests/common/process.rs). Test data and
+//! digests.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_warpgate");
-/// How long any single expected event may take to show up.
-pub const EVENT_TIMEOUT: Duration = Duration::from_secs(20);
+pub use crate::process::{Running, BIN};
 
 /// A node: its own home directory.
 pub struct Node {
@@ -64,85 +61,6 @@ impl Node {
             .expect("addr in listening event")
             .to_string();
         running
-    }
-}
-
-/// A running child with its stderr events collected.
-pub struct Running {
-    pub child: Child,
-    pub addr: String,
-    events: mpsc::Receiver<Value>,
-    /// Every stderr line, for failure messages.
-    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-impl Running {
-    pub fn spawn(cmd: &mut Command) -> Self {
-        let mut child = cmd.stderr(Stdio::piped()).spawn().expect("spawn warpgate");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, events) = mpsc::channel();
-        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let log2 = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                log2.lock().unwrap().push(line.clone());
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    if v.get("event").is_some() {
-                        let _ = tx.send(v);
-                    }
-                }
-            }
-        });
-        Self {
-            child,
-            addr: String::new(),
-            events,
-            log,
-        }
-    }
-
-    /// The next event named `name` (earlier events of other names are skipped).
-    pub fn wait_event(&mut self, name: &str) -> Value {
-        let deadline = std::time::Instant::now() + EVENT_TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.events.recv_timeout(left) {
-                Ok(v) if v["event"] == name => return v,
-                Ok(_) => continue,
-                Err(_) => panic!("no {name:?} event; stderr so far:\n{}", self.stderr()),
-            }
-        }
-    }
-
-    pub fn stderr(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-
-    /// Waits for exit (bounded) and returns the exit code.
-    pub fn wait(&mut self, timeout: Duration) -> i32 {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                // Give the stderr reader a moment to drain.
-                std::thread::sleep(Duration::from_millis(50));
-                return status.code().unwrap_or(-1);
-            }
-            if std::time::Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!(
-                    "process did not exit within {timeout:?}; stderr:\n{}",
-                    self.stderr()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{infra, lab, shared, Pair, Warpgate};
+use crate::harness::{infra, lab, shared, Pair};
 
 fn addr_json(lab: &crate::harness::Lab, host: &str, home: &std::path::Path) -> Value {
     let infra = infra();
     let global: Vec<&str> = infra.iter().map(String::as_str).collect();
-    let out = Warpgate::spawn_in(lab, host, home, &global, &["addr"], b"")
+    let out = lab
+        .spawn_in(host, home, &global, &["addr"], b"")
         .finish(Duration::from_secs(10));
     assert_eq!(out.code, Some(0), "{:?}", out.stderr);
     serde_json::from_str(out.stdout.trim()).expect("addr --json is JSON")
@@ -59,7 +60,8 @@ fn the_address_carries_public_candidates_and_nat_facts() {
         // After nat-info, the address carries its fuller facts for this network.
         let infra = infra();
         let global: Vec<&str> = infra.iter().map(String::as_str).collect();
-        let info = Warpgate::spawn_in(lab, host, home.path(), &global, &["nat-info"], b"")
+        let info = lab
+            .spawn_in(host, home.path(), &global, &["nat-info"], b"")
             .finish(Duration::from_secs(15));
         let report: Value = serde_json::from_str(info.stdout.trim()).expect("nat-info JSON");
         let v4 = report["interfaces"]
@@ -86,25 +88,24 @@ fn a_full_cone_listener_is_reached_directly_at_its_public_candidate() {
     let infra = infra();
     let listener_global: Vec<&str> = infra.iter().map(String::as_str).collect();
     let p = {
-        let mut l = Warpgate::spawn(
-            lab,
+        let mut l = lab.spawn(
             "fc1h",
             &listener_global,
             &["listen", "--port", "0"],
             b"hello from the listener\n",
         );
         let listening = l
-            .wait_event("listening", Duration::from_secs(15))
+            .wait_event_within("listening", Duration::from_secs(15))
             .expect("listening");
         let addr = listening["addr"].as_str().unwrap_or_default().to_string();
-        let c = Warpgate::spawn(
-            lab,
-            "pr1h",
-            &["--offline"],
-            &["connect", &addr, "--timeout", "5"],
-            b"hello from the connector\n",
-        )
-        .finish(Duration::from_secs(20));
+        let c = lab
+            .spawn(
+                "pr1h",
+                &["--offline"],
+                &["connect", &addr, "--timeout", "5"],
+                b"hello from the connector\n",
+            )
+            .finish(Duration::from_secs(20));
         let l = l.finish(Duration::from_secs(10));
         Pair {
             listener: l,

@@ -1,6 +1,6 @@
 //! The lab harness: brings `scripts/lab` up once per test binary, tears it down when the
 //! binary exits (however it exits), and runs commands, probes and the real `warpgate`
-//! binary inside lab hosts.
+//! binary inside lab hosts (driven by the shared [`Running`], tests/common/process.rs).
 //!
 //! Teardown does not rely on destructors (statics are never dropped) nor on `atexit`
 //! (skipped on abort or a signal): `up` also starts a small watchdog shell whose stdin is
@@ -8,16 +8,16 @@
 //! pipe, the watchdog reads EOF and runs `scripts/lab down`.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Output, Stdio};
-use std::sync::{mpsc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::process::{ChildStdin, Command, Output, Stdio};
+use std::sync::{Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// The warpgate binary under test.
-pub const WARPGATE: &str = env!("CARGO_BIN_EXE_warpgate");
+use crate::process::{Finished, Running};
+
 /// Servers of the lab's internet namespace (see the header of scripts/lab).
 pub const SRV_A: &str = "198.51.100.1";
 pub const SRV_B: &str = "198.51.100.2";
@@ -65,15 +65,15 @@ impl Pair {
     ) -> Result<Pair, String> {
         let mut args = vec!["listen", "--port", "0"];
         args.extend_from_slice(listen_args);
-        let mut l = Warpgate::spawn(lab, listener, global, &args, listener_input);
-        let Some(listening) = l.wait_event("listening", Duration::from_secs(15)) else {
+        let mut l = lab.spawn(listener, global, &args, listener_input);
+        let Some(listening) = l.wait_event_within("listening", Duration::from_secs(15)) else {
             let f = l.finish(Duration::from_secs(1));
             return Err(format!("listener exit {:?}: {:?}", f.code, f.stderr));
         };
         let addr = listening["addr"].as_str().unwrap_or_default().to_string();
         let mut args = vec!["connect", addr.as_str()];
         args.extend_from_slice(connect_args);
-        let c = Warpgate::spawn(lab, connector, global, &args, connector_input);
+        let c = lab.spawn(connector, global, &args, connector_input);
         let connector = c.finish(timeout);
         let grace = if connector.code == Some(0) { 10 } else { 0 };
         let listener = l.finish(Duration::from_secs(grace));
@@ -231,6 +231,38 @@ impl Lab {
         cmd
     }
 
+    /// `warpgate --home <home> --json <global...> <args...>` inside lab host `host`.
+    pub fn warpgate(&self, host: &str, home: &Path, global: &[&str], args: &[&str]) -> Command {
+        let mut cmd = self.command(host, crate::process::BIN);
+        cmd.arg("--home")
+            .arg(home)
+            .arg("--json")
+            .args(global)
+            .args(args)
+            .env("RUST_BACKTRACE", "1");
+        cmd
+    }
+
+    /// Starts [`Lab::warpgate`] with a fresh home (kept until the process is gone), feeding
+    /// `input` on stdin and then closing it; stdout is collected.
+    pub fn spawn(&self, host: &str, global: &[&str], args: &[&str], input: &[u8]) -> Running {
+        let home = tempfile::tempdir().expect("tempdir");
+        self.spawn_in(host, home.path(), global, args, input)
+            .keeping(home)
+    }
+
+    /// Like [`Lab::spawn`] with a home the caller keeps (state across runs).
+    pub fn spawn_in(
+        &self,
+        host: &str,
+        home: &Path,
+        global: &[&str],
+        args: &[&str],
+        input: &[u8],
+    ) -> Running {
+        Running::spawn_with_input(&mut self.warpgate(host, home, global, args), input)
+    }
+
     /// Run a command in a host and collect its output.
     pub fn exec(&self, host: &str, args: &[&str]) -> Output {
         self.command(host, args[0])
@@ -266,152 +298,6 @@ impl Lab {
             out.status.success(),
             "scripts/lab loss {router} {percent}: {out:?}"
         );
-    }
-}
-
-/// A warpgate process running in a lab host with its own home directory. Its stderr
-/// (JSON-line events with `--json`) is read as it arrives; dropping it kills the process.
-pub struct Warpgate {
-    child: Child,
-    events: mpsc::Receiver<String>,
-    pub stderr: Vec<String>,
-    stdout: Option<std::thread::JoinHandle<Vec<u8>>>,
-    _home: Option<tempfile::TempDir>,
-}
-
-/// What a finished warpgate process left behind.
-#[derive(Debug)]
-pub struct Finished {
-    pub code: Option<i32>,
-    pub stdout: String,
-    pub stdout_bytes: Vec<u8>,
-    pub stderr: Vec<String>,
-    pub events: Vec<Value>,
-}
-
-impl Finished {
-    pub fn event(&self, name: &str) -> Option<&Value> {
-        self.events.iter().find(|e| e["event"] == name)
-    }
-}
-
-impl Warpgate {
-    /// Start `warpgate --home <tmp> --json <global...> <args...>` in `host`, feeding `input`
-    /// on stdin and then closing it.
-    pub fn spawn(lab: &Lab, host: &str, global: &[&str], args: &[&str], input: &[u8]) -> Self {
-        let home = tempfile::tempdir().expect("tempdir");
-        let mut wg = Self::spawn_in(lab, host, home.path(), global, args, input);
-        wg._home = Some(home);
-        wg
-    }
-
-    /// Like [`Warpgate::spawn`] with a home the caller keeps (state across runs).
-    pub fn spawn_in(
-        lab: &Lab,
-        host: &str,
-        home: &Path,
-        global: &[&str],
-        args: &[&str],
-        input: &[u8],
-    ) -> Self {
-        let mut child = lab
-            .command(host, WARPGATE)
-            .arg("--home")
-            .arg(home)
-            .arg("--json")
-            .args(global)
-            .args(args)
-            .env("RUST_BACKTRACE", "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start warpgate in {host}: {e}"));
-        let mut stdin = child.stdin.take().unwrap();
-        let input = input.to_vec();
-        std::thread::spawn(move || {
-            let _ = stdin.write_all(&input);
-        });
-        let mut out = child.stdout.take().unwrap();
-        let stdout = std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = std::io::Read::read_to_end(&mut out, &mut buf);
-            buf
-        });
-        let (tx, events) = mpsc::channel();
-        let err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Warpgate {
-            child,
-            events,
-            stderr: Vec::new(),
-            stdout: Some(stdout),
-            _home: None,
-        }
-    }
-
-    /// Wait for a JSON event named `name` on stderr.
-    pub fn wait_event(&mut self, name: &str, timeout: Duration) -> Option<Value> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.checked_duration_since(Instant::now())?;
-            let line = self.events.recv_timeout(left).ok()?;
-            self.stderr.push(line.clone());
-            if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                if v["event"] == name {
-                    return Some(v);
-                }
-            }
-        }
-    }
-
-    /// Wait for the process to exit (killing it after `timeout`) and collect its output.
-    pub fn finish(mut self, timeout: Duration) -> Finished {
-        let deadline = Instant::now() + timeout;
-        let code = loop {
-            match self.child.try_wait().expect("try_wait") {
-                Some(status) => break status.code(),
-                None if Instant::now() >= deadline => {
-                    let _ = self.child.kill();
-                    let _ = self.child.wait();
-                    break None;
-                }
-                None => std::thread::sleep(Duration::from_millis(20)),
-            }
-        };
-        let stdout = self.stdout.take().unwrap().join().unwrap_or_default();
-        // The stderr reader ends with the process; gather what is left.
-        while let Ok(line) = self.events.recv_timeout(Duration::from_millis(200)) {
-            self.stderr.push(line);
-        }
-        let events = self
-            .stderr
-            .iter()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|v| v.get("event").is_some())
-            .collect();
-        Finished {
-            code,
-            stdout: String::from_utf8_lossy(&stdout).into_owned(),
-            stdout_bytes: stdout,
-            stderr: std::mem::take(&mut self.stderr),
-            events,
-        }
-    }
-}
-
-impl Drop for Warpgate {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 

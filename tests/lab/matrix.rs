@@ -14,7 +14,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::harness::{exclusive, infra, lab, parallel, Host, Lab, Warpgate};
+use crate::harness::{exclusive, infra, lab, parallel, Host, Lab};
 
 /// NAT types between which every ordered pair must get a direct link (issue 5).
 const CONE_LIKE: &[&str] = &[
@@ -64,14 +64,13 @@ fn run_pair(lab: &Lab, connector: &Host, listener: &Host, timeout: u64, global: 
     };
     let hello = format!("hello from {}\n", listener.name);
     let hi = format!("hi from {}\n", connector.name);
-    let mut l = Warpgate::spawn(
-        lab,
+    let mut l = lab.spawn(
         &listener.name,
         global,
         &["listen", "--port", "0"],
         hello.as_bytes(),
     );
-    let Some(listening) = l.wait_event("listening", Duration::from_secs(15)) else {
+    let Some(listening) = l.wait_event_within("listening", Duration::from_secs(15)) else {
         let f = l.finish(Duration::from_secs(1));
         cell.outcome = "no-listener".into();
         cell.detail = format!("listener exit {:?}: {:?}", f.code, f.stderr);
@@ -83,8 +82,7 @@ fn run_pair(lab: &Lab, connector: &Host, listener: &Host, timeout: u64, global: 
         return cell;
     };
     let t = timeout.to_string();
-    let c = Warpgate::spawn(
-        lab,
+    let c = lab.spawn(
         &connector.name,
         global,
         &["connect", addr, "--timeout", &t],

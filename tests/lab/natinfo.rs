@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::harness::{
-    exclusive, lab, parallel, shared, Host, Lab, Warpgate, SRV6_A, SRV_A, SRV_B, TURN_PASS,
-    TURN_USER,
+    exclusive, lab, parallel, shared, Host, Lab, SRV6_A, SRV_A, SRV_B, TURN_PASS, TURN_USER,
 };
 
 /// What one run left: exit code, the parsed report, wall time measured from outside.
@@ -37,7 +36,7 @@ fn nat_info(lab: &Lab, host: &str, servers: &[String], brokers: &[&str]) -> Run 
         global.push(b);
     }
     let started = Instant::now();
-    let wg = Warpgate::spawn(lab, host, &global, &["nat-info"], b"");
+    let wg = lab.spawn(host, &global, &["nat-info"], b"");
     let done = wg.finish(Duration::from_secs(15));
     let wall = started.elapsed();
     let report = serde_json::from_str(done.stdout.trim()).unwrap_or(Value::Null);
@@ -331,8 +330,9 @@ fn turn_servers_are_checked_with_their_credentials() {
         ];
         let global: Vec<&str> = global.iter().map(String::as_str).collect();
         let started = Instant::now();
-        let done =
-            Warpgate::spawn(lab, host, &global, &["nat-info"], b"").finish(Duration::from_secs(15));
+        let done = lab
+            .spawn(host, &global, &["nat-info"], b"")
+            .finish(Duration::from_secs(15));
         let wall = started.elapsed();
         let r: Value = serde_json::from_str(done.stdout.trim()).unwrap_or(Value::Null);
         assert!(wall < Duration::from_secs(3), "{host}: {wall:?}");
@@ -415,8 +415,9 @@ fn registries_are_checked_for_reachability() {
         "--registry",
         &closed,
     ];
-    let done =
-        Warpgate::spawn(lab, "pr1h", &global, &["nat-info"], b"").finish(Duration::from_secs(15));
+    let done = lab
+        .spawn("pr1h", &global, &["nat-info"], b"")
+        .finish(Duration::from_secs(15));
     let report: Value = serde_json::from_str(done.stdout.trim()).expect("nat-info JSON");
     let registry = |name: &str| {
         report["servers"]

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use crate::harness::{infra, lab, shared, Pair, Warpgate, SRV_A};
+use crate::harness::{infra, lab, shared, Pair, SRV_A};
 
 fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut state = seed | 1;
@@ -177,20 +177,21 @@ fn a_listener_that_is_not_running_fails_within_the_timeout() {
     let _g = shared();
     let infra = infra();
     // A real address of a node on pr1h that never listens.
-    let out = Warpgate::spawn(lab, "pr1h", &global(&infra), &["addr"], b"")
+    let out = lab
+        .spawn("pr1h", &global(&infra), &["addr"], b"")
         .finish(Duration::from_secs(10));
     let address: serde_json::Value =
         serde_json::from_str(out.stdout.trim()).expect("addr --json is JSON");
     let text = address["text"].as_str().expect("text").to_string();
     let started = Instant::now();
-    let c = Warpgate::spawn(
-        lab,
-        "pr2h",
-        &global(&infra),
-        &["connect", &text, "--timeout", "6"],
-        b"",
-    )
-    .finish(Duration::from_secs(30));
+    let c = lab
+        .spawn(
+            "pr2h",
+            &global(&infra),
+            &["connect", &text, "--timeout", "6"],
+            b"",
+        )
+        .finish(Duration::from_secs(30));
     let took = started.elapsed();
     assert_eq!(c.code, Some(1), "{:?}", c.stderr);
     assert!(took < Duration::from_secs(9), "took {took:?}");
