@@ -54,8 +54,7 @@ fn published(s: &Signal) -> (u64, u64) {
 async fn offer_and_answer_through_two_brokers() {
     let (a, b) = (Mosquitto::start(), Mosquitto::start());
     let brokers = [a.host_port(), b.host_port()];
-    let home = tempfile::tempdir().unwrap();
-    let identity = warpgate::identity::Identity::load_or_create(home.path()).unwrap();
+    let identity = warpgate::identity::Identity::generate();
     let connector = Signal::start(&identity, &brokers).await.unwrap();
     let listener = node(&brokers).await;
     wait_stats(&connector, "connector subscribed on both", |s| {
