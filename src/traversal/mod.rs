@@ -13,6 +13,7 @@
 
 pub mod cascade;
 pub mod direct;
+pub mod punch;
 pub mod respond;
 pub mod reverse;
 pub mod session;

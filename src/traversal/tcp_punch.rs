@@ -5,24 +5,23 @@
 //! flight is accepted by the kit's listener on the same port, which makes a connection too.
 //! Works through NATs with endpoint-independent mapping, and where UDP is blocked.
 
+use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::OptionFuture;
 use futures_util::FutureExt;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
 
+use super::punch::tcp::{Action, Dialer, Event, PUNCH_WINDOW};
 use super::session::Session;
 use super::{Attempt, Context, LinkFuture, LocalFacts, Phase, Strategy};
 use crate::addr::Address;
 use crate::link::{Link, LinkError, Transport};
-
-/// How long one connect may wait before the next try (a lost SYN is re-sent by the next try
-/// rather than by the kernel's 1 s retransmission).
-const TRY_TIMEOUT: Duration = Duration::from_millis(700);
-/// Pause after a refused or failed try.
-const RETRY_PAUSE: Duration = Duration::from_millis(100);
-/// How long tries go on.
-pub const PUNCH_WINDOW: Duration = Duration::from_secs(8);
 
 pub struct TcpPunch;
 
@@ -87,29 +86,45 @@ impl Strategy for TcpPunch {
     }
 }
 
-/// Connects from the kit port to `remote` until a connection forms or the window closes.
+/// A connect in flight.
+type Connecting = Pin<Box<dyn Future<Output = io::Result<TcpStream>> + Send>>;
+
+/// Drives a [`Dialer`]: connects from the kit port to `remote`, again and again, until a
+/// connection forms or the window closes.
 async fn punch(session: &Session, remote: SocketAddr) -> Result<Link, LinkError> {
-    session.fire().await;
-    let deadline = tokio::time::Instant::now() + PUNCH_WINDOW;
-    let mut tries = 0u32;
-    let last_error = loop {
-        tries += 1;
-        let socket = crate::net::shared_tcp_socket(session.kit.tcp_port)?;
-        let error = match tokio::time::timeout(TRY_TIMEOUT, socket.connect(remote)).await {
-            Ok(Ok(tcp)) => {
-                tracing::debug!(%remote, tries, "tcp_punch: connected");
-                return session.secure_tcp(tcp).await;
-            }
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => "no answer".to_string(),
-        };
-        if tokio::time::Instant::now() + RETRY_PAUSE >= deadline {
-            break error;
+    let mut dialer = Dialer::new(session.fire_at.into_std(), PUNCH_WINDOW);
+    let mut connecting: Option<Connecting> = None;
+    loop {
+        dialer.handle_timeout(Instant::now().into_std());
+        while let Some(action) = dialer.poll_action() {
+            connecting = match action {
+                Action::Connect => {
+                    let socket = crate::net::shared_tcp_socket(session.kit.tcp_port)?;
+                    Some(Box::pin(socket.connect(remote)))
+                }
+                Action::Abandon => None,
+            };
         }
-        tokio::time::sleep(RETRY_PAUSE).await;
-    };
-    Err(LinkError::Lost(format!(
-        "{tries} simultaneous-open tries over {}s failed, the last with: {last_error}",
-        PUNCH_WINDOW.as_secs()
-    )))
+        if let Some(Event::GaveUp(message)) = dialer.poll_event() {
+            return Err(LinkError::Lost(message));
+        }
+        let wake = dialer
+            .poll_timeout()
+            .ok_or(LinkError::Protocol("tcp_punch stopped without an outcome"))?;
+        tokio::select! {
+            () = tokio::time::sleep_until(Instant::from_std(wake)) => {}
+            Some(result) = OptionFuture::from(connecting.as_mut()) => {
+                connecting = None;
+                let now = Instant::now().into_std();
+                match result {
+                    Ok(tcp) => {
+                        dialer.handle_connected(now);
+                        tracing::debug!(%remote, tries = dialer.tries(), "tcp_punch: connected");
+                        return session.secure_tcp(tcp).await;
+                    }
+                    Err(e) => dialer.handle_failed(now, &e.to_string()),
+                }
+            }
+        }
+    }
 }

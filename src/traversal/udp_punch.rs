@@ -6,24 +6,19 @@
 //! runs QUIC on the same socket to that address and the listener's kit endpoint accepts it; the
 //! probes go on answering meanwhile, and QUIC keep-alives hold the mapping afterwards.
 
-use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
 use tokio::sync::watch;
+use tokio::time::Instant;
 
+use super::punch::udp::{Event, Prober, PUNCH_WINDOW};
 use super::session::{Role, Session};
 use super::{Attempt, Context, LinkFuture, LocalFacts, Phase, Strategy};
 use crate::addr::Address;
 use crate::link::{Link, LinkError, Transport};
-use crate::stun::codec::{self, Punch};
-
-/// Gap between rounds of probes (one to each peer candidate).
-const PROBE_INTERVAL: Duration = Duration::from_millis(50);
-/// How long probes are sent; after it they are only answered.
-pub const PUNCH_WINDOW: Duration = Duration::from_secs(8);
 
 pub struct UdpPunch;
 
@@ -94,51 +89,48 @@ async fn punch(session: Arc<Session>) -> Result<Link, LinkError> {
     }
 }
 
-/// Sends probes to every peer candidate from the agreed instant for [`PUNCH_WINDOW`], answers
-/// the peer's probes throughout, and publishes on `heard` the first address the peer's probes
-/// or answers came from. Returns only on a socket failure.
+/// Drives a [`Prober`] over the kit's STUN side: probes every peer candidate from the agreed
+/// instant for [`PUNCH_WINDOW`], answers the peer's probes throughout, and publishes on `heard`
+/// the first address the peer's probes or answers came from. Returns only on a socket failure.
 async fn probe(session: &Session, heard: watch::Sender<Option<SocketAddr>>) -> LinkError {
     let mut stun = session.kit.stun.lock().await;
-    let own_token = session.role.token(&session.nonce);
-    let peer_token = session.role.other().token(&session.nonce);
-    let mut sent_ids = HashSet::new();
+    let mut prober = Prober::new(
+        session.role.token(&session.nonce),
+        session.role.other().token(&session.nonce),
+        session.peer_udp.clone(),
+        session.fire_at.into_std(),
+        PUNCH_WINDOW,
+    );
+    // What arrives before the agreed instant waits in the socket's queue until then.
     session.fire().await;
-    let stop_sending = tokio::time::Instant::now() + PUNCH_WINDOW;
-    let mut tick = tokio::time::interval(PROBE_INTERVAL);
-    let mut rounds = 0u32;
     loop {
-        tokio::select! {
-            _ = tick.tick(), if tokio::time::Instant::now() < stop_sending => {
-                rounds += 1;
-                for &to in &session.peer_udp {
-                    let Ok((id, request)) = codec::punch_request(&own_token) else { continue };
-                    sent_ids.insert(id);
-                    if let Err(e) = stun.send(to, &request) {
-                        tracing::trace!(%to, "probe not sent: {e}");
-                    }
-                }
-                if rounds == 1 || rounds % 20 == 0 {
-                    tracing::debug!(rounds, peers = session.peer_udp.len(), "udp_punch: probing");
-                }
+        prober.handle_timeout(Instant::now().into_std());
+        while let Some(t) = prober.poll_transmit() {
+            if let Err(e) = stun.send(t.to, &t.bytes) {
+                tracing::trace!(to = %t.to, "probe not sent: {e}");
             }
+        }
+        if let Some(Event::Heard(from)) = prober.poll_event() {
+            heard.send_replace(Some(from));
+        }
+        // After the window only answers are left: wait for datagrams alone.
+        let wake = prober.poll_timeout().map(Instant::from_std);
+        tokio::select! {
+            () = sleep_until(wake) => {}
             datagram = stun.incoming.recv() => {
                 let Some((data, from)) = datagram else {
                     return LinkError::Protocol("punching socket closed");
                 };
-                match codec::read_punch(&data) {
-                    Some(Punch::Request { token }) if token == peer_token => {
-                        if let Ok(response) = codec::punch_response(&data, from) {
-                            let _ = stun.send(from, &response);
-                        }
-                    }
-                    Some(Punch::Response { id, .. }) if sent_ids.contains(&id) => {}
-                    _ => continue,
-                }
-                if heard.borrow().is_none() {
-                    tracing::debug!(%from, "udp_punch: peer heard");
-                    heard.send_replace(Some(from));
-                }
+                prober.handle_datagram(Instant::now().into_std(), from, &data);
             }
         }
+    }
+}
+
+/// Sleeps until `at`, or forever when there is nothing to wait for.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
