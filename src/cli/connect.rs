@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use futures_util::FutureExt;
 use tokio::task::JoinSet;
 
 use super::args::ConnectArgs;
@@ -14,12 +13,9 @@ use super::transfer::{self, Ends};
 use super::{usage, Node};
 use crate::addr::{Address, TEXT_PREFIX};
 use crate::config::HostPort;
-use crate::discovery::quick::Quick;
 use crate::link::Link;
 use crate::report::{Connected, Reporter, SignalUse};
-use crate::signal::{rendezvous, Keys, Signal, SignalConfig, RENDEZVOUS_BROKERS};
-use crate::traversal::session::Session;
-use crate::traversal::{self, cascade, Context, LocalFacts, Phase, Via};
+use crate::traversal::{self, cascade, offer, Context, LocalFacts, Via};
 
 /// TARGET is an address (`wg…`) or a name (`bob.p2p`).
 fn parse_target(text: &str) -> anyhow::Result<Address> {
@@ -66,12 +62,19 @@ pub async fn run(
         nat: node.cached_nat_facts(),
     };
     let timeout = Duration::from_secs(args.timeout);
-    let exchange = exchange(&node, &peer, via.signalled(&strategies), timeout)?;
+    let exchange = offer::exchange(
+        &node.settings,
+        node.signal_keys()?,
+        node.creds.clone(),
+        &peer,
+        via.signalled(&strategies),
+        timeout,
+    );
     let ctx = Arc::new(Context::new(node.creds, peer));
     let winner = cascade::run(&strategies, &via, &facts, ctx.clone(), exchange, timeout).await?;
     let link = winner.link;
     let mut event = Connected::new(link.info(), winner.method, start.elapsed());
-    if let Some(stats) = ctx.session.get().and_then(|s| s.signal_stats()) {
+    if let Some(stats) = ctx.rendezvous.get().and_then(|s| s.signal_stats()) {
         let used = SignalUse::from(&stats);
         tracing::info!(
             messages = used.messages,
@@ -92,43 +95,6 @@ pub async fn run(
             outcome.map(|_| ExitCode::SUCCESS)
         }
     }
-}
-
-/// The signalling exchange that lets the signalled strategies run, unless we are offline, no
-/// broker is known, or `--via` leaves no signalled strategy. It starts with the punch phase, so
-/// a peer reachable directly costs no signalling at all.
-fn exchange(
-    node: &Node,
-    peer: &Address,
-    strategies: Vec<String>,
-    timeout: Duration,
-) -> anyhow::Result<Option<cascade::Exchange>> {
-    let brokers = if peer.brokers.is_empty() {
-        rendezvous(&peer.key, &node.settings.brokers, RENDEZVOUS_BROKERS)
-    } else {
-        peer.brokers.clone()
-    };
-    if node.settings.offline || brokers.is_empty() || strategies.is_empty() {
-        return Ok(None);
-    }
-    let keys = Keys::from_identity(&node.identity).context("cannot use the identity key")?;
-    let own_address = node
-        .address(node.default_port(), &Quick::default())?
-        .to_string();
-    let (creds, peer, stun) = (node.creds.clone(), peer.clone(), node.settings.stun.clone());
-    // Brokers that cannot be reached are reported as such while half the time is still left,
-    // not hidden behind the deadline as a peer that never answered.
-    let mut config = SignalConfig::default();
-    let left = timeout.saturating_sub(Phase::Punch.offset());
-    config.start_timeout = config.start_timeout.min(left / 2);
-    Ok(Some(
-        async move {
-            tokio::time::sleep(Phase::Punch.offset()).await;
-            let signal = Signal::start_with(keys, &brokers, config).await?;
-            Session::offer(signal, creds, &peer, own_address, strategies, &stun).await
-        }
-        .boxed(),
-    ))
 }
 
 /// Carries each local TCP connection to the peer as a new stream until the link ends.

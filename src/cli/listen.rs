@@ -14,7 +14,6 @@ use crate::identity::NodeId;
 use crate::link::listener::Listener;
 use crate::link::{Link, HANDSHAKE_TIMEOUT};
 use crate::report::{Connected, Reporter};
-use crate::signal::Keys;
 use crate::traversal::{self, respond, respond::Responder};
 
 pub async fn run(node: Node, args: ListenArgs, reporter: Reporter) -> anyhow::Result<ExitCode> {
@@ -64,7 +63,7 @@ pub async fn run(node: Node, args: ListenArgs, reporter: Reporter) -> anyhow::Re
     let mut signalling = JoinSet::new();
     let brokers = node.brokers();
     if !brokers.is_empty() {
-        let keys = Keys::from_identity(&node.identity).context("cannot use the identity key")?;
+        let keys = node.signal_keys()?;
         let responder = Responder {
             creds: node.creds.clone(),
             allowed,

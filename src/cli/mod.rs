@@ -208,11 +208,12 @@ impl Node {
         if self.settings.offline {
             return Vec::new();
         }
-        crate::signal::rendezvous(
-            &self.identity.public_key(),
-            &self.settings.brokers,
-            crate::signal::RENDEZVOUS_BROKERS,
-        )
+        crate::signal::brokers_for(&self.identity.public_key(), &self.settings.brokers)
+    }
+
+    /// The keys signalling messages are sealed and opened with.
+    fn signal_keys(&self) -> anyhow::Result<crate::signal::Keys> {
+        crate::signal::Keys::from_identity(&self.identity).context("cannot use the identity key")
     }
 }
 

@@ -46,7 +46,6 @@ pub const SIGNATURE_DOMAIN: &[u8] = b"warpgate/v1 signal signature\0";
 pub const MAX_CANDIDATES: usize = 32;
 pub const MAX_STRATEGIES: usize = 16;
 pub const MAX_STRATEGY_LEN: usize = 32;
-pub const MAX_ADDRESS_LEN: usize = 4096;
 
 const HEADER_LEN: usize = MAGIC.len() + 1;
 const ENCAPPED_LEN: usize = 65;
@@ -139,11 +138,9 @@ impl std::fmt::Debug for MessageId {
     }
 }
 
-/// The connector's request: its address, fresh candidates and the strategies it wants to try.
+/// The connector's request: fresh candidates and the strategies it wants to try.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Offer {
-    /// The connector's address in text form.
-    pub address: String,
     /// Where the connector's punching UDP socket can be reached (local and public).
     #[serde(with = "candidates")]
     pub udp: Vec<Candidate>,
@@ -219,9 +216,6 @@ impl Payload {
     fn check_bounds(&self) -> Result<(), MessageError> {
         let (udp, tcp) = match self {
             Payload::Offer(o) => {
-                if o.address.len() > MAX_ADDRESS_LEN {
-                    return Err(MessageError::PayloadBounds("address too long"));
-                }
                 if o.strategies.len() > MAX_STRATEGIES
                     || o.strategies.iter().any(|s| s.len() > MAX_STRATEGY_LEN)
                 {
@@ -542,7 +536,6 @@ mod tests {
 
     fn offer() -> Payload {
         Payload::Offer(Offer {
-            address: "wgexampleaddress".into(),
             tcp: vec![],
             udp: vec![
                 Candidate {
@@ -631,7 +624,7 @@ mod tests {
         let (alice, bob) = (Keys::random(), Keys::random());
         let mut big = message(&alice, &bob, offer());
         if let Payload::Offer(o) = &mut big.payload {
-            o.address = "a".repeat(MAX_ADDRESS_LEN + 1);
+            o.strategies = vec!["a".repeat(MAX_STRATEGY_LEN + 1)];
         }
         assert!(matches!(
             big.seal(&alice, &bob.public_key()),

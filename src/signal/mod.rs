@@ -48,13 +48,14 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(10);
 const QUEUE_CAPACITY: usize = 256;
 
 /// How many brokers a node listens on, out of the configured list.
-pub const RENDEZVOUS_BROKERS: usize = 2;
+pub const BROKERS_PER_NODE: usize = 2;
 
-/// The brokers where the node with `key` listens: the `count` that rank highest by rendezvous
-/// (highest-random-weight) hashing of the key and the broker, so anyone holding the same list
-/// and the key picks the same ones without talking, and a list that grows or shrinks by one
-/// broker moves few nodes.
-pub fn rendezvous(key: &PublicKey, brokers: &[HostPort], count: usize) -> Vec<HostPort> {
+/// The brokers where the node with `key` listens, out of `brokers`: the
+/// [`BROKERS_PER_NODE`] that rank highest by rendezvous (highest-random-weight) hashing of the
+/// key and the broker, so anyone holding the same list and the key picks the same ones without
+/// talking, and a list that grows or shrinks by one broker moves few nodes. Both ends use it:
+/// the listener to choose where to listen, the connector when the address names no brokers.
+pub fn brokers_for(key: &PublicKey, brokers: &[HostPort]) -> Vec<HostPort> {
     use sha2::{Digest, Sha256};
     let mut ranked: Vec<(Vec<u8>, &HostPort)> = brokers
         .iter()
@@ -69,7 +70,7 @@ pub fn rendezvous(key: &PublicKey, brokers: &[HostPort], count: usize) -> Vec<Ho
     ranked.dedup_by(|a, b| a.1 == b.1);
     ranked
         .into_iter()
-        .take(count)
+        .take(BROKERS_PER_NODE)
         .map(|(_, b)| b.clone())
         .collect()
 }

@@ -1,21 +1,17 @@
 //! The cascade runner: launches planned attempts at their start times, verifies the first link
 //! that comes up with a round trip, selects it, and cancels every other attempt (they live in a
 //! `JoinSet`, so dropping it stops them). Alongside, the signalling exchange runs; when it
-//! agrees a session, the signalled strategies are planned and launched too. Every attempt's
+//! agrees a rendezvous, the signalled strategies are planned and launched too. Every attempt's
 //! outcome is logged (`-v`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::future::BoxFuture;
 use tokio::task::JoinSet;
 
-use super::session::{Session, SessionError};
+use super::offer::Exchange;
 use super::{plan, Attempt, Context, LocalFacts, Strategy, Via};
 use crate::link::{Link, LinkError};
-
-/// The signalling exchange the runner waits on beside the attempts.
-pub type Exchange = BoxFuture<'static, Result<Session, SessionError>>;
 
 /// The link that won, and how.
 pub struct Winner {
@@ -130,11 +126,11 @@ pub async fn run(
             }, if exchange.is_some() => {
                 exchange = None;
                 match agreed {
-                    Ok(session) => {
-                        let session = Arc::new(session);
-                        let attempts = plan(strategies, via, &ctx.peer, Some(&session), local);
-                        tracing::info!(attempts = attempts.len(), ms = start.elapsed().as_millis() as u64, "signalling agreed a session");
-                        let _ = ctx.session.set(session);
+                    Ok(rendezvous) => {
+                        let rendezvous = Arc::new(rendezvous);
+                        let attempts = plan(strategies, via, &ctx.peer, Some(&rendezvous), local);
+                        tracing::info!(attempts = attempts.len(), ms = start.elapsed().as_millis() as u64, "signalling agreed a rendezvous");
+                        let _ = ctx.rendezvous.set(rendezvous);
                         launch(&mut running, attempts, strategies, &ctx);
                     }
                     Err(e) => {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 
-use super::session::Session;
+use super::rendezvous::Rendezvous;
 use super::{Attempt, Context, LinkFuture, LocalFacts, Phase, Strategy};
 use crate::addr::Address;
 use crate::link::{quic, tls, LinkError, Transport, HANDSHAKE_TIMEOUT};
@@ -50,7 +50,7 @@ impl Strategy for Direct {
         Phase::Direct
     }
 
-    fn plan(&self, peer: &Address, _: Option<&Session>, local: &LocalFacts) -> Vec<Attempt> {
+    fn plan(&self, peer: &Address, _: Option<&Rendezvous>, local: &LocalFacts) -> Vec<Attempt> {
         let mut remotes: Vec<SocketAddr> = peer
             .candidates
             .iter()

@@ -3,7 +3,7 @@
 //! Each way of getting through is a [`Strategy`] (one file each, see [`registry`]). A strategy
 //! turns what the connector knows into planned [`Attempt`]s: plain data saying what will be
 //! tried, over which transport, to where and when. Strategies that need the peer's cooperation
-//! are *signalled*: they are planned once a [`session::Session`] was agreed over signalling, and
+//! are *signalled*: they are planned once a [`Rendezvous`] was agreed over signalling, and
 //! the listener runs their other half ([`Strategy::respond`], driven by [`respond`]).
 //! [`plan`] merges the enabled strategies' attempts into one schedule, phase by phase on a short
 //! stagger; [`cascade::run`] launches them, verifies the first link that comes up end to end,
@@ -13,10 +13,12 @@
 
 pub mod cascade;
 pub mod direct;
+pub mod kit;
+pub mod offer;
 pub mod punch;
+pub mod rendezvous;
 pub mod respond;
 pub mod reverse;
-pub mod session;
 pub mod tcp_punch;
 pub mod udp_punch;
 
@@ -28,7 +30,7 @@ use futures_util::future::BoxFuture;
 
 use crate::addr::Address;
 use crate::link::{pin::Credentials, Link, LinkError, Transport};
-use session::Session;
+use rendezvous::Rendezvous;
 
 /// Strategies start phase by phase; a later phase starts after a short stagger rather than
 /// waiting for the earlier one to fail.
@@ -96,8 +98,8 @@ impl LocalFacts {
 pub struct Context {
     pub creds: Credentials,
     pub peer: Address,
-    /// The session agreed over signalling, once it is (signalled strategies only run then).
-    pub session: OnceLock<Arc<Session>>,
+    /// The rendezvous agreed over signalling, once it is (signalled strategies only run then).
+    pub rendezvous: OnceLock<Arc<Rendezvous>>,
 }
 
 impl Context {
@@ -105,16 +107,16 @@ impl Context {
         Self {
             creds,
             peer,
-            session: OnceLock::new(),
+            rendezvous: OnceLock::new(),
         }
     }
 
-    /// The session, for a signalled strategy's attempt (planned only once there is one).
-    pub fn session(&self) -> Result<Arc<Session>, LinkError> {
-        self.session
+    /// The rendezvous, for a signalled strategy's attempt (planned only once there is one).
+    pub fn rendezvous(&self) -> Result<Arc<Rendezvous>, LinkError> {
+        self.rendezvous
             .get()
             .cloned()
-            .ok_or(LinkError::Protocol("no signalled session"))
+            .ok_or(LinkError::Protocol("no signalled rendezvous"))
     }
 }
 
@@ -126,18 +128,23 @@ pub trait Strategy: Send + Sync {
     /// The name users give to `--via` and see in reports.
     fn name(&self) -> &'static str;
     fn phase(&self) -> Phase;
-    /// Whether the strategy needs the peer's cooperation through a signalled [`Session`].
+    /// Whether the strategy needs the peer's cooperation through a signalled [`Rendezvous`].
     fn signalled(&self) -> bool {
         false
     }
     /// The attempts this strategy would make, with delays counted from the start of its phase
-    /// (signalled strategies: from the moment the session is agreed; `session` is `None` for
+    /// (signalled strategies: from the moment the rendezvous is agreed; `rendezvous` is `None` for
     /// the others).
-    fn plan(&self, peer: &Address, session: Option<&Session>, local: &LocalFacts) -> Vec<Attempt>;
+    fn plan(
+        &self,
+        peer: &Address,
+        rendezvous: Option<&Rendezvous>,
+        local: &LocalFacts,
+    ) -> Vec<Attempt>;
     /// Connector: makes the link for one of its planned attempts.
     fn run(&self, attempt: Attempt, ctx: Arc<Context>) -> LinkFuture;
-    /// Listener: its half in a signalled session, as futures that each may yield a link.
-    fn respond(&self, _session: &Arc<Session>) -> Vec<LinkFuture> {
+    /// Listener: its half in a signalled rendezvous, as futures that each may yield a link.
+    fn respond(&self, _rendezvous: &Arc<Rendezvous>) -> Vec<LinkFuture> {
         Vec::new()
     }
 }
@@ -210,27 +217,27 @@ impl Via {
     }
 }
 
-/// The schedule: every allowed attempt, ordered by start time. Without a session, the
+/// The schedule: every allowed attempt, ordered by start time. Without a rendezvous, the
 /// strategies that need none, delayed by their phase; with one, the signalled strategies, timed
-/// from the session.
+/// from the rendezvous.
 pub fn plan(
     strategies: &[Arc<dyn Strategy>],
     via: &Via,
     peer: &Address,
-    session: Option<&Session>,
+    rendezvous: Option<&Rendezvous>,
     local: &LocalFacts,
 ) -> Vec<Attempt> {
     let mut attempts: Vec<Attempt> = strategies
         .iter()
-        .filter(|s| s.signalled() == session.is_some())
+        .filter(|s| s.signalled() == rendezvous.is_some())
         .flat_map(|s| {
-            let offset = if session.is_some() {
+            let offset = if rendezvous.is_some() {
                 Duration::ZERO
             } else {
                 s.phase().offset()
             };
             let mut own: Vec<Attempt> = s
-                .plan(peer, session, local)
+                .plan(peer, rendezvous, local)
                 .into_iter()
                 .filter(|a| via.allows(a))
                 .collect();

@@ -1,5 +1,5 @@
 //! The listener's half of the signalled strategies: answers each offer arriving over signalling
-//! with a fresh [`Session`], runs the listener side of every strategy the offer asked for, and
+//! with a fresh [`Rendezvous`] (its own [`Kit`] and the fire instant), runs the listener side of every strategy the offer asked for, and
 //! hands the links they make to the listener's accept queue, where the connector's verification
 //! and selection decide which one is used.
 //!
@@ -12,13 +12,16 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 
-use super::session::Session;
+use tokio::time::Instant;
+
+use super::kit::Kit;
+use super::rendezvous::{usable, Rendezvous, RendezvousError, Role, FIRE_IN};
 use super::Strategy;
 use crate::config::HostPort;
 use crate::identity::{NodeId, PublicKey};
 use crate::link::listener::Inbound;
 use crate::link::pin::Credentials;
-use crate::signal::{Keys, Offer, Payload, Signal, SignalConfig};
+use crate::signal::{Answer, Keys, Offer, Payload, Signal, SignalConfig};
 
 /// Sessions answered at once; further offers wait for the connector's retry.
 pub const MAX_SESSIONS: usize = 8;
@@ -91,7 +94,7 @@ async fn run_session(
     from: PublicKey,
     offer: Offer,
 ) {
-    let session = match Session::answer(
+    let session = match answer(
         &signal,
         responder.creds.clone(),
         from,
@@ -126,4 +129,37 @@ async fn run_session(
         Ok(false) => tracing::info!(peer = %from.id(), "session done: no link came up"),
         Err(_) => tracing::info!(peer = %from.id(), "session timed out"),
     }
+}
+
+/// Prepares a kit and answers `offer` from `peer`: the listener fires [`FIRE_IN`] after the
+/// answer went out plus half the round trip its acknowledgement took.
+async fn answer(
+    signal: &Signal,
+    creds: Credentials,
+    peer: PublicKey,
+    offer: Offer,
+    stun_servers: &[HostPort],
+) -> Result<Rendezvous, RendezvousError> {
+    let kit = Kit::prepare(&creds, &peer, stun_servers).await?;
+    let answer = Answer {
+        udp: kit.udp.clone(),
+        tcp: kit.tcp.clone(),
+        nonce: offer.nonce,
+        fire_in_ms: FIRE_IN.as_millis() as u32,
+    };
+    let sent = Instant::now();
+    signal.send(&peer, Payload::Answer(answer)).await?;
+    let round_trip = sent.elapsed();
+    Ok(Rendezvous {
+        role: Role::Listener,
+        peer,
+        creds,
+        nonce: offer.nonce,
+        kit,
+        peer_udp: usable(&offer.udp),
+        peer_tcp: usable(&offer.tcp),
+        strategies: offer.strategies,
+        fire_at: (sent + FIRE_IN + round_trip / 2).max(Instant::now()),
+        signal: None,
+    })
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 
-use super::session::Session;
+use super::rendezvous::Rendezvous;
 use super::{Attempt, Context, LinkFuture, LocalFacts, Phase, Strategy};
 use crate::addr::Address;
 use crate::link::{LinkError, Transport};
@@ -33,8 +33,8 @@ impl Strategy for Reverse {
     }
 
     /// The connector's side is waiting for the listener: one attempt per transport.
-    fn plan(&self, _: &Address, session: Option<&Session>, _: &LocalFacts) -> Vec<Attempt> {
-        if session.is_none() {
+    fn plan(&self, _: &Address, rendezvous: Option<&Rendezvous>, _: &LocalFacts) -> Vec<Attempt> {
+        if rendezvous.is_none() {
             return Vec::new();
         }
         [Transport::Tcp, Transport::Quic]
@@ -50,33 +50,33 @@ impl Strategy for Reverse {
 
     fn run(&self, attempt: Attempt, ctx: Arc<Context>) -> LinkFuture {
         async move {
-            let session = ctx.session()?;
+            let rendezvous = ctx.rendezvous()?;
             match attempt.transport {
-                Transport::Tcp => session.accept_tcp().await,
-                Transport::Quic => session.accept_quic().await,
+                Transport::Tcp => rendezvous.accept_tcp().await,
+                Transport::Quic => rendezvous.accept_quic().await,
             }
         }
         .boxed()
     }
 
-    fn respond(&self, session: &Arc<Session>) -> Vec<LinkFuture> {
-        let tcp = session.peer_tcp.iter().map(|&remote| {
-            let session = session.clone();
+    fn respond(&self, rendezvous: &Arc<Rendezvous>) -> Vec<LinkFuture> {
+        let tcp = rendezvous.peer_tcp.iter().map(|&remote| {
+            let rendezvous = rendezvous.clone();
             async move {
-                session.fire().await;
+                rendezvous.fire().await;
                 let tcp =
                     tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(remote))
                         .await
                         .map_err(|_| LinkError::Timeout("TCP connect"))??;
-                session.secure_tcp(tcp).await
+                rendezvous.secure_tcp(tcp).await
             }
             .boxed()
         });
-        let quic = session.peer_udp.iter().map(|&remote| {
-            let session = session.clone();
+        let quic = rendezvous.peer_udp.iter().map(|&remote| {
+            let rendezvous = rendezvous.clone();
             async move {
-                session.fire().await;
-                session.dial_quic(remote).await
+                rendezvous.fire().await;
+                rendezvous.dial_quic(remote).await
             }
             .boxed()
         });

@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::punch::tcp::{Action, Dialer, Event, PUNCH_WINDOW};
-use super::session::Session;
+use super::rendezvous::Rendezvous;
 use super::{Attempt, Context, LinkFuture, LocalFacts, Phase, Strategy};
 use crate::addr::Address;
 use crate::link::{Link, LinkError, Transport};
@@ -38,11 +38,11 @@ impl Strategy for TcpPunch {
         true
     }
 
-    fn plan(&self, _: &Address, session: Option<&Session>, _: &LocalFacts) -> Vec<Attempt> {
-        let Some(session) = session else {
+    fn plan(&self, _: &Address, rendezvous: Option<&Rendezvous>, _: &LocalFacts) -> Vec<Attempt> {
+        let Some(rendezvous) = rendezvous else {
             return Vec::new();
         };
-        session
+        rendezvous
             .peer_tcp
             .iter()
             .map(|&remote| Attempt {
@@ -56,31 +56,31 @@ impl Strategy for TcpPunch {
 
     fn run(&self, attempt: Attempt, ctx: Arc<Context>) -> LinkFuture {
         async move {
-            let session = ctx.session()?;
+            let rendezvous = ctx.rendezvous()?;
             let remote = attempt
                 .remote
                 .ok_or(LinkError::Protocol("a tcp_punch attempt needs an address"))?;
             // The peer's SYN may arrive as an inbound connection on our port instead.
             tokio::select! {
-                link = punch(&session, remote) => link,
-                link = session.accept_tcp() => link,
+                link = punch(&rendezvous, remote) => link,
+                link = rendezvous.accept_tcp() => link,
             }
         }
         .boxed()
     }
 
-    fn respond(&self, session: &Arc<Session>) -> Vec<LinkFuture> {
-        let mut futures: Vec<LinkFuture> = session
+    fn respond(&self, rendezvous: &Arc<Rendezvous>) -> Vec<LinkFuture> {
+        let mut futures: Vec<LinkFuture> = rendezvous
             .peer_tcp
             .iter()
             .map(|&remote| {
-                let session = session.clone();
-                async move { punch(&session, remote).await }.boxed()
+                let rendezvous = rendezvous.clone();
+                async move { punch(&rendezvous, remote).await }.boxed()
             })
             .collect();
         if !futures.is_empty() {
-            let session = session.clone();
-            futures.push(async move { session.accept_tcp().await }.boxed());
+            let rendezvous = rendezvous.clone();
+            futures.push(async move { rendezvous.accept_tcp().await }.boxed());
         }
         futures
     }
@@ -91,15 +91,15 @@ type Connecting = Pin<Box<dyn Future<Output = io::Result<TcpStream>> + Send>>;
 
 /// Drives a [`Dialer`]: connects from the kit port to `remote`, again and again, until a
 /// connection forms or the window closes.
-async fn punch(session: &Session, remote: SocketAddr) -> Result<Link, LinkError> {
-    let mut dialer = Dialer::new(session.fire_at.into_std(), PUNCH_WINDOW);
+async fn punch(rendezvous: &Rendezvous, remote: SocketAddr) -> Result<Link, LinkError> {
+    let mut dialer = Dialer::new(rendezvous.fire_at.into_std(), PUNCH_WINDOW);
     let mut connecting: Option<Connecting> = None;
     loop {
         dialer.handle_timeout(Instant::now().into_std());
         while let Some(action) = dialer.poll_action() {
             connecting = match action {
                 Action::Connect => {
-                    let socket = crate::net::shared_tcp_socket(session.kit.tcp_port)?;
+                    let socket = crate::net::shared_tcp_socket(rendezvous.kit.tcp_port)?;
                     Some(Box::pin(socket.connect(remote)))
                 }
                 Action::Abandon => None,
@@ -120,7 +120,7 @@ async fn punch(session: &Session, remote: SocketAddr) -> Result<Link, LinkError>
                     Ok(tcp) => {
                         dialer.handle_connected(now);
                         tracing::debug!(%remote, tries = dialer.tries(), "tcp_punch: connected");
-                        return session.secure_tcp(tcp).await;
+                        return rendezvous.secure_tcp(tcp).await;
                     }
                     Err(e) => dialer.handle_failed(now, &e.to_string()),
                 }

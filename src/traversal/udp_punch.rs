@@ -1,5 +1,5 @@
 //! `udp_punch`: UDP hole punching. From the agreed instant both sides send STUN-shaped probes
-//! (binding requests carrying the session token) from the kit socket whose mapping they learned,
+//! (binding requests carrying the rendezvous token) from the kit socket whose mapping they learned,
 //! to every candidate of the other; each answers the other's probes. Outbound probes open each
 //! side's NAT for the other; the first probe or answer that arrives names an address the peer is
 //! reachable at, even one neither side announced (a peer-reflexive source). The connector then
@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::punch::udp::{Event, Prober, PUNCH_WINDOW};
-use super::session::{Role, Session};
+use super::rendezvous::{Rendezvous, Role};
 use super::{Attempt, Context, LinkFuture, LocalFacts, Phase, Strategy};
 use crate::addr::Address;
 use crate::link::{Link, LinkError, Transport};
@@ -35,8 +35,8 @@ impl Strategy for UdpPunch {
         true
     }
 
-    fn plan(&self, _: &Address, session: Option<&Session>, _: &LocalFacts) -> Vec<Attempt> {
-        match session {
+    fn plan(&self, _: &Address, rendezvous: Option<&Rendezvous>, _: &LocalFacts) -> Vec<Attempt> {
+        match rendezvous {
             Some(s) if !s.peer_udp.is_empty() => vec![Attempt {
                 strategy: self.name(),
                 transport: Transport::Quic,
@@ -48,25 +48,25 @@ impl Strategy for UdpPunch {
     }
 
     fn run(&self, _: Attempt, ctx: Arc<Context>) -> LinkFuture {
-        async move { punch(ctx.session()?).await }.boxed()
+        async move { punch(ctx.rendezvous()?).await }.boxed()
     }
 
-    fn respond(&self, session: &Arc<Session>) -> Vec<LinkFuture> {
-        if session.peer_udp.is_empty() {
+    fn respond(&self, rendezvous: &Arc<Rendezvous>) -> Vec<LinkFuture> {
+        if rendezvous.peer_udp.is_empty() {
             return Vec::new();
         }
-        vec![punch(session.clone()).boxed()]
+        vec![punch(rendezvous.clone()).boxed()]
     }
 }
 
 /// Probes until the hole is open, then makes the QUIC link through it: the connector dials
 /// the first address the peer was heard from, the listener accepts on its kit endpoint.
-async fn punch(session: Arc<Session>) -> Result<Link, LinkError> {
+async fn punch(rendezvous: Arc<Rendezvous>) -> Result<Link, LinkError> {
     let (heard_tx, mut heard) = watch::channel(None);
-    let probing = probe(&session, heard_tx);
+    let probing = probe(&rendezvous, heard_tx);
     tokio::pin!(probing);
     let link = async {
-        match session.role {
+        match rendezvous.role {
             Role::Connector => {
                 let remote = loop {
                     if let Some(addr) = *heard.borrow_and_update() {
@@ -78,9 +78,9 @@ async fn punch(session: Arc<Session>) -> Result<Link, LinkError> {
                         .map_err(|_| LinkError::Protocol("probing stopped"))?;
                 };
                 tracing::debug!(%remote, "udp_punch: heard the peer; starting QUIC");
-                session.dial_quic(remote).await
+                rendezvous.dial_quic(remote).await
             }
-            Role::Listener => session.accept_quic().await,
+            Role::Listener => rendezvous.accept_quic().await,
         }
     };
     tokio::select! {
@@ -92,17 +92,17 @@ async fn punch(session: Arc<Session>) -> Result<Link, LinkError> {
 /// Drives a [`Prober`] over the kit's STUN side: probes every peer candidate from the agreed
 /// instant for [`PUNCH_WINDOW`], answers the peer's probes throughout, and publishes on `heard`
 /// the first address the peer's probes or answers came from. Returns only on a socket failure.
-async fn probe(session: &Session, heard: watch::Sender<Option<SocketAddr>>) -> LinkError {
-    let mut stun = session.kit.stun.lock().await;
+async fn probe(rendezvous: &Rendezvous, heard: watch::Sender<Option<SocketAddr>>) -> LinkError {
+    let mut stun = rendezvous.kit.stun.lock().await;
     let mut prober = Prober::new(
-        session.role.token(&session.nonce),
-        session.role.other().token(&session.nonce),
-        session.peer_udp.clone(),
-        session.fire_at.into_std(),
+        rendezvous.role.token(&rendezvous.nonce),
+        rendezvous.role.other().token(&rendezvous.nonce),
+        rendezvous.peer_udp.clone(),
+        rendezvous.fire_at.into_std(),
         PUNCH_WINDOW,
     );
     // What arrives before the agreed instant waits in the socket's queue until then.
-    session.fire().await;
+    rendezvous.fire().await;
     loop {
         prober.handle_timeout(Instant::now().into_std());
         while let Some(t) = prober.poll_transmit() {

@@ -11,7 +11,6 @@ use crate::support::{
 
 fn offer() -> Payload {
     Payload::Offer(Offer {
-        address: "wgconnectoraddressplaceholder".into(),
         tcp: Vec::new(),
         udp: vec![
             Candidate {

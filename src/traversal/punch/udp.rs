@@ -1,7 +1,7 @@
 //! The UDP punching handshake, sans-IO. From the agreed instant a [`Prober`] sends a round of
 //! probes every [`PROBE_INTERVAL`] (one to each peer candidate) until [`PUNCH_WINDOW`] has
 //! passed; probes are STUN binding requests whose USERNAME is this side's role token
-//! ([`crate::traversal::session::Role::token`]). Throughout, and after the window too, it
+//! ([`crate::traversal::rendezvous::Role::token`]). Throughout, and after the window too, it
 //! answers every probe that carries the peer's token. It reports, once, the first address the
 //! peer was heard from: the source of a peer probe or of an answer to one of our own probes,
 //! whatever port that is (a peer-reflexive source counts). Its own probes looped back, answers

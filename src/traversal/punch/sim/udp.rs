@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::{candidates, ms, Host, Nat, Net, LATENCY};
 use crate::traversal::punch::udp::{Event, Prober, PROBE_INTERVAL, PUNCH_WINDOW};
-use crate::traversal::session::Role;
+use crate::traversal::rendezvous::Role;
 
 const NONCE: [u8; 16] = [7; 16];
 

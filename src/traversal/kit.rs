@@ -1,0 +1,241 @@
+//! The punching kit: this side's fresh sockets for one rendezvous. A UDP socket that carries
+//! both STUN (the probes) and QUIC (the link through the hole), and a TCP port shared by a
+//! listener and the simultaneous-open connects (SO_REUSEADDR/PORT). Preparing it binds the
+//! sockets, learns their public mappings with STUN on those very sockets (so the mapping
+//! announced is the mapping used), and turns what was learned into candidates for the peer.
+//!
+//! Neighbours: [`super::rendezvous`] owns a kit per side; the punch strategies use its sockets.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+
+use crate::addr::{Candidate, CandidateKind};
+use crate::config::HostPort;
+use crate::identity::PublicKey;
+use crate::link::demux::StunSide;
+use crate::link::pin::Credentials;
+use crate::link::quic;
+use crate::stun::{self, Timing};
+
+/// STUN for a kit must not hold up the offer: three tries over 300 ms, then go without.
+const KIT_STUN: Timing = Timing::BRIEF;
+/// The least time the slower of UDP and TCP STUN gets after the faster answered.
+const KIT_STUN_GRACE: Duration = Duration::from_millis(100);
+/// STUN servers asked per kit (the first answer is enough; more only cost packets).
+const KIT_STUN_SERVERS: usize = 2;
+/// Most ports a NAT may step between two mappings for its allocation to count as sequential.
+const MAX_SEQUENTIAL_STEP: u16 = 16;
+/// How many ports ahead to predict.
+const PREDICTED_PORTS: u16 = 3;
+
+/// This side's fresh sockets for one rendezvous.
+pub struct Kit {
+    /// QUIC on the UDP socket whose mapping was learned; it accepts only the peer.
+    pub endpoint: quinn::Endpoint,
+    /// The STUN side of the same socket (punch probes).
+    pub stun: tokio::sync::Mutex<StunSide>,
+    /// Accepts on the punching TCP port (reverse connects, and punches that land as accepts).
+    pub tcp_listener: tokio::sync::Mutex<TcpListener>,
+    pub tcp_port: u16,
+    pub udp: Vec<Candidate>,
+    pub tcp: Vec<Candidate>,
+}
+
+impl Kit {
+    /// Binds the sockets, learns their public mappings from `stun_servers` (IPv4) and makes the
+    /// QUIC endpoint that accepts only `peer`.
+    pub async fn prepare(
+        creds: &Credentials,
+        peer: &PublicKey,
+        stun_servers: &[HostPort],
+    ) -> std::io::Result<Self> {
+        let udp = crate::net::bind_udp((Ipv4Addr::UNSPECIFIED, 0).into())?;
+        udp.set_nonblocking(true)?;
+        let udp = tokio::net::UdpSocket::from_std(udp)?;
+        let udp_port = udp.local_addr()?.port();
+        let listener = crate::net::shared_tcp_socket(0)?;
+        let tcp_port = listener.local_addr()?.port();
+        let tcp_listener = listener.listen(16)?;
+
+        let (udp_public, tcp_public) = learn_mappings(&udp, tcp_port, stun_servers).await;
+        tracing::debug!(?udp_public, ?tcp_public, "kit mappings");
+        let local_ips: Vec<IpAddr> = crate::net::interface_ips()?
+            .into_iter()
+            .filter(|ip| ip.is_ipv4() && !ip.is_loopback())
+            .collect();
+        let udp_candidates = candidates(udp_port, &with_predictions(udp_public), &local_ips);
+        let tcp_candidates = candidates(tcp_port, &with_predictions(tcp_public), &local_ips);
+
+        let server = quic::server_config(creds, Some(vec![peer.id()]))
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let (endpoint, stun_side) = quic::endpoint_with_stun(udp.into_std()?, Some(server))?;
+        Ok(Self {
+            endpoint,
+            stun: tokio::sync::Mutex::new(stun_side),
+            tcp_listener: tokio::sync::Mutex::new(tcp_listener),
+            tcp_port,
+            udp: udp_candidates,
+            tcp: tcp_candidates,
+        })
+    }
+}
+
+/// The public mappings of the kit's UDP socket and TCP port, as the STUN servers saw them.
+/// Every server is asked at once, each from the kit's own socket or port: two answers tell a
+/// NAT that keeps the mapping from one that allocates a new port per destination (and by what
+/// step).
+async fn learn_mappings(
+    udp: &tokio::net::UdpSocket,
+    tcp_port: u16,
+    stun_servers: &[HostPort],
+) -> (Vec<SocketAddr>, Vec<SocketAddr>) {
+    let servers = crate::discovery::resolve_v4(stun_servers, KIT_STUN_SERVERS).await;
+    let counter = stun::Counter::default();
+    let udp_probes: Vec<stun::udp::Probe> = servers
+        .iter()
+        .map(|&to| stun::udp::Probe {
+            to,
+            change: stun::Change::NONE,
+        })
+        .collect();
+    let tcp_binding = futures_util::future::join_all(servers.iter().map(|&to| {
+        let counter = &counter;
+        async move {
+            let socket = crate::net::shared_tcp_socket(tcp_port).ok()?;
+            stun::tcp::binding_from(Some(socket), to, KIT_STUN.total(), counter)
+                .await
+                .ok()
+                .map(|(binding, _)| binding.mapped)
+        }
+    }))
+    .map(|found| found.into_iter().flatten().collect::<Vec<SocketAddr>>());
+    // Once one transport's mapping is known, the other gets a grace of twice the time that
+    // took (TCP needs a round trip more than UDP): behind a firewall that drops UDP, waiting
+    // out UDP's retransmissions would delay the offer.
+    let started = Instant::now();
+    let grace = || (started.elapsed() * 2).max(KIT_STUN_GRACE);
+    let (udp_results, tcp_public) = {
+        let udp_binding = stun::udp::run(udp, &udp_probes, KIT_STUN, &counter);
+        tokio::pin!(udp_binding, tcp_binding);
+        tokio::select! {
+            udp = &mut udp_binding => {
+                let tcp = tokio::time::timeout(grace(), &mut tcp_binding).await;
+                (udp, tcp.unwrap_or_default())
+            }
+            tcp = &mut tcp_binding => {
+                let udp = tokio::time::timeout(grace(), &mut udp_binding).await;
+                (udp.unwrap_or_default(), tcp)
+            }
+        }
+    };
+    let udp_public = udp_results
+        .into_iter()
+        .filter_map(|r| r.outcome.ok().map(|b| b.mapped))
+        .collect();
+    (udp_public, tcp_public)
+}
+
+/// The candidates of a kit socket on `port`: its public mappings first, then each interface
+/// address, without repeats, at most what one signalling message carries.
+fn candidates(port: u16, public: &[SocketAddr], local_ips: &[IpAddr]) -> Vec<Candidate> {
+    let mut list: Vec<Candidate> = public
+        .iter()
+        .map(|&addr| Candidate {
+            kind: CandidateKind::Public,
+            addr,
+        })
+        .collect();
+    for &ip in local_ips {
+        let addr = SocketAddr::new(ip, port);
+        if !list.iter().any(|c| c.addr == addr) {
+            list.push(Candidate {
+                kind: CandidateKind::Local,
+                addr,
+            });
+        }
+    }
+    list.truncate(crate::signal::message::MAX_CANDIDATES);
+    list
+}
+
+/// The mappings learned, deduplicated, plus predictions: when two servers saw the same IP on
+/// ports a small step apart, the NAT allocates sequentially per destination, so the peer will
+/// meet the next ports along (DESIGN §3 port prediction). Equal ports (the mapping is kept) and
+/// far-apart ports (random allocation) predict nothing.
+fn with_predictions(mut mapped: Vec<SocketAddr>) -> Vec<SocketAddr> {
+    mapped.dedup();
+    if let [a, b] = mapped[..] {
+        let step = a.port().abs_diff(b.port());
+        if a.ip() == b.ip() && step > 0 && step <= MAX_SEQUENTIAL_STEP {
+            let last = a.port().max(b.port());
+            for k in 1..=PREDICTED_PORTS {
+                if let Some(port) = last.checked_add(step * k) {
+                    mapped.push(SocketAddr::new(a.ip(), port));
+                }
+            }
+        }
+    }
+    mapped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addrs(list: &[&str]) -> Vec<SocketAddr> {
+        list.iter().map(|a| a.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn sequential_allocation_predicts_the_next_ports() {
+        let got = with_predictions(addrs(&["203.0.113.5:40002", "203.0.113.5:40004"]));
+        let want = addrs(&[
+            "203.0.113.5:40002",
+            "203.0.113.5:40004",
+            "203.0.113.5:40006",
+            "203.0.113.5:40008",
+            "203.0.113.5:40010",
+        ]);
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn kept_or_random_mappings_predict_nothing() {
+        let kept = addrs(&["203.0.113.5:40002", "203.0.113.5:40002"]);
+        assert_eq!(with_predictions(kept), addrs(&["203.0.113.5:40002"]));
+        let random = addrs(&["203.0.113.5:40002", "203.0.113.5:51234"]);
+        assert_eq!(with_predictions(random.clone()), random);
+        let two_ips = addrs(&["203.0.113.6:40002", "203.0.113.6:40003"][..1]);
+        assert_eq!(with_predictions(two_ips.clone()), two_ips);
+        let two_ips = addrs(&["203.0.113.5:40002", "203.0.113.6:40003"]);
+        assert_eq!(with_predictions(two_ips.clone()), two_ips);
+        assert_eq!(with_predictions(Vec::new()), Vec::new());
+    }
+
+    #[test]
+    fn candidates_put_public_first_and_skip_repeats() {
+        let ips: Vec<IpAddr> = vec!["10.0.0.2".parse().unwrap(), "192.168.1.9".parse().unwrap()];
+        let got = candidates(4000, &addrs(&["203.0.113.5:5000", "10.0.0.2:4000"]), &ips);
+        let kinds: Vec<(CandidateKind, SocketAddr)> =
+            got.iter().map(|c| (c.kind, c.addr)).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (CandidateKind::Public, "203.0.113.5:5000".parse().unwrap()),
+                (CandidateKind::Public, "10.0.0.2:4000".parse().unwrap()),
+                (CandidateKind::Local, "192.168.1.9:4000".parse().unwrap()),
+            ]
+        );
+        let many: Vec<SocketAddr> = (0..40)
+            .map(|p| SocketAddr::new("203.0.113.5".parse().unwrap(), 5000 + p))
+            .collect();
+        assert_eq!(
+            candidates(4000, &many, &ips).len(),
+            crate::signal::message::MAX_CANDIDATES
+        );
+    }
+}

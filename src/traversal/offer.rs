@@ -1,0 +1,107 @@
+//! The connector's half of a signalled rendezvous: once the punch phase starts, it joins the
+//! peer's brokers, prepares a [`Kit`], sends an [`Offer`] with the kit's candidates and the
+//! strategies `--via` leaves, and waits for the [`Answer`]. The listener's half is
+//! [`super::respond`].
+//!
+//! Neighbours: [`crate::signal`] carries the messages; [`super::cascade`] runs the exchange
+//! beside the direct attempts and plans the signalled strategies once it agrees.
+
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use tokio::time::Instant;
+
+use super::kit::Kit;
+use super::rendezvous::{rand_bytes, usable, Rendezvous, RendezvousError, Role, FIRE_IN};
+use super::Phase;
+use crate::addr::Address;
+use crate::config::Settings;
+use crate::link::pin::Credentials;
+use crate::signal::{self, Keys, Offer, Payload, Signal, SignalConfig, SignalError};
+
+/// How long the connector waits for the answer once the offer was acknowledged.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The signalling exchange the cascade runs beside the attempts.
+pub type Exchange = BoxFuture<'static, Result<Rendezvous, RendezvousError>>;
+
+/// The exchange that lets the signalled strategies run, unless we are offline, no broker is
+/// known for the peer, or `strategies` (what `--via` leaves) is empty. It starts with the punch
+/// phase, so a peer reachable directly costs no signalling at all. The brokers are those the
+/// peer's address names, else the ones its key picks from our configured list.
+pub fn exchange(
+    settings: &Settings,
+    keys: Keys,
+    creds: Credentials,
+    peer: &Address,
+    strategies: Vec<String>,
+    timeout: Duration,
+) -> Option<Exchange> {
+    let brokers = if peer.brokers.is_empty() {
+        signal::brokers_for(&peer.key, &settings.brokers)
+    } else {
+        peer.brokers.clone()
+    };
+    if settings.offline || brokers.is_empty() || strategies.is_empty() {
+        return None;
+    }
+    let (peer, stun) = (peer.clone(), settings.stun.clone());
+    // Brokers that cannot be reached are reported as such while half the time is still left,
+    // not hidden behind the deadline as a peer that never answered.
+    let mut config = SignalConfig::default();
+    let left = timeout.saturating_sub(Phase::Punch.offset());
+    config.start_timeout = config.start_timeout.min(left / 2);
+    Some(
+        async move {
+            tokio::time::sleep(Phase::Punch.offset()).await;
+            let signal = Signal::start_with(keys, &brokers, config).await?;
+            let kit = Kit::prepare(&creds, &peer.key, &stun).await?;
+            offer(signal, creds, &peer, kit, strategies).await
+        }
+        .boxed(),
+    )
+}
+
+/// Sends the offer to `peer` and waits for its answer.
+async fn offer(
+    signal: Signal,
+    creds: Credentials,
+    peer: &Address,
+    kit: Kit,
+    strategies: Vec<String>,
+) -> Result<Rendezvous, RendezvousError> {
+    let nonce: [u8; 16] = rand_bytes();
+    let offer = Offer {
+        udp: kit.udp.clone(),
+        tcp: kit.tcp.clone(),
+        strategies: strategies.clone(),
+        nonce,
+    };
+    signal.send(&peer.key, Payload::Offer(offer)).await?;
+    let answer = tokio::time::timeout(ANSWER_TIMEOUT, async {
+        while let Some((from, payload)) = signal.recv().await {
+            match payload {
+                Payload::Answer(a) if from == peer.key && a.nonce == nonce => return Some(a),
+                other => tracing::debug!(from = %from.id(), kind = other.kind_name(), "signal: ignored while waiting for the answer"),
+            }
+        }
+        None
+    })
+    .await
+    .map_err(|_| RendezvousError::NoAnswer(ANSWER_TIMEOUT))?
+    .ok_or(SignalError::Closed)?;
+    let fire_in = Duration::from_millis(u64::from(answer.fire_in_ms)).min(FIRE_IN * 10);
+    Ok(Rendezvous {
+        role: Role::Connector,
+        peer: peer.key,
+        creds,
+        nonce,
+        kit,
+        peer_udp: usable(&answer.udp),
+        peer_tcp: usable(&answer.tcp),
+        strategies,
+        fire_at: Instant::now() + fire_in,
+        signal: Some(signal),
+    })
+}
