@@ -165,3 +165,159 @@ async fn allocation(
         .into_iter()
         .collect()
 }
+
+/// The whole driver against an RFC 5780 server on loopback (127.0.0.1 and 127.0.0.2, which
+/// Linux routes without configuration): no NAT, so every judgement is known.
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use std::net::Ipv4Addr;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use stun_proto::types::attribute::{
+        AttributeType, MappedSocketAddr, RawAttribute, XorMappedAddress,
+    };
+    use stun_proto::types::message::{Message, MessageWriteVec};
+    use stun_proto::types::prelude::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+    use tokio::task::JoinSet;
+
+    use super::*;
+    use crate::stun::classify::{AllocationKind, Behaviour};
+
+    const A: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
+    const B: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+
+    /// The server's four UDP sockets (A and B, each on ports P and Q) and its TCP listener on
+    /// A:P, with the tasks that serve them (stopped when dropped).
+    struct Server {
+        primary: SocketAddr,
+        _tasks: JoinSet<()>,
+    }
+
+    /// A port free on 127.0.0.1 and 127.0.0.2 over UDP, and on 127.0.0.1 over TCP when `tcp`.
+    async fn free_port(tcp: bool) -> (UdpSocket, UdpSocket, Option<TcpListener>) {
+        for _ in 0..20 {
+            let a = UdpSocket::bind((A, 0)).await.unwrap();
+            let port = a.local_addr().unwrap().port();
+            let Ok(b) = UdpSocket::bind((B, port)).await else {
+                continue;
+            };
+            if !tcp {
+                return (a, b, None);
+            }
+            if let Ok(t) = TcpListener::bind((A, port)).await {
+                return (a, b, Some(t));
+            }
+        }
+        panic!("no port free on both 127.0.0.1 and 127.0.0.2");
+    }
+
+    /// `honours_change`: answers from where CHANGE-REQUEST asks; otherwise drops such requests.
+    async fn server(honours_change: bool) -> Server {
+        let (ap, bp, listener) = free_port(true).await;
+        let (aq, bq, _) = free_port(false).await;
+        let sockets: Vec<Arc<UdpSocket>> = [ap, aq, bp, bq].into_iter().map(Arc::new).collect();
+        let addrs: Vec<SocketAddr> = sockets.iter().map(|s| s.local_addr().unwrap()).collect();
+        let other = addrs[3];
+        let answer = move |req: &[u8], peer: SocketAddr| {
+            let req = Message::from_bytes(req).ok()?;
+            let mut r = Message::builder_success(&req, MessageWriteVec::new());
+            r.add_attribute(&XorMappedAddress::new(peer, req.transaction_id()))
+                .ok()?;
+            let other = MappedSocketAddr::new(other);
+            r.add_attribute(&other.to_raw(AttributeType::new(0x802c)))
+                .ok()?;
+            let change = req
+                .raw_attribute(AttributeType::new(0x0003))
+                .map(|c: RawAttribute| c.value.last().copied().unwrap_or(0))
+                .unwrap_or(0);
+            Some((r.finish(), change & 0x4 != 0, change & 0x2 != 0))
+        };
+        let mut tasks = JoinSet::new();
+        for (i, socket) in sockets.iter().enumerate() {
+            let (socket, sockets) = (socket.clone(), sockets.clone());
+            tasks.spawn(async move {
+                let mut buf = [0u8; 1500];
+                while let Ok((n, peer)) = socket.recv_from(&mut buf).await {
+                    let Some((reply, ip, port)) = answer(&buf[..n], peer) else {
+                        continue;
+                    };
+                    if (ip || port) && !honours_change {
+                        continue;
+                    }
+                    // Index: bit 1 the IP (A, B), bit 0 the port (P, Q).
+                    let from = i ^ (usize::from(ip) << 1) ^ usize::from(port);
+                    let _ = sockets[from].send_to(&reply, peer).await;
+                }
+            });
+        }
+        if let Some(listener) = listener {
+            tasks.spawn(async move {
+                while let Ok((mut stream, peer)) = listener.accept().await {
+                    let mut buf = [0u8; 1500];
+                    let Ok(n) = stream.read(&mut buf).await else {
+                        continue;
+                    };
+                    if let Some((reply, _, _)) = answer(&buf[..n], peer) {
+                        let _ = stream.write_all(&reply).await;
+                    }
+                }
+            });
+        }
+        Server {
+            primary: addrs[0],
+            _tasks: tasks,
+        }
+    }
+
+    async fn run(server: &Server) -> (InterfaceReport, Vec<ServerReport>, u64, Duration) {
+        let targets = [Target {
+            name: "loopback".into(),
+            addr: server.primary,
+        }];
+        let counter = Counter::default();
+        let started = Instant::now();
+        let (iface, servers) = probe_interface(A.into(), &targets, &counter).await.unwrap();
+        (iface, servers, counter.get(), started.elapsed())
+    }
+
+    #[tokio::test]
+    async fn every_test_of_the_plan_runs_against_an_rfc5780_server() {
+        let server = server(true).await;
+        let (iface, servers, packets, elapsed) = run(&server).await;
+        assert!(elapsed < Duration::from_millis(1000), "{elapsed:?}");
+        assert_eq!(iface.public, vec![iface.local]);
+        assert_eq!(iface.public_tcp.len(), 1);
+        assert!(iface.rfc5780);
+        assert_eq!(iface.mapping, Behaviour::None);
+        assert_eq!(iface.filtering, Behaviour::None);
+        assert_eq!(iface.port_allocation.kind, AllocationKind::Preserving);
+        assert_eq!(iface.hairpinning, Some(true));
+        assert_eq!(iface.udp_blocked, Some(false));
+        assert_eq!(iface.gateway, None);
+        assert!(servers.iter().all(|s| s.reachable), "{servers:?}");
+        // Phase A: one over UDP, one over TCP. Phase B: three filtering tests, two mapping
+        // tests, four allocation sockets, one hairpin.
+        assert_eq!(packets, 1 + 1 + 3 + 2 + 4 + 1);
+    }
+
+    #[tokio::test]
+    async fn unanswered_change_requests_wait_out_their_schedule_and_no_more() {
+        let server = server(false).await;
+        let (iface, _, packets, elapsed) = run(&server).await;
+        assert!(elapsed >= Timing::QUICK.total(), "{elapsed:?}");
+        assert!(
+            elapsed < Timing::QUICK.total() + Duration::from_millis(500),
+            "{elapsed:?}"
+        );
+        assert!(iface.rfc5780);
+        assert_eq!(iface.mapping, Behaviour::None);
+        assert_eq!(iface.filtering, Behaviour::AddressAndPortDependent);
+        assert_eq!(iface.port_allocation.kind, AllocationKind::Preserving);
+        assert_eq!(iface.hairpinning, Some(true));
+        // The two change requests are sent three times each.
+        assert_eq!(packets, 1 + 1 + (1 + 3 + 3) + 2 + 4 + 1);
+    }
+}
