@@ -1,7 +1,8 @@
 //! NAT discovery: what the network in front of this machine does, per interface and address
-//! family, found with STUN against the configured servers. This file is the probe plan and the
-//! report; the wire work is [`crate::stun`]'s drivers and the judging is
-//! [`crate::stun::classify`]'s pure functions.
+//! family, found with STUN against the configured servers. This file is the report and the run
+//! over the interfaces; per interface, [`plan`] says what to probe (plain data), [`probe`] sends
+//! it on its sockets with [`crate::stun`]'s drivers, and [`judge`] turns what came back into the
+//! report with [`crate::stun::classify`]'s rules.
 //!
 //! The plan, per interface (the source address the kernel picks towards the servers):
 //!
@@ -21,6 +22,9 @@
 //! under nat-info's default 5 s limit.
 
 pub mod cache;
+mod judge;
+mod plan;
+mod probe;
 pub mod quick;
 mod servers;
 
@@ -28,15 +32,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::net::UdpSocket;
 
 use crate::config::{HostPort, TurnServer};
-use crate::nat::Family;
-use crate::nat::{AllocationKind, Behaviour, PortAllocation};
-use crate::portmap::{self, PortMapper};
-use crate::stun::classify::{self, FilterTests, Observation};
-use crate::stun::udp::{self, Probe, ProbeResult};
-use crate::stun::{tcp, Change, Counter, StunError, Timing};
+use crate::nat::{Behaviour, Family, PortAllocation};
+use crate::portmap::PortMapper;
+use crate::stun::{Counter, StunError};
 
 /// Version of the JSON document; bumped only when a field changes meaning or goes away.
 pub const REPORT_VERSION: u32 = 1;
@@ -215,7 +215,7 @@ async fn discover_stun(servers: &[HostPort], counter: &Counter) -> Report {
     let probed = futures_util::future::join_all(
         groups
             .iter()
-            .map(|(ip, targets)| probe_interface(*ip, targets, counter)),
+            .map(|(ip, targets)| probe::probe_interface(*ip, targets, counter)),
     )
     .await;
     let mut interfaces = Vec::new();
@@ -280,306 +280,9 @@ pub async fn resolve(server: &HostPort) -> Result<Vec<SocketAddr>, String> {
     }
 }
 
-type InterfaceOutcome = Result<(InterfaceReport, Vec<ServerReport>), (Vec<ServerReport>, String)>;
-
-async fn bind(ip: IpAddr) -> std::io::Result<UdpSocket> {
-    UdpSocket::bind((ip, 0)).await
-}
-
-/// STUN phases A and B for the servers reached from local address `ip`, and beside them the
-/// port-mapping protocols of the IPv4 gateway.
-async fn probe_interface(ip: IpAddr, targets: &[Target], counter: &Counter) -> InterfaceOutcome {
-    let gateway = match ip {
-        IpAddr::V4(v4) if !v4.is_loopback() => portmap::default_gateway_v4().map(|g| (v4, g)),
-        _ => None,
-    };
-    let portmaps = async {
-        match gateway {
-            Some((local, gw)) => {
-                let (u, n) = tokio::join!(
-                    portmap::upnp(local, gw, UPNP_TIMEOUT),
-                    portmap::natpmp(local, gw)
-                );
-                (Some(u), Some(n))
-            }
-            None => (None, None),
-        }
-    };
-    let (stun, (upnp, nat_pmp)) = tokio::join!(probe_stun(ip, targets, counter), portmaps);
-    stun.map(|(mut iface, servers)| {
-        iface.gateway = gateway.map(|(_, g)| g.into());
-        iface.upnp = upnp;
-        iface.nat_pmp = nat_pmp;
-        (iface, servers)
-    })
-}
-
-async fn probe_stun(ip: IpAddr, targets: &[Target], counter: &Counter) -> InterfaceOutcome {
-    let timing = Timing::QUICK;
-    let fail = |e: std::io::Error| {
-        let reports = targets
-            .iter()
-            .map(|t| {
-                let mut r = ServerReport::new(&t.name, Some(t.addr), "udp");
-                r.error = Some(format!("cannot bind a socket on {ip}: {e}"));
-                r
-            })
-            .collect();
-        (reports, e.to_string())
-    };
-    let main = bind(ip).await.map_err(fail)?;
-    let local = main.local_addr().map_err(fail)?;
-
-    // Phase A.
-    let plain: Vec<Probe> = targets
-        .iter()
-        .map(|t| Probe {
-            to: t.addr,
-            change: Change::NONE,
-        })
-        .collect();
-    let tcp_all = futures_util::future::join_all(
-        targets
-            .iter()
-            .map(|t| tcp::binding(t.addr, TCP_TIMEOUT, counter)),
-    );
-    let (phase_a, tcp_results) = tokio::join!(udp::run(&main, &plain, timing, counter), tcp_all);
-
-    let mut reports = Vec::new();
-    for (t, r) in targets.iter().zip(&phase_a) {
-        let outcome = match &r.outcome {
-            Ok(b) => Ok((b.mapped, r.rtt.unwrap_or_default())),
-            Err(e) => Err(e.clone()),
-        };
-        reports.push(ServerReport::new(&t.name, Some(t.addr), "udp").with(&outcome));
-    }
-    for (t, r) in targets.iter().zip(&tcp_results) {
-        let outcome = r
-            .as_ref()
-            .map(|(b, rtt)| (b.mapped, *rtt))
-            .map_err(Clone::clone);
-        reports.push(ServerReport::new(&t.name, Some(t.addr), "tcp").with(&outcome));
-    }
-
-    let answered: Vec<&ProbeResult> = phase_a.iter().filter(|r| r.outcome.is_ok()).collect();
-    let mut observations: Vec<Observation> = answered
-        .iter()
-        .filter_map(|r| {
-            r.outcome.as_ref().ok().map(|b| Observation {
-                to: r.probe.to,
-                mapped: b.mapped,
-            })
-        })
-        .collect();
-    let public = distinct(observations.iter().map(|o| o.mapped));
-    let public_tcp = distinct(
-        tcp_results
-            .iter()
-            .filter_map(|r| r.as_ref().ok().map(|(b, _)| b.mapped)),
-    );
-    // The server for the RFC 5780 tests: the first that named an alternate address of its own
-    // family on another IP and port.
-    let rfc5780 = answered.iter().find_map(|r| {
-        let b = r.outcome.as_ref().ok()?;
-        let other = b.other?;
-        (other.is_ipv4() == r.probe.to.is_ipv4()
-            && other.ip() != r.probe.to.ip()
-            && other.port() != r.probe.to.port())
-        .then_some((r.probe.to, other))
-    });
-    // Anything that answered at all, for the allocation series and hairpinning.
-    let reference = answered.first().map(|r| r.probe.to);
-
-    let mut filter_tests = FilterTests::default();
-    let mut allocation = PortAllocation {
-        kind: AllocationKind::Unknown,
-        delta: None,
-    };
-    let mut hairpinning = None;
-    if let Some(reference) = reference {
-        let filter = async {
-            let Some((primary, _)) = rfc5780 else {
-                return Ok(FilterTests::default());
-            };
-            let socket = bind(ip).await?;
-            let probes = [Change::NONE, Change::PORT, Change::IP_AND_PORT].map(|change| Probe {
-                to: primary,
-                change,
-            });
-            let r = udp::run(&socket, &probes, timing, counter).await;
-            Ok::<_, std::io::Error>(FilterTests {
-                plain: Some(r[0].outcome.is_ok()),
-                change_port: changed(&r[1], Change::PORT),
-                change_ip_port: changed(&r[2], Change::IP_AND_PORT),
-            })
-        };
-        let phase_b_end = tokio::time::Instant::now() + PHASE_B_BUDGET;
-        let chain = async {
-            if let Some((primary, other)) = rfc5780 {
-                let probes = [
-                    Probe {
-                        to: SocketAddr::new(other.ip(), primary.port()),
-                        change: Change::NONE,
-                    },
-                    Probe {
-                        to: other,
-                        change: Change::NONE,
-                    },
-                ];
-                for r in udp::run(&main, &probes, timing, counter).await {
-                    if let Ok(b) = r.outcome {
-                        observations.push(Observation {
-                            to: r.probe.to,
-                            mapped: b.mapped,
-                        });
-                    }
-                }
-            }
-            // The mapping tests can take a whole schedule under loss; what follows gets only
-            // the rest of phase B's budget, so the run stays bounded (unknown, not late).
-            let left = || phase_b_end.saturating_duration_since(tokio::time::Instant::now());
-            let allocation =
-                tokio::time::timeout(left(), port_allocation(ip, reference, timing, counter))
-                    .await
-                    .unwrap_or(PortAllocation {
-                        kind: AllocationKind::Unknown,
-                        delta: None,
-                    });
-            let wait = HAIRPIN_WAIT.min(left());
-            let hairpin = match public.first() {
-                Some(target) if !wait.is_zero() => match bind(ip).await {
-                    Ok(from) => udp::hairpin(&main, &from, *target, wait, counter)
-                        .await
-                        .ok(),
-                    Err(_) => None,
-                },
-                _ => None,
-            };
-            (allocation, hairpin)
-        };
-        let (filter, (alloc, hairpin)) = tokio::join!(filter, chain);
-        filter_tests = filter.unwrap_or_default();
-        allocation = alloc;
-        hairpinning = hairpin;
-    }
-
-    let mapping = classify::mapping(local, &observations);
-    let iface = InterfaceReport {
-        family: Family::of(ip),
-        local,
-        public,
-        public_tcp,
-        mapping,
-        filtering: classify::filtering(mapping, filter_tests),
-        port_allocation: allocation,
-        hairpinning,
-        udp_blocked: classify::udp_blocked(
-            !answered.is_empty(),
-            tcp_results.iter().any(|r| r.is_ok()),
-        ),
-        rfc5780: rfc5780.is_some(),
-        gateway: None,
-        upnp: None,
-        nat_pmp: None,
-    };
-    Ok((iface, reports))
-}
-
-/// Whether an answer asked to come from elsewhere did: `Some(true)` it came from a changed
-/// source, `Some(false)` nothing came, `None` the server refused or ignored the change.
-fn changed(r: &ProbeResult, change: Change) -> Option<bool> {
-    match (&r.outcome, r.from) {
-        (Ok(_), Some(from)) => {
-            let ip_ok = !change.ip || from.ip() != r.probe.to.ip();
-            let port_ok = !change.port || from.port() != r.probe.to.port();
-            (ip_ok && port_ok).then_some(true)
-        }
-        (Err(StunError::Timeout(_)), _) => Some(false),
-        _ => None,
-    }
-}
-
-/// Mapped ports of fresh sockets opened one after another, judged by [`classify`].
-async fn port_allocation(
-    ip: IpAddr,
-    server: SocketAddr,
-    timing: Timing,
-    counter: &Counter,
-) -> PortAllocation {
-    let series = (0..ALLOCATION_SOCKETS).map(|i| async move {
-        tokio::time::sleep(ALLOCATION_STAGGER * i as u32).await;
-        let socket = bind(ip).await.ok()?;
-        let local = socket.local_addr().ok()?.port();
-        let probe = [Probe {
-            to: server,
-            change: Change::NONE,
-        }];
-        let r = udp::run(&socket, &probe, timing, counter).await;
-        let mapped = r.first()?.outcome.as_ref().ok()?.mapped.port();
-        Some((local, mapped))
-    });
-    let samples: Option<Vec<(u16, u16)>> = futures_util::future::join_all(series)
-        .await
-        .into_iter()
-        .collect();
-    classify::port_allocation(&samples.unwrap_or_default())
-}
-
-fn distinct(addrs: impl Iterator<Item = SocketAddr>) -> Vec<SocketAddr> {
-    let mut out: Vec<SocketAddr> = Vec::new();
-    for a in addrs {
-        if !out.contains(&a) {
-            out.push(a);
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn result(to: &str, outcome: Result<&str, StunError>, from: Option<&str>) -> ProbeResult {
-        ProbeResult {
-            probe: Probe {
-                to: to.parse().unwrap(),
-                change: Change::NONE,
-            },
-            outcome: outcome.map(|m| crate::stun::Binding {
-                mapped: m.parse().unwrap(),
-                other: None,
-                origin: None,
-            }),
-            rtt: None,
-            from: from.map(|f| f.parse().unwrap()),
-        }
-    }
-
-    #[test]
-    fn a_change_counts_only_when_the_source_really_changed() {
-        let to = "198.51.100.1:3478";
-        let m = "203.0.113.9:1000";
-        let ok = |from| result(to, Ok(m), Some(from));
-        assert_eq!(
-            changed(&ok("198.51.100.2:3479"), Change::IP_AND_PORT),
-            Some(true)
-        );
-        assert_eq!(changed(&ok("198.51.100.1:3479"), Change::PORT), Some(true));
-        // A server that ignores CHANGE-REQUEST answers from where it was asked.
-        assert_eq!(changed(&ok(to), Change::IP_AND_PORT), None);
-        assert_eq!(changed(&ok("198.51.100.1:3479"), Change::IP_AND_PORT), None);
-        let timed_out = result(to, Err(StunError::Timeout(1250)), None);
-        assert_eq!(changed(&timed_out, Change::PORT), Some(false));
-        let refused = result(
-            to,
-            Err(StunError::Rejected {
-                code: 420,
-                reason: String::new(),
-            }),
-            None,
-        );
-        assert_eq!(changed(&refused, Change::PORT), None);
-    }
 
     #[tokio::test]
     async fn a_silent_server_is_reported_without_hanging() {
