@@ -52,8 +52,7 @@ impl Connected {
             peer: link.peer.id().to_string(),
             method: method.to_string(),
             transport: link.transport.as_str(),
-            // Every link is direct until relays exist.
-            path: "direct",
+            path: link.path.as_str(),
             local: link.local.to_string(),
             remote: link.remote.to_string(),
             setup_ms: setup.as_millis() as u64,

@@ -55,6 +55,24 @@ impl Transport {
     }
 }
 
+/// How a link's packets reach the peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Path {
+    /// Straight between the two sockets (through NATs, perhaps).
+    Direct,
+    /// Through a relay server.
+    Relayed,
+}
+
+impl Path {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Path::Direct => "direct",
+            Path::Relayed => "relayed",
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
     #[error("timed out during {0}")]
@@ -120,6 +138,7 @@ impl From<io::Error> for LinkError {
 pub struct LinkInfo {
     pub peer: PublicKey,
     pub transport: Transport,
+    pub path: Path,
     pub local: SocketAddr,
     pub remote: SocketAddr,
     /// When this side began making the link (handshake start).

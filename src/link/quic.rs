@@ -9,8 +9,8 @@ use std::time::Duration;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 
 use super::{
-    pin, Inner, Link, LinkError, LinkInfo, RecvInner, RecvStream, SendInner, SendStream, Stream,
-    Transport,
+    pin, Inner, Link, LinkError, LinkInfo, Path, RecvInner, RecvStream, SendInner, SendStream,
+    Stream, Transport,
 };
 use crate::identity::PublicKey;
 
@@ -166,6 +166,7 @@ pub async fn connect(
         info: LinkInfo {
             peer: expected,
             transport: Transport::Quic,
+            path: Path::Direct,
             local,
             remote,
             started,
@@ -197,6 +198,7 @@ pub async fn accept(
         info: LinkInfo {
             peer,
             transport: Transport::Quic,
+            path: Path::Direct,
             local,
             remote,
             started,

@@ -19,8 +19,8 @@ use tokio::sync::{mpsc, oneshot, watch, Mutex};
 use tokio_util::task::AbortOnDropHandle;
 
 use super::{
-    pin, Inner, Link, LinkError, LinkInfo, RecvInner, RecvStream, SendInner, SendStream, Stream,
-    Transport,
+    pin, Inner, Link, LinkError, LinkInfo, Path, RecvInner, RecvStream, SendInner, SendStream,
+    Stream, Transport,
 };
 
 /// Per-stream flow-control window: large enough to keep a loopback pipe full.
@@ -101,6 +101,7 @@ pub async fn connect(
         info: LinkInfo {
             peer: expected,
             transport: Transport::Tcp,
+            path: Path::Direct,
             local,
             remote,
             started,
@@ -177,6 +178,7 @@ pub async fn accept(
         info: LinkInfo {
             peer,
             transport: Transport::Tcp,
+            path: Path::Direct,
             local,
             remote,
             started,

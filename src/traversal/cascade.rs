@@ -2,7 +2,9 @@
 //! that comes up with a round trip, selects it, and cancels every other attempt (they live in a
 //! `JoinSet`, so dropping it stops them). Alongside, the signalling exchange runs; when it
 //! agrees a rendezvous, the signalled strategies are planned and launched too. Every attempt's
-//! outcome is logged (`-v`).
+//! outcome is logged (`-v`). A failure ends its own attempt only, even a refusal or a key
+//! mismatch (another candidate may still reach the right peer); when every attempt failed, the
+//! error names the peer's word first.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,11 +15,10 @@ use super::offer::Exchange;
 use super::{plan, Attempt, Context, LocalFacts, Strategy, Via};
 use crate::link::{Link, LinkError};
 
-/// The link that won, and how.
+/// The link that won, and by which strategy.
 pub struct Winner {
     pub link: Link,
     pub method: &'static str,
-    pub attempt: Attempt,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +61,14 @@ impl Failure {
             what: attempt.to_string(),
             error: error.to_string(),
             loopback: attempt.remote.is_some_and(|r| r.ip().is_loopback()),
+        }
+    }
+
+    fn signalling(error: impl ToString) -> Self {
+        Self {
+            what: "signalling".into(),
+            error: error.to_string(),
+            loopback: false,
         }
     }
 }
@@ -111,6 +120,9 @@ pub async fn run(
     launch(&mut running, first, strategies, &ctx);
     let mut exchange = exchange;
     let mut failures = Vec::new();
+    // The peer's own word (a key other than the pinned one, a refusal): it ends only its
+    // attempt, but it is the error shown when nothing gets through.
+    let mut verdict: Option<CascadeError> = None;
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
     loop {
@@ -135,7 +147,7 @@ pub async fn run(
                     }
                     Err(e) => {
                         tracing::info!("signalling failed: {e}");
-                        failures.push(Failure { what: "signalling".into(), error: e.to_string(), loopback: false });
+                        failures.push(Failure::signalling(e));
                     }
                 }
             }
@@ -150,13 +162,13 @@ pub async fn run(
                         }
                         tracing::info!(%attempt, ms = took.as_millis() as u64, total_ms = start.elapsed().as_millis() as u64, "won");
                         // Dropping `running` cancels every other attempt.
-                        return Ok(Winner { link, method: attempt.strategy, attempt });
+                        return Ok(Winner { link, method: attempt.strategy });
                     }
                     Err(e) => {
                         tracing::info!(%attempt, ms = took.as_millis() as u64, "failed: {e}");
                         match e {
-                            LinkError::KeyMismatch(m) => return Err(CascadeError::KeyMismatch(m)),
-                            LinkError::Refused(why) => return Err(CascadeError::Refused(why)),
+                            LinkError::KeyMismatch(m) => verdict = Some(CascadeError::KeyMismatch(m)),
+                            LinkError::Refused(why) if verdict.is_none() => verdict = Some(CascadeError::Refused(why)),
                             e => failures.push(Failure::of(&attempt, e)),
                         }
                     }
@@ -165,12 +177,13 @@ pub async fn run(
             _ = &mut deadline => break,
         }
     }
+    if let Some(verdict) = verdict {
+        return Err(verdict);
+    }
     if exchange.is_some() {
-        failures.push(Failure {
-            what: "signalling".into(),
-            error: "the peer has not answered (is it listening?)".into(),
-            loopback: false,
-        });
+        failures.push(Failure::signalling(
+            "the peer has not answered (is it listening?)",
+        ));
     }
     Err(CascadeError::NoPath {
         timeout,
@@ -218,7 +231,99 @@ fn launch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::link::Transport;
+    use crate::addr::{Address, Candidate, CandidateKind};
+    use crate::identity::Identity;
+    use crate::link::pin::Credentials;
+    use crate::link::{Link, Transport};
+    use crate::traversal::rendezvous::Rendezvous;
+    use crate::traversal::{LinkFuture, Phase};
+    use futures_util::FutureExt;
+
+    /// A strategy whose every attempt is refused by "the peer" at once.
+    struct RefusedAtOnce;
+
+    impl Strategy for RefusedAtOnce {
+        fn name(&self) -> &'static str {
+            "refused"
+        }
+        fn phase(&self) -> Phase {
+            Phase::Direct
+        }
+        fn plan(&self, _: &Address, _: Option<&Rendezvous>, _: &LocalFacts) -> Vec<Attempt> {
+            vec![Attempt {
+                strategy: self.name(),
+                transport: Transport::Tcp,
+                remote: None,
+                delay: Duration::ZERO,
+            }]
+        }
+        fn run(&self, _: Attempt, _: Arc<Context>) -> LinkFuture {
+            async { Err::<Link, _>(LinkError::Refused("not today".into())) }.boxed()
+        }
+    }
+
+    fn loopback_peer(key: crate::identity::PublicKey, port: u16) -> Address {
+        let candidate = Candidate {
+            kind: CandidateKind::Local,
+            addr: ([127, 0, 0, 1], port).into(),
+        };
+        Address::new(key, vec![candidate])
+    }
+
+    #[tokio::test]
+    async fn a_refusal_ends_its_attempt_not_the_cascade() {
+        let (listener_id, connector_id) = (Identity::generate(), Identity::generate());
+        let listener_creds = Credentials::new(&listener_id).unwrap();
+        let mut listener = crate::link::listener::Listener::bind(0, &listener_creds, None).unwrap();
+        let peer = loopback_peer(listener_id.public_key(), listener.port());
+        let ctx = Arc::new(Context::new(Credentials::new(&connector_id).unwrap(), peer));
+        let strategies: Vec<Arc<dyn Strategy>> = vec![
+            Arc::new(RefusedAtOnce),
+            Arc::new(super::super::direct::Direct),
+        ];
+        let local = LocalFacts {
+            interface_ips: vec!["127.0.0.1".parse().unwrap()],
+            nat: Vec::new(),
+        };
+        let via = Via::default();
+        let cascade = run(
+            &strategies,
+            &via,
+            &local,
+            ctx,
+            None,
+            Duration::from_secs(5),
+        );
+        let (won, accepted) = tokio::join!(cascade, listener.accept());
+        let won = won.unwrap_or_else(|e| panic!("the cascade ended with {e}"));
+        assert_eq!(won.method, "direct");
+        assert_eq!(accepted.map(|(_, method)| method), Some("direct"));
+    }
+
+    #[tokio::test]
+    async fn when_all_fail_the_refusal_is_the_error() {
+        let peer = loopback_peer(Identity::generate().public_key(), 9);
+        let ctx = Arc::new(Context::new(
+            Credentials::new(&Identity::generate()).unwrap(),
+            peer,
+        ));
+        let strategies: Vec<Arc<dyn Strategy>> = vec![Arc::new(RefusedAtOnce)];
+        let local = LocalFacts::default();
+        let outcome = run(
+            &strategies,
+            &Via::default(),
+            &local,
+            ctx,
+            None,
+            Duration::from_secs(5),
+        )
+        .await;
+        match outcome {
+            Err(CascadeError::Refused(why)) => assert_eq!(why, "not today"),
+            Err(other) => panic!("expected the refusal, got {other}"),
+            Ok(_) => panic!("nothing should have connected"),
+        }
+    }
 
     fn attempt(remote: &str) -> Attempt {
         Attempt {

@@ -40,10 +40,6 @@ pub enum Phase {
     Direct,
     /// Coordinated hole punching through NATs.
     Punch,
-    /// Many-port probing for hard NATs.
-    Spray,
-    /// Through a relay server.
-    Relay,
 }
 
 impl Phase {
@@ -52,8 +48,6 @@ impl Phase {
         match self {
             Phase::Direct => Duration::ZERO,
             Phase::Punch => Duration::from_millis(150),
-            Phase::Spray => Duration::from_millis(1000),
-            Phase::Relay => Duration::from_millis(1500),
         }
     }
 }
