@@ -105,11 +105,13 @@ pub async fn turn_allocation(
         .local_addr()
         .map_err(|e| format!("no local address: {e}"))?;
     let mut config = TurnConfig::new(TurnCredentials::new(credentials.0, credentials.1));
+    // nat-info's STUN schedule: three sends over 0.75 s, given up after 1.25 s.
+    let schedule = crate::stun::Timing::QUICK;
     config.set_request_retransmits(
-        Duration::from_millis(250),
+        schedule.initial_rto,
         Duration::MAX,
-        3,
-        Duration::from_millis(500),
+        schedule.transmissions,
+        schedule.final_wait,
     );
     match transport {
         TurnTransport::Udp => {

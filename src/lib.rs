@@ -38,6 +38,7 @@ pub mod report;
 pub mod signal;
 pub mod splice;
 pub mod stun;
+pub mod timing;
 pub mod traversal;
 
 /// ALPN protocol id spoken on every link, TLS and QUIC alike.

@@ -4,8 +4,8 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
 
+use crate::timing::{TCP_KEEPALIVE_IDLE, TCP_KEEPALIVE_INTERVAL, TCP_USER_TIMEOUT};
 use socket2::{Domain, Protocol, Socket, Type};
 
 /// First port of the range the identity-derived listen port is taken from. The range stays below
@@ -84,13 +84,7 @@ pub fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     Ok(socket.into())
 }
 
-/// Idle time before TCP keep-alive probes start, probe interval and count: a silently vanished
-/// peer is noticed in about 11 s, in line with QUIC's idle timeout.
-const KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
-const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
 const KEEPALIVE_RETRIES: u32 = 3;
-/// How long sent data may go unacknowledged before the connection is declared dead.
-const TCP_USER_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Sets up a link's TCP socket: no Nagle delay, and a bounded wait for a peer that vanished
 /// without closing (keep-alive while idle, a user timeout while data is in flight).
@@ -99,8 +93,8 @@ pub fn tune_link_socket(tcp: &tokio::net::TcpStream) -> io::Result<()> {
     let socket = socket2::SockRef::from(tcp);
     socket.set_tcp_keepalive(
         &socket2::TcpKeepalive::new()
-            .with_time(KEEPALIVE_IDLE)
-            .with_interval(KEEPALIVE_INTERVAL)
+            .with_time(TCP_KEEPALIVE_IDLE)
+            .with_interval(TCP_KEEPALIVE_INTERVAL)
             .with_retries(KEEPALIVE_RETRIES),
     )?;
     socket.set_tcp_user_timeout(Some(TCP_USER_TIMEOUT))

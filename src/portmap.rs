@@ -9,6 +9,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use crate::timing::NATPMP_RTO;
 use serde::Serialize;
 use tokio::net::UdpSocket;
 
@@ -16,10 +17,6 @@ use tokio::net::UdpSocket;
 const SSDP_PORT: u16 = 1900;
 /// Port of a NAT-PMP server (RFC 6886 §3).
 const NATPMP_PORT: u16 = 5351;
-/// RFC 6886 §3.1 starts at 250 ms and doubles up to 9 times; nat-info sends twice (0 and
-/// 250 ms) and gives up at 750 ms. The socket is connected, so a router without NAT-PMP that
-/// answers with ICMP port unreachable is known at once.
-const NATPMP_RTO: Duration = Duration::from_millis(250);
 const NATPMP_TRANSMISSIONS: u32 = 2;
 
 /// What one protocol found.

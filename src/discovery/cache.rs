@@ -1,20 +1,19 @@
 //! Discovery results kept between runs: the NAT facts per family, in `nat-cache.json` under
 //! the home, keyed by a fingerprint of the network (the interface addresses and the default
-//! gateway). A changed network, or facts older than [`MAX_AGE`], mean probing again.
+//! gateway). A changed network, or facts older than [`NAT_CACHE_MAX_AGE`], mean probing again.
 //!
 //! Neighbours: `nat-info` stores what it found; the address carries the [`crate::nat::NatFacts`] it reads.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::Report;
 use crate::nat::NatFacts;
+use crate::timing::NAT_CACHE_MAX_AGE;
 
-/// How long cached facts are trusted on an unchanged network.
-pub const MAX_AGE: Duration = Duration::from_secs(3600);
 const FILE: &str = "nat-cache.json";
 
 #[derive(Serialize, Deserialize)]
@@ -60,7 +59,7 @@ pub fn load(home: &Path, fingerprint: &str) -> Option<Vec<NatFacts>> {
     let text = std::fs::read_to_string(path(home)).ok()?;
     let file: CacheFile = serde_json::from_str(&text).ok()?;
     let age = now_unix().saturating_sub(file.saved_unix);
-    (file.fingerprint == fingerprint && age <= MAX_AGE.as_secs()).then_some(file.facts)
+    (file.fingerprint == fingerprint && age <= NAT_CACHE_MAX_AGE.as_secs()).then_some(file.facts)
 }
 
 /// Keeps `facts` for the network with `fingerprint`. A cache that cannot be written is only a
@@ -119,7 +118,7 @@ mod tests {
         // Old facts are not trusted.
         let old = CacheFile {
             fingerprint: "net-a".into(),
-            saved_unix: now_unix() - MAX_AGE.as_secs() - 1,
+            saved_unix: now_unix() - NAT_CACHE_MAX_AGE.as_secs() - 1,
             facts,
         };
         std::fs::write(path(home.path()), serde_json::to_string(&old).unwrap()).unwrap();

@@ -37,28 +37,13 @@ use crate::config::{HostPort, TurnServer};
 use crate::nat::{Behaviour, Family, PortAllocation};
 use crate::portmap::PortMapper;
 use crate::stun::{Counter, StunError};
+use crate::timing::{ALLOCATION_STAGGER, RESOLVE_TIMEOUT};
 
 /// Version of the JSON document; bumped only when a field changes meaning or goes away.
 pub const REPORT_VERSION: u32 = 1;
-/// How long resolving one server's name may take.
-const RESOLVE_TIMEOUT: Duration = Duration::from_millis(1000);
-/// How long one STUN-over-TCP binding (connect included) may take.
-const TCP_TIMEOUT: Duration = Duration::from_millis(1250);
-/// Phase B's budget for the chain of mapping tests, allocation series and hairpinning: the
-/// filtering tests' schedule plus a little; under loss the tail of the chain is cut short.
-const PHASE_B_BUDGET: Duration = Duration::from_millis(1600);
-/// How long to wait for a hairpinned packet.
-const HAIRPIN_WAIT: Duration = Duration::from_millis(400);
-/// How long a TURN allocation may take.
-const TURN_TIMEOUT: Duration = Duration::from_millis(1500);
-/// How long an MQTT broker's connect and publish-to-self round trip may take.
-const MQTT_TIMEOUT: Duration = Duration::from_millis(1500);
-/// How long the UPnP search (and then the external-address request) may take.
-const UPNP_TIMEOUT: Duration = Duration::from_millis(1000);
 /// Fresh sockets opened for the port-allocation series, and the gap between their first sends
 /// (so the NAT sees them in order).
 const ALLOCATION_SOCKETS: usize = 4;
-const ALLOCATION_STAGGER: Duration = Duration::from_millis(10);
 
 /// The document `nat-info --json` prints (schema in README.md, "nat-info --json").
 #[derive(Clone, Debug, Serialize)]

@@ -9,12 +9,11 @@ use tokio::net::UdpSocket;
 
 use super::judge::{self, Findings};
 use super::plan::{self, PhaseB, Staggered};
-use super::{
-    InterfaceReport, ServerReport, Target, HAIRPIN_WAIT, PHASE_B_BUDGET, TCP_TIMEOUT, UPNP_TIMEOUT,
-};
+use super::{InterfaceReport, ServerReport, Target};
 use crate::portmap;
 use crate::stun::udp::{self, ProbeResult};
 use crate::stun::{tcp, Counter, Timing};
+use crate::timing::{HAIRPIN_WAIT, PHASE_B_BUDGET, STUN_TCP_TIMEOUT, UPNP_TIMEOUT};
 
 pub(super) type InterfaceOutcome =
     Result<(InterfaceReport, Vec<ServerReport>), (Vec<ServerReport>, String)>;
@@ -77,7 +76,7 @@ async fn probe_stun(ip: IpAddr, targets: &[Target], counter: &Counter) -> Interf
         phase_a
             .tcp
             .iter()
-            .map(|to| tcp::binding(*to, TCP_TIMEOUT, counter)),
+            .map(|to| tcp::binding(*to, STUN_TCP_TIMEOUT, counter)),
     );
     let (udp_results, tcp_results) = tokio::join!(
         udp::run(&main, &phase_a.udp, Timing::QUICK, counter),

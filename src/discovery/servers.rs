@@ -5,10 +5,11 @@
 
 use std::time::Instant;
 
-use super::{resolve, ServerReport, MQTT_TIMEOUT, TCP_TIMEOUT, TURN_TIMEOUT};
+use super::{resolve, ServerReport};
 use crate::config::{HostPort, TurnServer};
 use crate::health::{turn_allocation, TurnTransport};
 use crate::stun::Counter;
+use crate::timing::{MQTT_CHECK_TIMEOUT, STUN_TCP_TIMEOUT, TURN_CHECK_TIMEOUT};
 
 /// A TURN allocation on every address of `server`, from the local address routing to it.
 pub(super) async fn check_turn(server: &TurnServer, counter: &Counter) -> Vec<ServerReport> {
@@ -37,7 +38,15 @@ pub(super) async fn check_turn(server: &TurnServer, counter: &Counter) -> Vec<Se
                     return r;
                 };
                 let credentials = (server.user.as_str(), server.password.as_str());
-                match turn_allocation(ip, addr, transport, credentials, TURN_TIMEOUT, counter).await
+                match turn_allocation(
+                    ip,
+                    addr,
+                    transport,
+                    credentials,
+                    TURN_CHECK_TIMEOUT,
+                    counter,
+                )
+                .await
                 {
                     Ok(c) => {
                         r.reachable = true;
@@ -60,7 +69,7 @@ pub(super) async fn check_broker(broker: &HostPort) -> ServerReport {
     if let Ok(addrs) = resolve(broker).await {
         r.addr = addrs.first().copied();
     }
-    match crate::health::mqtt_round_trip(&broker.host, broker.port, MQTT_TIMEOUT).await {
+    match crate::health::mqtt_round_trip(&broker.host, broker.port, MQTT_CHECK_TIMEOUT).await {
         Ok(rtt) => {
             r.reachable = true;
             r.rtt_ms = Some((rtt.as_secs_f64() * 10_000.0).round() / 10.0);
@@ -89,7 +98,7 @@ pub(super) async fn check_registry(url: &str) -> ServerReport {
     r.addr = addrs.first().copied();
     let Some(addr) = r.addr else { return r };
     let started = Instant::now();
-    match tokio::time::timeout(TCP_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
+    match tokio::time::timeout(STUN_TCP_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
         Ok(Ok(_)) => {
             r.reachable = true;
             r.rtt_ms = Some((started.elapsed().as_secs_f64() * 10_000.0).round() / 10.0);
@@ -98,7 +107,7 @@ pub(super) async fn check_registry(url: &str) -> ServerReport {
         Err(_) => {
             r.error = Some(format!(
                 "no connection within {} ms",
-                TCP_TIMEOUT.as_millis()
+                STUN_TCP_TIMEOUT.as_millis()
             ))
         }
     }

@@ -28,6 +28,7 @@ use tokio::task::JoinSet;
 
 use crate::config::HostPort;
 use crate::identity::{Identity, NodeId, PublicKey};
+use crate::timing::SIGNAL_START_TIMEOUT;
 
 pub use message::{Answer, Keys, MessageError, MessageId, Offer, Payload, Ping, Pong};
 pub use session::Stats;
@@ -38,12 +39,6 @@ pub const TOPIC_PREFIX: &str = "warpgate/v1/";
 pub const WIRE_VERSION: u8 = 1;
 /// Largest sealed message accepted or sent.
 pub const MAX_MESSAGE_LEN: usize = 16 * 1024;
-/// Messages older than this (by the sender's timestamp) are stale.
-pub const MAX_AGE: Duration = Duration::from_secs(120);
-/// Messages stamped further than this in the future are stale too (clock skew allowance).
-pub const MAX_FUTURE: Duration = Duration::from_secs(30);
-/// How long [`Signal::start`] waits for the first broker to accept our subscription.
-pub const START_TIMEOUT: Duration = Duration::from_secs(10);
 /// Messages from brokers waiting for the driver, and delivered messages waiting for `recv`.
 const QUEUE_CAPACITY: usize = 256;
 
@@ -105,7 +100,7 @@ impl Default for SignalConfig {
     fn default() -> Self {
         Self {
             session: session::Config::default(),
-            start_timeout: START_TIMEOUT,
+            start_timeout: SIGNAL_START_TIMEOUT,
         }
     }
 }

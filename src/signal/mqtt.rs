@@ -3,14 +3,13 @@
 //!
 //! Publishing is fire-and-forget at QoS 0 and only while connected: reliability is end to end in
 //! [`super::session`], so a message queued for a dead broker would only arrive late and be
-//! de-duplicated. Every wait here is bounded: the connect by [`CONNECT_TIMEOUT_SECS`], the
+//! de-duplicated. Every wait here is bounded: the connect by [`MQTT_CONNECT_TIMEOUT`], the
 //! reconnect by the backoff, a silent broker by the MQTT keep-alive.
 //!
 //! Neighbours: [`super`] owns the task (through its `JoinSet`) and the client handle.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use rumqttc::{AsyncClient, ConnectionError, Event, MqttOptions, Packet, QoS, StateError};
 use tokio::sync::{mpsc, Notify};
@@ -18,14 +17,10 @@ use tokio::task::JoinSet;
 
 use super::MAX_MESSAGE_LEN;
 use crate::config::HostPort;
+use crate::timing::{
+    MQTT_CONNECT_TIMEOUT, MQTT_KEEP_ALIVE, MQTT_RECONNECT_MAX, MQTT_RECONNECT_MIN,
+};
 
-/// TCP + MQTT CONNECT must complete within this.
-pub const CONNECT_TIMEOUT_SECS: u64 = 5;
-/// MQTT keep-alive: a silent broker is noticed after about 1.5× this.
-pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
-/// Reconnect backoff after a failure, doubling between these.
-pub const RECONNECT_MIN: Duration = Duration::from_millis(250);
-pub const RECONNECT_MAX: Duration = Duration::from_secs(5);
 /// rumqttc drops the whole connection on a larger packet, so this is generous: anything above
 /// [`MAX_MESSAGE_LEN`] up to here is received and counted as oversized by the session.
 pub const MAX_PACKET_LEN: usize = 256 * 1024;
@@ -67,13 +62,13 @@ impl Broker {
     ) -> Self {
         let mut options = MqttOptions::new(client_id, server.host.clone(), server.port);
         options
-            .set_keep_alive(KEEP_ALIVE)
+            .set_keep_alive(MQTT_KEEP_ALIVE)
             .set_clean_session(true)
             .set_max_packet_size(MAX_PACKET_LEN, MAX_MESSAGE_LEN + 1024);
         let (client, mut eventloop) = AsyncClient::new(options, REQUEST_CAPACITY);
         eventloop
             .network_options
-            .set_connection_timeout(CONNECT_TIMEOUT_SECS);
+            .set_connection_timeout(MQTT_CONNECT_TIMEOUT.as_secs());
         // Small latency-sensitive messages (punch timing is measured through them): no Nagle.
         eventloop.network_options.set_tcp_nodelay(true);
         let state = Arc::new(BrokerState::default());
@@ -81,14 +76,14 @@ impl Broker {
         let task_client = client.clone();
         let name = server.to_string();
         tasks.spawn(async move {
-            let mut backoff = RECONNECT_MIN;
+            let mut backoff = MQTT_RECONNECT_MIN;
             loop {
                 match eventloop.poll().await {
                     Ok(Event::Incoming(Packet::ConnAck(_))) => {
                         tracing::debug!("signal: connected to broker {name}");
                         task_state.connected.store(true, Ordering::Relaxed);
                         task_state.connects.fetch_add(1, Ordering::Relaxed);
-                        backoff = RECONNECT_MIN;
+                        backoff = MQTT_RECONNECT_MIN;
                         if let Err(e) = task_client.try_subscribe(topic.clone(), QoS::AtMostOnce) {
                             tracing::warn!("signal: cannot subscribe on {name}: {e}");
                         }
@@ -120,7 +115,7 @@ impl Broker {
                         }
                         tracing::debug!("signal: broker {name}: {e}; retrying in {backoff:?}");
                         tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(RECONNECT_MAX);
+                        backoff = (backoff * 2).min(MQTT_RECONNECT_MAX);
                     }
                 }
             }

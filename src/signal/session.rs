@@ -18,17 +18,13 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use super::message::{DropClass, Keys, Message, MessageError, MessageId, Payload};
-use super::{MAX_AGE, MAX_FUTURE, MAX_MESSAGE_LEN};
+use super::MAX_MESSAGE_LEN;
 use crate::identity::{PublicKey, PUBLIC_KEY_LEN};
+use crate::timing::{
+    SIGNAL_INITIAL_RTO, SIGNAL_MAX_AGE, SIGNAL_MAX_FUTURE, SIGNAL_MAX_RTO, SIGNAL_REACK_INTERVAL,
+    SIGNAL_SEND_TIMEOUT,
+};
 
-/// First retransmission after this long without an ack.
-pub const INITIAL_RTO: Duration = Duration::from_millis(400);
-/// Backoff doubles up to this.
-pub const MAX_RTO: Duration = Duration::from_secs(3);
-/// A message not acknowledged within this is given up.
-pub const SEND_TIMEOUT: Duration = Duration::from_secs(15);
-/// A duplicate is acknowledged again at most this often.
-pub const REACK_INTERVAL: Duration = Duration::from_millis(200);
 /// How many (sender, message id) pairs are remembered; beyond this, new messages are refused
 /// (not acked, so the sender retries) rather than letting an old id be forgotten and replayed.
 pub const SEEN_CAPACITY: usize = 4096;
@@ -48,12 +44,12 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            initial_rto: INITIAL_RTO,
-            max_rto: MAX_RTO,
-            send_timeout: SEND_TIMEOUT,
-            reack_interval: REACK_INTERVAL,
-            max_age: MAX_AGE,
-            max_future: MAX_FUTURE,
+            initial_rto: SIGNAL_INITIAL_RTO,
+            max_rto: SIGNAL_MAX_RTO,
+            send_timeout: SIGNAL_SEND_TIMEOUT,
+            reack_interval: SIGNAL_REACK_INTERVAL,
+            max_age: SIGNAL_MAX_AGE,
+            max_future: SIGNAL_MAX_FUTURE,
             seen_capacity: SEEN_CAPACITY,
         }
     }
@@ -477,7 +473,7 @@ mod tests {
         let id = p.a.send(p.now, &b, ping(3)).unwrap();
         p.run();
         assert_eq!(Pair::events(&mut p.a), vec![Event::Expired(id)]);
-        assert_eq!(p.now - start, SEND_TIMEOUT);
+        assert_eq!(p.now - start, SIGNAL_SEND_TIMEOUT);
         // Retransmissions at 0.4, 1.2, 2.8, 5.8, 8.8, 11.8 and 14.8 s; given up at 15 s.
         assert_eq!(p.a.stats().retransmitted, 7);
         assert!(Pair::events(&mut p.b).is_empty());
@@ -495,7 +491,7 @@ mod tests {
         assert_eq!(p.b.stats().acks_sent, 1);
         assert_eq!(p.b.stats().dropped_replayed, 1);
         // Much later (a retransmission after a lost ack), it is acked again.
-        p.b.handle_incoming(p.now + REACK_INTERVAL, &t.bytes);
+        p.b.handle_incoming(p.now + SIGNAL_REACK_INTERVAL, &t.bytes);
         assert_eq!(p.b.stats().acks_sent, 2);
         assert!(Pair::events(&mut p.b).is_empty());
     }
@@ -545,8 +541,8 @@ mod tests {
         let t = p.a.poll_transmit().unwrap();
         p.b.handle_incoming(p.now, &t.bytes);
         // Replayed just before and long after the staleness window.
-        p.b.handle_incoming(p.now + MAX_AGE - Duration::from_secs(1), &t.bytes);
-        p.b.handle_incoming(p.now + MAX_AGE + Duration::from_secs(5), &t.bytes);
+        p.b.handle_incoming(p.now + SIGNAL_MAX_AGE - Duration::from_secs(1), &t.bytes);
+        p.b.handle_incoming(p.now + SIGNAL_MAX_AGE + Duration::from_secs(5), &t.bytes);
         let s = p.b.stats();
         assert_eq!(
             (s.delivered, s.dropped_replayed, s.dropped_stale),

@@ -286,14 +286,7 @@ mod tests {
             nat: Vec::new(),
         };
         let via = Via::default();
-        let cascade = run(
-            &strategies,
-            &via,
-            &local,
-            ctx,
-            None,
-            Duration::from_secs(5),
-        );
+        let cascade = run(&strategies, &via, &local, ctx, None, Duration::from_secs(5));
         let (won, accepted) = tokio::join!(cascade, listener.accept());
         let won = won.unwrap_or_else(|e| panic!("the cascade ended with {e}"));
         assert_eq!(won.method, "direct");

@@ -4,7 +4,6 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures_util::FutureExt;
 
@@ -13,11 +12,7 @@ use super::{Attempt, Context, LinkFuture, LocalFacts, Phase, Strategy};
 use crate::addr::Address;
 use crate::link::{quic, tls, LinkError, Transport, HANDSHAKE_TIMEOUT};
 use crate::net;
-
-/// Gap between successive candidates (happy eyeballs).
-pub const CANDIDATE_STAGGER: Duration = Duration::from_millis(25);
-/// How long a TCP connect may take.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+use crate::timing::{CANDIDATE_STAGGER, CONNECT_TIMEOUT};
 
 pub struct Direct;
 
@@ -117,6 +112,8 @@ impl Strategy for Direct {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::addr::{Candidate, CandidateKind};
     use crate::identity::Identity;

@@ -7,7 +7,6 @@
 //! Neighbours: [`super::rendezvous`] owns a kit per side; the punch strategies use its sockets.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::time::Duration;
 
 use futures_util::FutureExt;
 use tokio::net::TcpListener;
@@ -20,11 +19,10 @@ use crate::link::demux::StunSide;
 use crate::link::pin::Credentials;
 use crate::link::quic;
 use crate::stun::{self, Timing};
+use crate::timing::KIT_STUN_GRACE;
 
 /// STUN for a kit must not hold up the offer: three tries over 300 ms, then go without.
 const KIT_STUN: Timing = Timing::BRIEF;
-/// The least time the slower of UDP and TCP STUN gets after the faster answered.
-const KIT_STUN_GRACE: Duration = Duration::from_millis(100);
 /// STUN servers asked per kit (the first answer is enough; more only cost packets).
 const KIT_STUN_SERVERS: usize = 2;
 /// Most ports a NAT may step between two mappings for its allocation to count as sequential.

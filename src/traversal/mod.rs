@@ -47,7 +47,7 @@ impl Phase {
     pub fn offset(self) -> Duration {
         match self {
             Phase::Direct => Duration::ZERO,
-            Phase::Punch => Duration::from_millis(150),
+            Phase::Punch => crate::timing::PUNCH_PHASE_OFFSET,
         }
     }
 }
@@ -279,7 +279,7 @@ mod tests {
             delays("direct"),
             vec![
                 (Transport::Tcp, Duration::ZERO),
-                (Transport::Quic, direct::CANDIDATE_STAGGER)
+                (Transport::Quic, crate::timing::CANDIDATE_STAGGER)
             ]
         );
         assert_eq!(delays("quic"), vec![(Transport::Quic, Duration::ZERO)]);

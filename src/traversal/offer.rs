@@ -13,15 +13,13 @@ use futures_util::FutureExt;
 use tokio::time::Instant;
 
 use super::kit::Kit;
-use super::rendezvous::{rand_bytes, usable, Rendezvous, RendezvousError, Role, FIRE_IN};
+use super::rendezvous::{rand_bytes, usable, Rendezvous, RendezvousError, Role};
 use super::Phase;
 use crate::addr::Address;
 use crate::config::Settings;
 use crate::link::pin::Credentials;
 use crate::signal::{self, Keys, Offer, Payload, Signal, SignalConfig, SignalError};
-
-/// How long the connector waits for the answer once the offer was acknowledged.
-pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+use crate::timing::{ANSWER_TIMEOUT, FIRE_IN};
 
 /// The signalling exchange the cascade runs beside the attempts.
 pub type Exchange = BoxFuture<'static, Result<Rendezvous, RendezvousError>>;

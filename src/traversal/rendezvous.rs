@@ -20,10 +20,6 @@ use crate::link::pin::{self, Credentials};
 use crate::link::{quic, tls, Link, LinkError, HANDSHAKE_TIMEOUT};
 use crate::signal::{Signal, SignalError};
 
-/// The listener fires this long after its answer went out (plus half the round trip); the
-/// connector this long after the answer arrived.
-pub const FIRE_IN: Duration = Duration::from_millis(100);
-
 /// Which end of the rendezvous this side is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {

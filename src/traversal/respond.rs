@@ -8,25 +8,23 @@
 //! costs a bounded number of sockets.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::task::JoinSet;
 
 use tokio::time::Instant;
 
 use super::kit::Kit;
-use super::rendezvous::{usable, Rendezvous, RendezvousError, Role, FIRE_IN};
+use super::rendezvous::{usable, Rendezvous, RendezvousError, Role};
 use super::Strategy;
 use crate::config::HostPort;
 use crate::identity::{NodeId, PublicKey};
 use crate::link::listener::Inbound;
 use crate::link::pin::Credentials;
 use crate::signal::{Answer, Keys, Offer, Payload, Signal, SignalConfig};
+use crate::timing::{FIRE_IN, SESSION_LIFETIME, SIGNAL_RESTART_PAUSE};
 
 /// Sessions answered at once; further offers wait for the connector's retry.
 pub const MAX_SESSIONS: usize = 8;
-/// How long a session may run before its sockets are closed.
-pub const SESSION_LIFETIME: Duration = Duration::from_secs(20);
 
 /// What the listener brings to every session.
 pub struct Responder {
@@ -36,9 +34,6 @@ pub struct Responder {
     pub strategies: Vec<Arc<dyn Strategy>>,
     pub inbound: Inbound,
 }
-
-/// How long to wait before trying the brokers again after none of them answered.
-const RESTART_PAUSE: Duration = Duration::from_secs(15);
 
 /// Keeps the listener reachable over signalling on `brokers` for as long as the future runs:
 /// starts signalling (again, while no broker answers) and answers offers.
@@ -54,7 +49,7 @@ pub async fn run(keys: Keys, brokers: Vec<HostPort>, responder: Responder) {
                 "signalling unavailable ({e}); peers can reach this listener only directly until it is back"
             ),
         }
-        tokio::time::sleep(RESTART_PAUSE).await;
+        tokio::time::sleep(SIGNAL_RESTART_PAUSE).await;
     }
 }
 

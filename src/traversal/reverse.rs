@@ -13,9 +13,7 @@ use super::rendezvous::Rendezvous;
 use super::{Attempt, Context, LinkFuture, LocalFacts, Phase, Strategy};
 use crate::addr::Address;
 use crate::link::{LinkError, Transport};
-
-/// How long the listener's TCP connect to one connector candidate may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+use crate::timing::CONNECT_TIMEOUT;
 
 pub struct Reverse;
 

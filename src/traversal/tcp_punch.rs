@@ -17,11 +17,12 @@ use futures_util::FutureExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::punch::tcp::{Action, Dialer, Event, PUNCH_WINDOW};
+use super::punch::tcp::{Action, Dialer, Event};
 use super::rendezvous::Rendezvous;
 use super::{Attempt, Context, LinkFuture, LocalFacts, Phase, Strategy};
 use crate::addr::Address;
 use crate::link::{Link, LinkError, Transport};
+use crate::timing::PUNCH_WINDOW;
 
 pub struct TcpPunch;
 

@@ -14,11 +14,12 @@ use futures_util::FutureExt;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::punch::udp::{Event, Prober, PUNCH_WINDOW};
+use super::punch::udp::{Event, Prober};
 use super::rendezvous::{Rendezvous, Role};
 use super::{Attempt, Context, LinkFuture, LocalFacts, Phase, Strategy};
 use crate::addr::Address;
 use crate::link::{Link, LinkError, Transport};
+use crate::timing::PUNCH_WINDOW;
 
 pub struct UdpPunch;
 

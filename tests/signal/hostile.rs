@@ -5,7 +5,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use warpgate::identity::{NodeId, PublicKey};
 use warpgate::signal::message::{encrypt, Message};
-use warpgate::signal::{topic, Keys, MessageId, MAX_AGE, MAX_MESSAGE_LEN};
+use warpgate::signal::{topic, Keys, MessageId, MAX_MESSAGE_LEN};
+use warpgate::timing::SIGNAL_MAX_AGE;
 
 use crate::support::{
     assert_nothing_delivered, node, note, recv, wait_stats, Mosquitto, RawClient,
@@ -65,7 +66,7 @@ async fn hostile_messages_are_dropped_counted_and_never_delivered() {
     let stale = message(
         &alice.public_key(),
         bob_key.id(),
-        now - MAX_AGE.as_millis() as u64 - 60_000,
+        now - SIGNAL_MAX_AGE.as_millis() as u64 - 60_000,
     )
     .seal(&alice, &bob_key)
     .unwrap();

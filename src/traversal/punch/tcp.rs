@@ -1,21 +1,15 @@
 //! TCP simultaneous open, sans-IO: the schedule of connect tries to one peer candidate. From
 //! the agreed instant a [`Dialer`] asks for a connect; a try that neither connects nor fails
-//! within [`TRY_TIMEOUT`] is abandoned (a lost SYN is re-sent by the next try rather than by
-//! the kernel's 1 s retransmission); after a failed or abandoned try it pauses [`RETRY_PAUSE`]
+//! within [`PUNCH_TRY_TIMEOUT`] is abandoned (a lost SYN is re-sent by the next try rather than by
+//! the kernel's 1 s retransmission); after a failed or abandoned try it pauses [`PUNCH_RETRY_PAUSE`]
 //! and asks again, until a pause would reach the end of [`PUNCH_WINDOW`]. Then it gives up with
 //! a message naming the number of tries and the last error.
 //!
 //! Neighbours: `tcp_punch` drives a dialer with real connects from the kit's shared TCP port.
 
+use crate::timing::{PUNCH_RETRY_PAUSE, PUNCH_TRY_TIMEOUT};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
-
-/// How long one connect may wait before the next try.
-pub const TRY_TIMEOUT: Duration = Duration::from_millis(700);
-/// Pause after a refused, failed or abandoned try.
-pub const RETRY_PAUSE: Duration = Duration::from_millis(100);
-/// How long tries go on.
-pub const PUNCH_WINDOW: Duration = Duration::from_secs(8);
 
 /// What the driver is to do with its connect.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,12 +106,12 @@ impl Dialer {
         self.tries += 1;
         self.actions.push_back(Action::Connect);
         self.state = State::Trying {
-            until: now + TRY_TIMEOUT,
+            until: now + PUNCH_TRY_TIMEOUT,
         };
     }
 
     fn failed(&mut self, now: Instant, error: &str) {
-        if now + RETRY_PAUSE >= self.deadline {
+        if now + PUNCH_RETRY_PAUSE >= self.deadline {
             self.state = State::Done;
             self.events.push_back(Event::GaveUp(format!(
                 "{} simultaneous-open tries over {}s failed, the last with: {error}",
@@ -126,7 +120,7 @@ impl Dialer {
             )));
         } else {
             self.state = State::Pausing {
-                until: now + RETRY_PAUSE,
+                until: now + PUNCH_RETRY_PAUSE,
             };
         }
     }
@@ -152,6 +146,7 @@ impl Dialer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::timing::PUNCH_WINDOW;
 
     /// Drives a dialer whose every try ends `answer` after it started: `Some(error)` fails,
     /// `None` is never answered. Returns the start times (ms after fire) and the final event.
@@ -228,12 +223,12 @@ mod tests {
         assert_eq!(d.poll_action(), None, "no try before the fire instant");
         d.handle_timeout(fire);
         assert_eq!(d.poll_action(), Some(Action::Connect));
-        d.handle_timeout(fire + TRY_TIMEOUT);
+        d.handle_timeout(fire + PUNCH_TRY_TIMEOUT);
         assert_eq!(d.poll_action(), Some(Action::Abandon));
         // A late answer from the abandoned try changes nothing.
-        d.handle_connected(fire + TRY_TIMEOUT);
+        d.handle_connected(fire + PUNCH_TRY_TIMEOUT);
         assert_eq!(d.poll_event(), None);
-        d.handle_timeout(fire + TRY_TIMEOUT + RETRY_PAUSE);
+        d.handle_timeout(fire + PUNCH_TRY_TIMEOUT + PUNCH_RETRY_PAUSE);
         assert_eq!(d.poll_action(), Some(Action::Connect));
         d.handle_connected(fire + Duration::from_millis(850));
         assert_eq!(d.poll_event(), Some(Event::Connected { tries: 2 }));

@@ -17,11 +17,7 @@ use std::time::{Duration, Instant};
 use stun_proto::types::message::TransactionId;
 
 use crate::stun::codec::{self, Punch};
-
-/// Gap between rounds of probes (one to each peer candidate).
-pub const PROBE_INTERVAL: Duration = Duration::from_millis(50);
-/// How long probes are sent; after it they are only answered.
-pub const PUNCH_WINDOW: Duration = Duration::from_secs(8);
+use crate::timing::PROBE_INTERVAL;
 
 /// A datagram to send from the punching socket.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -154,6 +150,7 @@ impl Prober {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::timing::PUNCH_WINDOW;
 
     const ME: &str = "c00112233";
     const PEER: &str = "l00112233";

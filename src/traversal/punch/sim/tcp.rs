@@ -9,7 +9,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use super::{ms, Host, Nat, Net, LATENCY};
-use crate::traversal::punch::tcp::{Action, Dialer, Event, PUNCH_WINDOW};
+use crate::timing::PUNCH_WINDOW;
+use crate::traversal::punch::tcp::{Action, Dialer, Event};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Segment {

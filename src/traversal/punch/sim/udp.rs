@@ -4,7 +4,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use super::{candidates, ms, Host, Nat, Net, LATENCY};
-use crate::traversal::punch::udp::{Event, Prober, PROBE_INTERVAL, PUNCH_WINDOW};
+use crate::timing::{PROBE_INTERVAL, PUNCH_WINDOW};
+use crate::traversal::punch::udp::{Event, Prober};
 use crate::traversal::rendezvous::Role;
 
 const NONCE: [u8; 16] = [7; 16];

@@ -1,0 +1,116 @@
+//! Every timing constant of warpgate in one place, each with the reason for its value, grouped
+//! by the layer that uses it. Waits that belong to a protocol's own arithmetic stay beside it:
+//! the STUN retransmission schedules ([`crate::stun::Timing`]), nat-info's `--timeout` and
+//! connect's `--timeout` (the user's).
+
+use std::time::Duration;
+
+// Links (TLS over TCP, QUIC over UDP).
+
+/// TLS or QUIC handshake with one peer: a lossy path gets a few retransmissions.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The verifying round trip on a fresh link: a peer that cannot echo a few bytes in this long
+/// is no path worth selecting.
+pub const VERIFY_TIMEOUT: Duration = Duration::from_secs(5);
+/// The listener waits this long for the connector to select (or drop) a verified link; the
+/// connector's cascade may be busy with other attempts meanwhile.
+pub const SELECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Closing a link politely (flushing, telling the peer) never holds up exit longer than this.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+/// A QUIC peer silent this long is gone: about as soon as TCP keep-alive notices the same.
+pub const QUIC_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// QUIC keep-alive: well under the idle timeout and under the ~30 s NAT mapping lifetime.
+pub const QUIC_KEEP_ALIVE: Duration = Duration::from_secs(4);
+/// TCP keep-alive starts after this much idle time and probes at [`TCP_KEEPALIVE_INTERVAL`]
+/// (3 probes): a silently vanished peer is noticed in about 11 s, in line with QUIC.
+pub const TCP_KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
+pub const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
+/// Sent data unacknowledged this long means the connection is dead (TCP_USER_TIMEOUT).
+pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(15);
+
+// Traversal: the cascade, its strategies and the rendezvous.
+
+/// The punch phase (and so signalling) starts this long after `direct`: a peer reachable
+/// directly usually answers within it and costs no signalling at all.
+pub const PUNCH_PHASE_OFFSET: Duration = Duration::from_millis(150);
+/// Gap between successive direct candidates (happy eyeballs, RFC 8305's 250 ms scaled down to
+/// the few candidates an address carries).
+pub const CANDIDATE_STAGGER: Duration = Duration::from_millis(25);
+/// One TCP connect to one candidate, by either side: beyond it the SYN is lost for good.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The listener fires this long after its answer went out (plus half the ack round trip); the
+/// connector this long after the answer arrived: room for the answer's one-way trip.
+pub const FIRE_IN: Duration = Duration::from_millis(100);
+/// The connector waits this long for the answer once its offer was acknowledged: the listener
+/// only has to prepare its kit (STUN gives up within 0.5 s).
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+/// A listener's rendezvous closes its sockets after this: the punch window and handshakes
+/// fit, and a flood of offers holds sockets only this long.
+pub const SESSION_LIFETIME: Duration = Duration::from_secs(20);
+/// A listener tries the brokers again this long after none of them answered.
+pub const SIGNAL_RESTART_PAUSE: Duration = Duration::from_secs(15);
+/// The least time the slower of UDP and TCP STUN gets for a kit after the faster answered.
+pub const KIT_STUN_GRACE: Duration = Duration::from_millis(100);
+/// Gap between rounds of UDP punch probes: 20 rounds a second keep a hole open without
+/// flooding.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(50);
+/// How long punching goes on (UDP probes, TCP connect tries): room for a peer that fires late
+/// or loses many probes, well inside [`SESSION_LIFETIME`].
+pub const PUNCH_WINDOW: Duration = Duration::from_secs(8);
+/// One simultaneous-open connect waits this long before the next try: a lost SYN is re-sent by
+/// the next try rather than by the kernel's 1 s retransmission.
+pub const PUNCH_TRY_TIMEOUT: Duration = Duration::from_millis(700);
+/// Pause after a refused or failed simultaneous-open try.
+pub const PUNCH_RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// Pause after a failed local accept (out of file descriptors, say) before the next one.
+pub const ACCEPT_RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+// Signalling.
+
+/// Messages older than this (by the sender's timestamp) are stale, so the replay set only has
+/// to remember ids this long; brokers may hold a message back for a while.
+pub const SIGNAL_MAX_AGE: Duration = Duration::from_secs(120);
+/// Messages stamped further than this in the future are stale too (clock skew allowance).
+pub const SIGNAL_MAX_FUTURE: Duration = Duration::from_secs(30);
+/// How long starting signalling waits for the first broker to accept our subscription.
+pub const SIGNAL_START_TIMEOUT: Duration = Duration::from_secs(10);
+/// First retransmission of a message after this long without an ack: a few broker round trips.
+pub const SIGNAL_INITIAL_RTO: Duration = Duration::from_millis(400);
+/// Retransmission backoff doubles up to this.
+pub const SIGNAL_MAX_RTO: Duration = Duration::from_secs(3);
+/// A message not acknowledged within this is given up.
+pub const SIGNAL_SEND_TIMEOUT: Duration = Duration::from_secs(15);
+/// A duplicate is acknowledged again at most this often.
+pub const SIGNAL_REACK_INTERVAL: Duration = Duration::from_millis(200);
+/// TCP + MQTT CONNECT to one broker must complete within this.
+pub const MQTT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// MQTT keep-alive: a silent broker is noticed after about 1.5× this.
+pub const MQTT_KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// Reconnect backoff after a broker failure, doubling between these.
+pub const MQTT_RECONNECT_MIN: Duration = Duration::from_millis(250);
+pub const MQTT_RECONNECT_MAX: Duration = Duration::from_secs(5);
+
+// Discovery (nat-info, the quick look, the cache) and server checks.
+
+/// Cached NAT facts are trusted this long on an unchanged network.
+pub const NAT_CACHE_MAX_AGE: Duration = Duration::from_secs(3600);
+/// Resolving one server's name.
+pub const RESOLVE_TIMEOUT: Duration = Duration::from_millis(1000);
+/// One STUN-over-TCP binding, connect included: as long as a UDP transaction's schedule.
+pub const STUN_TCP_TIMEOUT: Duration = Duration::from_millis(1250);
+/// nat-info's phase B (mapping tests, allocation series, hairpinning): the filtering tests'
+/// schedule plus a little; under loss the tail of the chain is cut short.
+pub const PHASE_B_BUDGET: Duration = Duration::from_millis(1600);
+/// How long to wait for a hairpinned packet.
+pub const HAIRPIN_WAIT: Duration = Duration::from_millis(400);
+/// Gap between the first sends of the port-allocation series, so the NAT sees them in order.
+pub const ALLOCATION_STAGGER: Duration = Duration::from_millis(10);
+/// A TURN allocation made to check a relay server.
+pub const TURN_CHECK_TIMEOUT: Duration = Duration::from_millis(1500);
+/// An MQTT broker's connect and publish-to-self round trip, when checking it.
+pub const MQTT_CHECK_TIMEOUT: Duration = Duration::from_millis(1500);
+/// The UPnP search (and then the external-address request).
+pub const UPNP_TIMEOUT: Duration = Duration::from_millis(1000);
+/// NAT-PMP's first retransmission (RFC 6886 §3.1 starts at 250 ms); nat-info sends twice and
+/// gives up at 3×.
+pub const NATPMP_RTO: Duration = Duration::from_millis(250);
