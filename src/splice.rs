@@ -311,6 +311,59 @@ mod tests {
         assert_eq!(reader.await.unwrap(), data);
     }
 
+    /// A stream the peer has already abandoned.
+    struct Abandoned {
+        reset: bool,
+    }
+
+    impl AsyncWrite for Abandoned {
+        fn poll_write(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<io::Result<usize>> {
+            std::task::Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    impl Outbound for Abandoned {
+        async fn finish(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+        fn abandon(&mut self) {
+            self.reset = true;
+        }
+        async fn abandoned(&mut self) -> io::Error {
+            io::ErrorKind::ConnectionAborted.into()
+        }
+    }
+
+    /// Regression: a sender idle on its input (a terminal, a quiet pipe) did not learn that
+    /// the peer had gone until it next had something to write.
+    #[tokio::test]
+    async fn send_all_idle_on_its_input_notices_the_peer_gone() {
+        let (_writer, mut idle) = tokio::io::duplex(64);
+        let mut send = Abandoned { reset: false };
+        let sent = AtomicU64::new(0);
+        let err = send_all(&mut idle, &mut send, &Progress::hidden(), &sent)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, SpliceError::Interrupted { .. }), "{err}");
+        assert!(send.reset, "the stream is reset, never finished");
+    }
+
     #[tokio::test]
     async fn receive_all_reports_a_broken_input_as_interrupted() {
         struct Broken(u8);

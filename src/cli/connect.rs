@@ -173,7 +173,8 @@ async fn serve_local(
                 let stop = stop.child_token();
                 connections.spawn(async move {
                     if let Err(e) = crate::splice::splice_tcp(stream, socket, &stop).await {
-                        tracing::info!(%from, "forwarded connection ended: {e}");
+                        let e = anyhow::Error::new(e);
+                        tracing::info!(%from, "forwarded connection ended: {e:#}");
                     }
                 });
             }

@@ -239,7 +239,8 @@ async fn forward_stream(
     match stop.run_until_cancelled(connecting).await {
         Some(Ok(tcp)) => {
             if let Err(e) = crate::splice::splice_tcp(stream, tcp, &stop).await {
-                tracing::info!("forwarded connection ended: {e}");
+                let e = anyhow::Error::new(e);
+                tracing::info!("forwarded connection ended: {e:#}");
             }
         }
         Some(Err(e)) => {

@@ -296,3 +296,40 @@ impl QuicLink {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn closed(code: u32, reason: &[u8]) -> quinn::ConnectionError {
+        quinn::ConnectionError::ApplicationClosed(quinn::ApplicationClose {
+            error_code: quinn::VarInt::from_u32(code),
+            reason: bytes::Bytes::copy_from_slice(reason),
+        })
+    }
+
+    #[test]
+    fn a_shutdown_reset_reads_as_the_peer_closing_with_its_reason() {
+        let code = quinn::VarInt::from_u32(CloseReason::Shutdown.code());
+        let e = stream_error(quinn::ReadError::Reset(code).into());
+        assert_eq!(e.to_string(), "the peer closed the link: shutting down");
+        let e = stream_error(quinn::WriteError::Stopped(code).into());
+        assert_eq!(e.to_string(), "the peer closed the link: shutting down");
+    }
+
+    #[test]
+    fn other_resets_are_left_as_they_are() {
+        let e = stream_error(quinn::ReadError::Reset(quinn::VarInt::from_u32(1)).into());
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset);
+        assert!(!e.to_string().contains("the peer closed"), "{e}");
+    }
+
+    #[test]
+    fn a_closed_connection_carries_the_peer_text_printable_only() {
+        let lost = quinn::ReadError::ConnectionLost(closed(7, b"bye\x1b[2J now"));
+        let e = stream_error(lost.into());
+        assert_eq!(e.to_string(), "the peer closed the link: bye[2J now");
+        let e = connection_error(closed(9, b""), None);
+        assert_eq!(e.to_string(), "the peer closed the link: code 9");
+    }
+}
