@@ -3,12 +3,14 @@
 //! peer finishing its side ends the local writer. Byte counts feed the progress bar.
 //!
 //! A failure on one side cancels the other, and the stream is reset, never finished, so the peer
-//! sees an interrupted transfer as an error rather than as a short clean one.
+//! sees an interrupted transfer as an error rather than as a short clean one. A cancelled
+//! [`CancellationToken`] stops a splice the same way, telling the peer this side is shutting down.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
 
 use crate::link::{SendStream, Stream};
 
@@ -31,6 +33,9 @@ pub enum SpliceError {
     /// Writing the local output failed; `BrokenPipe` means the reader went away (`| head`).
     #[error("writing local output failed: {0}")]
     LocalWrite(io::Error),
+    /// This side was told to stop (its token was cancelled): the transfer is incomplete.
+    #[error("stopped after {sent} bytes sent and {received} received")]
+    Stopped { sent: u64, received: u64 },
 }
 
 impl SpliceError {
@@ -54,11 +59,17 @@ pub trait Outbound: AsyncWrite + Unpin {
     async fn finish(&mut self) -> io::Result<()>;
     /// The peer sees an error.
     fn abandon(&mut self);
+    /// Resolves once the peer will take no more, with the error to report.
+    async fn abandoned(&mut self) -> io::Error;
 }
 
 impl Outbound for SendStream {
     async fn finish(&mut self) -> io::Result<()> {
         SendStream::finish(self).await
+    }
+
+    async fn abandoned(&mut self) -> io::Error {
+        SendStream::abandoned(self).await
     }
 
     fn abandon(&mut self) {
@@ -83,7 +94,17 @@ where
 {
     let mut buf = vec![0u8; BUFFER];
     loop {
-        let n = match input.read(&mut buf).await {
+        // While our input has nothing, watch for a peer that went away: a sender idle on a
+        // terminal or a pipe would otherwise not learn of it until its next write.
+        let read = tokio::select! {
+            biased;
+            read = input.read(&mut buf) => read,
+            gone = send.abandoned() => {
+                send.abandon();
+                return Err(interrupted(gone));
+            }
+        };
+        let n = match read {
             Ok(0) => break,
             Ok(n) => n,
             Err(e) => {
@@ -141,12 +162,15 @@ fn interrupted(source: io::Error) -> SpliceError {
 }
 
 /// Both directions of `stream` against a local reader and writer, concurrently. Returns when
-/// both are done, or at the first failure (the other direction is then dropped).
+/// both are done, at the first failure (the other direction is then dropped), or when `stop` is
+/// cancelled (the stream is then abandoned with the shutdown reason, never finished: a dropped
+/// QUIC stream would end cleanly and pass a cut transfer off as complete).
 pub async fn splice<R, W>(
     stream: Stream,
     mut input: R,
     mut output: W,
     progress: &Progress,
+    stop: &CancellationToken,
 ) -> Result<Totals, SpliceError>
 where
     R: AsyncRead + Unpin,
@@ -154,16 +178,31 @@ where
 {
     let Stream { mut send, mut recv } = stream;
     let (sent, received) = (AtomicU64::new(0), AtomicU64::new(0));
-    let result = tokio::try_join!(
-        send_all(&mut input, &mut send, progress, &sent),
-        receive_all(&mut recv, &mut output, progress, &received)
-    );
+    let result = tokio::select! {
+        // The copy first: the token is looked at only while both directions wait.
+        biased;
+        copied = async {
+            tokio::try_join!(
+                send_all(&mut input, &mut send, progress, &sent),
+                receive_all(&mut recv, &mut output, progress, &received)
+            )
+        } => copied.map(drop),
+        () = stop.cancelled() => Err(SpliceError::Stopped { sent: 0, received: 0 }),
+    };
     let totals = Totals {
         sent: sent.into_inner(),
         received: received.into_inner(),
     };
     match result {
-        Ok(_) => Ok(totals),
+        Ok(()) => Ok(totals),
+        Err(SpliceError::Stopped { .. }) => {
+            send.cancel();
+            recv.cancel();
+            Err(SpliceError::Stopped {
+                sent: totals.sent,
+                received: totals.received,
+            })
+        }
         Err(e) => {
             send.reset();
             recv.stop();
@@ -179,11 +218,16 @@ where
     }
 }
 
-/// Splices a TCP connection with a stream (port forwarding), both directions.
-pub async fn splice_tcp(stream: Stream, tcp: tokio::net::TcpStream) -> Result<Totals, SpliceError> {
+/// Splices a TCP connection with a stream (port forwarding), both directions, until done or
+/// `stop` is cancelled.
+pub async fn splice_tcp(
+    stream: Stream,
+    tcp: tokio::net::TcpStream,
+    stop: &CancellationToken,
+) -> Result<Totals, SpliceError> {
     let _ = tcp.set_nodelay(true);
     let (read, write) = tcp.into_split();
-    splice(stream, read, write, &Progress::hidden()).await
+    splice(stream, read, write, &Progress::hidden(), stop).await
 }
 
 /// A local file read or written in place, on the task that uses it: for regular files and
@@ -245,6 +289,9 @@ mod tests {
             self.shutdown().await
         }
         fn abandon(&mut self) {}
+        async fn abandoned(&mut self) -> io::Error {
+            std::future::pending().await
+        }
     }
 
     #[tokio::test]
@@ -262,6 +309,59 @@ mod tests {
             .unwrap();
         assert_eq!(sent.into_inner(), data.len() as u64);
         assert_eq!(reader.await.unwrap(), data);
+    }
+
+    /// A stream the peer has already abandoned.
+    struct Abandoned {
+        reset: bool,
+    }
+
+    impl AsyncWrite for Abandoned {
+        fn poll_write(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<io::Result<usize>> {
+            std::task::Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(
+            self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    impl Outbound for Abandoned {
+        async fn finish(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+        fn abandon(&mut self) {
+            self.reset = true;
+        }
+        async fn abandoned(&mut self) -> io::Error {
+            io::ErrorKind::ConnectionAborted.into()
+        }
+    }
+
+    /// Regression: a sender idle on its input (a terminal, a quiet pipe) did not learn that
+    /// the peer had gone until it next had something to write.
+    #[tokio::test]
+    async fn send_all_idle_on_its_input_notices_the_peer_gone() {
+        let (_writer, mut idle) = tokio::io::duplex(64);
+        let mut send = Abandoned { reset: false };
+        let sent = AtomicU64::new(0);
+        let err = send_all(&mut idle, &mut send, &Progress::hidden(), &sent)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, SpliceError::Interrupted { .. }), "{err}");
+        assert!(send.reset, "the stream is reset, never finished");
     }
 
     #[tokio::test]

@@ -8,6 +8,8 @@
 //! - `forward`  — `listen --forward` + `connect --local` with many concurrent clients
 //! - `auth`     — `--allow`, and a listener whose key does not match the address
 //! - `failure`  — malformed input (exit 2), a peer killed mid-transfer (exit 1), no listener
+//! - `interrupt` — SIGINT/SIGTERM in each long-running mode: links closed with a reason the
+//!   peer sees at once, `.part` kept, services exit 0 and interrupted transfers 1
 //! - `docs`     — committed completions and man pages match the clap definition
 
 #[path = "e2e/auth.rs"]
@@ -18,6 +20,8 @@ mod docs;
 mod failure;
 #[path = "e2e/forward.rs"]
 mod forward;
+#[path = "e2e/interrupt.rs"]
+mod interrupt;
 #[path = "common/process.rs"]
 mod process;
 #[path = "e2e/support.rs"]

@@ -1,5 +1,6 @@
 //! `warpgate connect TARGET`: run the traversal cascade to the peer, then splice stdio or files
 //! over one stream, or carry each connection to a local TCP port (`--local`) as a new stream.
+//! Told to stop once connected, it closes the link with the shutdown reason.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -7,10 +8,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use super::args::ConnectArgs;
 use super::transfer::{self, Ends};
-use super::{usage, Node};
+use super::{close_reason, usage, Interrupted, Node, Shutdown};
 use crate::addr::{Address, TEXT_PREFIX};
 use crate::config::HostPort;
 use crate::link::Link;
@@ -31,6 +33,7 @@ pub async fn run(
     args: ConnectArgs,
     reporter: Reporter,
     start: Instant,
+    shutdown: &Shutdown,
 ) -> anyhow::Result<ExitCode> {
     let peer = parse_target(&args.target)?;
     let strategies = traversal::registry();
@@ -84,29 +87,38 @@ pub async fn run(
         event.signal = Some(used);
     }
     reporter.connected(&event);
+    // From here on there is a link to close when told to stop.
+    let _holding = shutdown.hold();
+    let stop = shutdown.token();
 
     match local_listener {
-        Some(tcp) => serve_local(&link, tcp, &reporter).await,
+        Some(tcp) => serve_local(link, tcp, &reporter, &stop).await,
         None => {
             let peer = link.info().peer.id().to_string();
-            let stream = link.open().await?;
-            let outcome = transfer::run(stream, &ends, &reporter, &peer).await;
-            link.close().await;
+            let outcome = match stop.run_until_cancelled(link.open()).await {
+                Some(Ok(stream)) => transfer::run(stream, &ends, &reporter, &peer, &stop).await,
+                Some(Err(e)) => Err(e.into()),
+                None => Err(Interrupted::default().into()),
+            };
+            link.close_with(close_reason(&stop)).await;
             outcome.map(|_| ExitCode::SUCCESS)
         }
     }
 }
 
-/// Carries each local TCP connection to the peer as a new stream until the link ends.
+/// Carries each local TCP connection to the peer as a new stream until the link ends, or until
+/// `stop` is cancelled: then every connection abandons its stream with the shutdown reason, the
+/// link is closed with it, and the service has ended as asked (exit 0).
 async fn serve_local(
-    link: &Link,
+    link: Link,
     tcp: tokio::net::TcpListener,
     reporter: &Reporter,
+    stop: &CancellationToken,
 ) -> anyhow::Result<ExitCode> {
     let bound = tcp.local_addr()?.to_string();
     reporter.forwarding(&bound, "connections on");
     let mut connections = JoinSet::new();
-    loop {
+    let ended = loop {
         tokio::select! {
             accepted = tcp.accept() => {
                 let (socket, from) = match accepted {
@@ -117,15 +129,32 @@ async fn serve_local(
                         continue;
                     }
                 };
-                let stream = link.open().await.context("cannot open a stream to the peer")?;
+                let stream = match stop.run_until_cancelled(link.open()).await {
+                    Some(Ok(stream)) => stream,
+                    Some(Err(e)) => {
+                        break Err(anyhow::Error::new(e).context("cannot open a stream to the peer"))
+                    }
+                    None => break Ok(ExitCode::SUCCESS),
+                };
+                let stop = stop.child_token();
                 connections.spawn(async move {
-                    if let Err(e) = crate::splice::splice_tcp(stream, socket).await {
-                        tracing::info!(%from, "forwarded connection ended: {e}");
+                    if let Err(e) = crate::splice::splice_tcp(stream, socket, &stop).await {
+                        let e = anyhow::Error::new(e);
+                        tracing::info!(%from, "forwarded connection ended: {e:#}");
                     }
                 });
             }
             Some(_) = connections.join_next() => {}
-            lost = link.closed() => return Err(anyhow::Error::new(lost).context("the link to the peer ended")),
+            lost = link.closed() => {
+                break Err(anyhow::Error::new(lost).context("the link to the peer ended"))
+            }
+            () = stop.cancelled() => break Ok(ExitCode::SUCCESS),
         }
+    };
+    if stop.is_cancelled() {
+        // Each connection abandons its stream with the reason before the link goes.
+        while connections.join_next().await.is_some() {}
     }
+    link.close_with(close_reason(stop)).await;
+    ended
 }

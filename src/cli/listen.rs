@@ -1,22 +1,30 @@
 //! `warpgate listen`: accept peers and splice the first (or, with `-k`, each) to stdio or files,
-//! or forward each inbound stream to a local TCP port.
+//! or forward each inbound stream to a local TCP port. Told to stop, it closes every link with
+//! the shutdown reason and shuts the listener down: a `-k` or `--forward` service then exits 0,
+//! a single transfer exits 1 as interrupted.
 
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
 
 use super::args::ListenArgs;
 use super::transfer::{self, Ends};
-use super::{usage, Node};
+use super::{close_reason, usage, Interrupted, Node, Shutdown};
 use crate::config::HostPort;
 use crate::identity::NodeId;
 use crate::link::listener::Listener;
-use crate::link::{Link, HANDSHAKE_TIMEOUT};
+use crate::link::{CloseReason, Link, HANDSHAKE_TIMEOUT};
 use crate::report::{Connected, Reporter};
 use crate::traversal::{self, respond, respond::Responder};
 
-pub async fn run(node: Node, args: ListenArgs, reporter: Reporter) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    node: Node,
+    args: ListenArgs,
+    reporter: Reporter,
+    shutdown: &Shutdown,
+) -> anyhow::Result<ExitCode> {
     if args.name.is_some() {
         return Err(usage(
             "--name: the name registry is not built yet in this version of warpgate",
@@ -59,6 +67,9 @@ pub async fn run(node: Node, args: ListenArgs, reporter: Reporter) -> anyhow::Re
         Err(_) if requested == 0 && port != 0 => Listener::bind(0, &node.creds, allowed.clone())?,
         bound => bound?,
     };
+    // From here on there is a listener (and soon links) to close when told to stop.
+    let _holding = shutdown.hold();
+    let stop = shutdown.token();
     // Reachable over signalling too, while listening (dropped, it stops).
     let mut signalling = JoinSet::new();
     let brokers = node.brokers();
@@ -81,10 +92,12 @@ pub async fn run(node: Node, args: ListenArgs, reporter: Reporter) -> anyhow::Re
     );
 
     let result = match forward {
-        Some(target) => serve_forward(&mut listener, &target, args.keep_open, &reporter).await,
-        None => serve_transfers(&mut listener, &ends, args.keep_open, &reporter).await,
+        Some(target) => {
+            serve_forward(&mut listener, &target, args.keep_open, &reporter, &stop).await
+        }
+        None => serve_transfers(&mut listener, &ends, args.keep_open, &reporter, &stop).await,
     };
-    listener.shutdown().await;
+    listener.shutdown(close_reason(&stop)).await;
     result.map(|()| ExitCode::SUCCESS)
 }
 
@@ -98,21 +111,53 @@ async fn serve_transfers(
     ends: &Ends,
     keep_open: bool,
     reporter: &Reporter,
+    stop: &CancellationToken,
 ) -> anyhow::Result<()> {
+    // Told to stop between transfers: a -k service has lost nothing; a single transfer has
+    // not happened.
+    let idle_stop = || {
+        if keep_open {
+            Ok(())
+        } else {
+            Err(Interrupted::default().into())
+        }
+    };
     loop {
-        let (link, method) = listener.accept().await.context("listener stopped")?;
+        let Some(accepted) = stop.run_until_cancelled(listener.accept()).await else {
+            return idle_stop();
+        };
+        let (link, method) = accepted.context("listener stopped")?;
         reporter.connected(&inbound_event(&link, method));
         let peer = link.info().peer.id().to_string();
         // The connector opens its stream right after selecting the link.
-        let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, link.accept())
-            .await
-            .context("peer opened no stream")??
-            .context("peer closed the link before opening a stream")?;
-        let outcome = transfer::run(stream, ends, reporter, &peer).await;
-        link.close().await;
+        let opened = tokio::time::timeout(HANDSHAKE_TIMEOUT, link.accept());
+        let stream = match stop.run_until_cancelled(opened).await {
+            None => {
+                link.close_with(CloseReason::Shutdown).await;
+                return idle_stop();
+            }
+            Some(Err(_)) => Err(anyhow::anyhow!("peer opened no stream")),
+            Some(Ok(Err(e))) => Err(e.into()),
+            Some(Ok(Ok(None))) => Err(anyhow::anyhow!(
+                "peer closed the link before opening a stream"
+            )),
+            Some(Ok(Ok(Some(stream)))) => Ok(stream),
+        };
+        let outcome = match stream {
+            Ok(stream) => transfer::run(stream, ends, reporter, &peer, stop)
+                .await
+                .map(drop),
+            Err(e) => Err(e),
+        };
+        link.close_with(close_reason(stop)).await;
         match outcome {
-            Ok(_) if keep_open => {}
-            Ok(_) => return Ok(()),
+            Err(e) if keep_open && stop.is_cancelled() => {
+                tracing::warn!(%peer, "transfer stopped: {e:#}");
+                return Ok(());
+            }
+            outcome if stop.is_cancelled() => return outcome,
+            Ok(()) if keep_open => {}
+            Ok(()) => return Ok(()),
             // One peer's failure does not stop a -k listener.
             Err(e) if keep_open => tracing::warn!(%peer, "transfer failed: {e:#}"),
             Err(e) => return Err(e),
@@ -125,6 +170,7 @@ async fn serve_forward(
     target: &HostPort,
     keep_open: bool,
     reporter: &Reporter,
+    stop: &CancellationToken,
 ) -> anyhow::Result<()> {
     reporter.forwarding(&target.to_string(), "inbound streams to");
     let mut peers = JoinSet::new();
@@ -133,7 +179,7 @@ async fn serve_forward(
             link = listener.accept() => {
                 let (link, method) = link.context("listener stopped")?;
                 reporter.connected(&inbound_event(&link, method));
-                let forwarding = forward_link(link, target.clone());
+                let forwarding = forward_link(link, target.clone(), stop.child_token());
                 if keep_open {
                     peers.spawn(forwarding);
                 } else {
@@ -145,44 +191,61 @@ async fn serve_forward(
                     tracing::warn!("peer link ended: {e:#}");
                 }
             }
+            () = stop.cancelled() => break,
         }
     }
+    // Each peer's link sees the same cancellation and closes with the shutdown reason.
+    while let Some(done) = peers.join_next().await {
+        if let Ok(Err(e)) = done {
+            tracing::warn!("peer link ended: {e:#}");
+        }
+    }
+    Ok(())
 }
 
-/// Forwards every stream of one link to `target` until the link ends.
-async fn forward_link(link: Link, target: HostPort) -> anyhow::Result<()> {
+/// Forwards every stream of one link to `target` until the link ends or `stop` is cancelled.
+async fn forward_link(link: Link, target: HostPort, stop: CancellationToken) -> anyhow::Result<()> {
     let peer = link.info().peer.id();
     let mut streams = JoinSet::new();
     let ended = loop {
         tokio::select! {
             next = link.accept() => match next {
                 Ok(Some(stream)) => {
-                    let target = target.clone();
-                    streams.spawn(async move {
-                        let addr = (target.host.as_str(), target.port);
-                        match tokio::net::TcpStream::connect(addr).await {
-                            Ok(tcp) => {
-                                if let Err(e) = crate::splice::splice_tcp(stream, tcp).await {
-                                    tracing::info!("forwarded connection ended: {e}");
-                                }
-                            }
-                            Err(e) => {
-                                tracing::warn!("cannot connect to {target}: {e}");
-                                let mut stream = stream;
-                                stream.send.reset();
-                            }
-                        }
-                    });
+                    streams.spawn(forward_stream(stream, target.clone(), stop.child_token()));
                 }
                 Ok(None) => break Ok(()),
                 Err(e) => break Err(e),
             },
             Some(_) = streams.join_next() => {}
+            () = stop.cancelled() => break Ok(()),
         }
     };
-    // Let connections in flight finish their last bytes before the link goes.
+    // Let connections in flight finish their last bytes before the link goes (when stopping,
+    // they abandon their streams with the reason at once).
     while streams.join_next().await.is_some() {}
-    link.close().await;
+    link.close_with(close_reason(&stop)).await;
     tracing::info!(%peer, "peer link ended");
     ended.map_err(Into::into)
+}
+
+/// One inbound stream carried to a new TCP connection to `target`.
+async fn forward_stream(
+    mut stream: crate::link::Stream,
+    target: HostPort,
+    stop: CancellationToken,
+) {
+    let connecting = tokio::net::TcpStream::connect((target.host.as_str(), target.port));
+    match stop.run_until_cancelled(connecting).await {
+        Some(Ok(tcp)) => {
+            if let Err(e) = crate::splice::splice_tcp(stream, tcp, &stop).await {
+                let e = anyhow::Error::new(e);
+                tracing::info!("forwarded connection ended: {e:#}");
+            }
+        }
+        Some(Err(e)) => {
+            tracing::warn!("cannot connect to {target}: {e}");
+            stream.send.reset();
+        }
+        None => stream.send.cancel(),
+    }
 }

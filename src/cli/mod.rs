@@ -1,7 +1,8 @@
 //! The command-line front end: parses arguments ([`args`]), sets up logging and the runtime,
 //! runs one subcommand driver, and turns its outcome into an exit code: 0 success, 1 runtime
-//! failure, 2 usage error. Ctrl-C is handled here and nowhere else. No networking logic lives in
-//! this module; the drivers call into [`crate::link`], [`crate::traversal`] and [`crate::splice`].
+//! failure, 2 usage error. SIGINT and SIGTERM are caught here and nowhere else ([`Shutdown`]).
+//! No networking logic lives in this module; the drivers call into [`crate::link`],
+//! [`crate::traversal`] and [`crate::splice`].
 
 pub mod args;
 mod connect;
@@ -11,18 +12,24 @@ mod nat_info;
 mod show;
 mod transfer;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Parser;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::{task_tracker::TaskTrackerToken, TaskTracker};
 
 use crate::addr::{Address, Candidate, CandidateKind};
 use crate::config::{Overrides, Settings};
 use crate::discovery::quick::Quick;
 use crate::identity::Identity;
 use crate::link::pin::Credentials;
+use crate::link::CloseReason;
 use crate::report::Reporter;
+use crate::splice::Totals;
 use args::{Cli, Command, Global, NameCommand};
 
 /// A mistake in what the user asked for: exit code 2.
@@ -30,10 +37,102 @@ use args::{Cli, Command, Global, NameCommand};
 #[error("{0}")]
 pub struct UsageError(pub String);
 
-/// The user pressed ctrl-c during a transfer: exit code 1.
-#[derive(Debug, thiserror::Error)]
-#[error("interrupted: the transfer did not complete")]
-struct Interrupted;
+/// A transfer cut short by SIGINT or SIGTERM: exit code 1. Says how far it got when it had
+/// started, and where the partial data is when it was being written to a file.
+#[derive(Debug, Default)]
+pub(crate) struct Interrupted {
+    pub totals: Option<Totals>,
+    pub kept: Option<PathBuf>,
+}
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("interrupted: the transfer did not complete")?;
+        if let Some(t) = self.totals {
+            write!(f, " ({} bytes sent, {} received)", t.sent, t.received)?;
+        }
+        if let Some(path) = &self.kept {
+            write!(f, "; partial data kept in {}", path.display())?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// How long the drivers get, after a signal, to close their links before they are dropped:
+/// a link's close on shutdown is bounded by [`crate::link::SHUTDOWN_CLOSE_TIMEOUT`], the
+/// listener's close notices by a few milliseconds more.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
+
+/// The process's one cancellation tree. [`run`] catches SIGINT and SIGTERM and cancels the
+/// root; drivers hand a child token to each link, splice and forwarded connection, which then
+/// close with [`CloseReason::Shutdown`]. A driver holding links says so with [`Shutdown::hold`]:
+/// on a signal [`run`] then lets it finish its clean path (bounded by [`SHUTDOWN_GRACE`]);
+/// a driver holding none (still looking for a path, say) is dropped at once.
+pub(crate) struct Shutdown {
+    root: CancellationToken,
+    holders: TaskTracker,
+}
+
+impl Shutdown {
+    fn new() -> Self {
+        Self {
+            root: CancellationToken::new(),
+            holders: TaskTracker::new(),
+        }
+    }
+
+    /// A token cancelled when the process is told to stop.
+    pub fn token(&self) -> CancellationToken {
+        self.root.child_token()
+    }
+
+    /// Marks, while held, that the caller has links to close when told to stop.
+    pub fn hold(&self) -> TaskTrackerToken {
+        self.holders.token()
+    }
+}
+
+/// How a link is closed once its work ends: with the shutdown reason if `stop` was cancelled.
+fn close_reason(stop: &CancellationToken) -> CloseReason {
+    if stop.is_cancelled() {
+        CloseReason::Shutdown
+    } else {
+        CloseReason::Done
+    }
+}
+
+/// Installs the SIGINT and SIGTERM handlers now; the future resolves on the first of them, with
+/// its name. A signal whose handler cannot be installed keeps its default action (the process
+/// ends at once).
+fn stop_signal() -> impl std::future::Future<Output = &'static str> {
+    let watch = |kind: SignalKind, name: &'static str| {
+        let handler = signal(kind);
+        if let Err(e) = &handler {
+            tracing::warn!("cannot watch for {name}: {e}");
+        }
+        async move {
+            match handler {
+                Ok(mut handler) => {
+                    handler.recv().await;
+                }
+                Err(_) => std::future::pending().await,
+            }
+            name
+        }
+    };
+    let (interrupt, terminate) = (
+        watch(SignalKind::interrupt(), "SIGINT"),
+        watch(SignalKind::terminate(), "SIGTERM"),
+    );
+    async move {
+        tokio::select! {
+            name = interrupt => name,
+            name = terminate => name,
+        }
+    }
+}
 
 fn usage(message: impl Into<String>) -> anyhow::Error {
     UsageError(message.into()).into()
@@ -223,18 +322,30 @@ async fn run(cli: Cli, reporter: Reporter, start: Instant) -> anyhow::Result<Exi
             "{what} is not built yet in this version of warpgate"
         )))
     };
-    // Long-running services stop cleanly on ctrl-c; a transfer cut short by it has failed.
+    // Long-running services stop cleanly on a signal; a transfer cut short by one has failed.
     let service = match &cli.command {
         Command::Listen(a) => a.keep_open || a.forward.is_some(),
         Command::Connect(a) => a.local.is_some(),
         _ => false,
     };
+    let stopped = || {
+        if service {
+            Ok(ExitCode::SUCCESS)
+        } else {
+            Err(Interrupted::default().into())
+        }
+    };
+    let shutdown = Shutdown::new();
+    // Handlers are installed before the command starts, so no signal slips past them.
+    let signalled = stop_signal();
     let command = async {
         match cli.command {
             Command::Addr(args) => show::addr(&Node::load(&cli.global)?, args, &reporter).await,
-            Command::Listen(args) => listen::run(Node::load(&cli.global)?, args, reporter).await,
+            Command::Listen(args) => {
+                listen::run(Node::load(&cli.global)?, args, reporter, &shutdown).await
+            }
             Command::Connect(args) => {
-                connect::run(Node::load(&cli.global)?, args, reporter, start).await
+                connect::run(Node::load(&cli.global)?, args, reporter, start, &shutdown).await
             }
             Command::NatInfo(args) => {
                 nat_info::run(&Node::load(&cli.global)?, args, &reporter).await
@@ -246,10 +357,20 @@ async fn run(cli: Cli, reporter: Reporter, start: Instant) -> anyhow::Result<Exi
             ) => not_built("the name registry (name claim/lookup/release)"),
         }
     };
+    tokio::pin!(command);
     tokio::select! {
-        result = command => result,
-        _ = tokio::signal::ctrl_c() => {
-            if service { Ok(ExitCode::SUCCESS) } else { Err(Interrupted.into()) }
+        result = &mut command => return result,
+        name = signalled => tracing::info!("{name}: stopping"),
+    }
+    shutdown.root.cancel();
+    if shutdown.holders.is_empty() {
+        return stopped();
+    }
+    match tokio::time::timeout(SHUTDOWN_GRACE, command).await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::warn!("links still closing after {SHUTDOWN_GRACE:?}; leaving them");
+            stopped()
         }
     }
 }

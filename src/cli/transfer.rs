@@ -1,6 +1,7 @@
 //! The stdio/file side of `listen` and `connect`: where our bytes come from (stdin, `--send
 //! FILE`, or nothing with `--recv` alone) and where the peer's go (stdout or `--recv FILE`,
-//! written to `FILE.part` and renamed only once complete), with a progress bar on a TTY.
+//! written to `FILE.part` and renamed only once complete), with a progress bar on a TTY. A
+//! transfer stopped by a signal keeps its `FILE.part` and says it was interrupted.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -8,10 +9,12 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::sync::CancellationToken;
 
+use super::Interrupted;
 use crate::link::Stream;
 use crate::report::Reporter;
-use crate::splice::{self, Totals};
+use crate::splice::{self, SpliceError, Totals};
 
 /// What a transfer reads and writes locally.
 #[derive(Clone, Debug)]
@@ -141,12 +144,13 @@ fn stdout() -> Box<dyn AsyncWrite + Unpin + Send> {
     }
 }
 
-/// Runs one transfer over `stream` and reports it.
+/// Runs one transfer over `stream` and reports it; `stop` cancelled ends it as interrupted.
 pub async fn run(
     stream: Stream,
     ends: &Ends,
     reporter: &Reporter,
     peer: &str,
+    stop: &CancellationToken,
 ) -> anyhow::Result<Totals> {
     let (input, len): (Box<dyn AsyncRead + Unpin + Send>, Option<u64>) =
         match (&ends.send, &ends.recv) {
@@ -168,9 +172,15 @@ pub async fn run(
         None => stdout(),
     };
     let progress = progress_bar(len, reporter, ends);
-    let result = splice::splice(stream, input, output, &progress).await;
+    let result = splice::splice(stream, input, output, &progress, stop).await;
     progress.finish_and_clear();
     match (result, &ends.recv) {
+        // Never renamed and never deleted: the bytes so far stay in FILE.part.
+        (Err(SpliceError::Stopped { sent, received }), recv) => Err(Interrupted {
+            totals: Some(Totals { sent, received }),
+            kept: recv.as_deref().map(part_path),
+        }
+        .into()),
         (Ok(totals), recv) => {
             if let Some(path) = recv {
                 tokio::fs::rename(part_path(path), path)

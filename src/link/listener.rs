@@ -9,7 +9,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use super::{pin, quic, tls, Link, LinkError, HANDSHAKE_TIMEOUT};
+use super::{pin, quic, tls, CloseReason, Link, LinkError, HANDSHAKE_TIMEOUT};
 use crate::identity::NodeId;
 use crate::net;
 
@@ -138,11 +138,21 @@ impl Listener {
         self.inbound.clone()
     }
 
-    /// Stops accepting and lets QUIC close notices go out (bounded).
-    pub async fn shutdown(self) {
+    /// Stops accepting, closes for `reason` the links still waiting to be accepted and every
+    /// QUIC connection on the port, and lets the close notices go out (bounded).
+    pub async fn shutdown(mut self, reason: CloseReason) {
         drop(self.tasks);
+        self.incoming.close();
+        let mut waiting = Vec::new();
+        while let Ok((link, _)) = self.incoming.try_recv() {
+            waiting.push(link.close_with(reason));
+        }
+        futures_util::future::join_all(waiting).await;
         for endpoint in &self.endpoints {
-            endpoint.close(quinn::VarInt::from_u32(0), b"bye");
+            endpoint.close(
+                quinn::VarInt::from_u32(reason.code()),
+                reason.text().as_bytes(),
+            );
         }
         let idle = async {
             for endpoint in &self.endpoints {

@@ -33,6 +33,9 @@ pub const SELECT_TIMEOUT: Duration = Duration::from_secs(15);
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a graceful close may take before the link is dropped.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a close on shutdown may take: nothing is left to deliver, only the notice, so a
+/// peer that never acknowledges holds the process up this long at most.
+pub const SHUTDOWN_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// First bytes of the control stream: protocol magic and version.
 const HELLO_MAGIC: &[u8; 8] = b"WGHELLO1";
@@ -83,6 +86,9 @@ pub enum LinkError {
     Refused(String),
     #[error("connection lost: {0}")]
     Lost(String),
+    /// The peer closed the link (or abandoned our stream) and said why.
+    #[error("the peer closed the link: {0}")]
+    PeerClosed(String),
     #[error("peer spoke an unexpected protocol: {0}")]
     Protocol(&'static str),
     #[error(transparent)]
@@ -131,6 +137,58 @@ impl From<io::Error> for LinkError {
             LinkError::Io(e)
         }
     }
+}
+
+/// Why this side ends a link, as the peer is told it. QUIC carries the code and the text in its
+/// CONNECTION_CLOSE; HTTP/2 carries only the code (in RST_STREAM and GOAWAY), and the peer reads
+/// the text back from it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The work is done and everything was delivered.
+    Done,
+    /// This side was told to stop (SIGINT or SIGTERM) and abandons what is in flight.
+    Shutdown,
+}
+
+/// The application error code of [`CloseReason::Shutdown`]: outside HTTP/2's own codes
+/// (0x0-0xd) and QUIC's codes in use here (0: done, 1: stream abandoned).
+const SHUTDOWN_CODE: u32 = 0x7767_0001;
+
+impl CloseReason {
+    fn code(self) -> u32 {
+        match self {
+            CloseReason::Done => 0,
+            CloseReason::Shutdown => SHUTDOWN_CODE,
+        }
+    }
+
+    fn text(self) -> &'static str {
+        match self {
+            CloseReason::Done => "done",
+            CloseReason::Shutdown => "shutting down",
+        }
+    }
+
+    /// What the peer meant by `code` on a stream it abandoned, if it was a reason of ours.
+    fn from_stream_code(code: u64) -> Option<Self> {
+        (code == u64::from(SHUTDOWN_CODE)).then_some(CloseReason::Shutdown)
+    }
+
+    /// How long closing for this reason may take.
+    fn bound(self) -> Duration {
+        match self {
+            CloseReason::Done => CLOSE_TIMEOUT,
+            CloseReason::Shutdown => SHUTDOWN_CLOSE_TIMEOUT,
+        }
+    }
+}
+
+/// The error a stream read or write fails with once the peer closed the link for `reason`.
+fn peer_closed(reason: impl Into<String>) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        LinkError::PeerClosed(reason.into()),
+    )
 }
 
 /// Who the link is with and how it runs.
@@ -188,14 +246,21 @@ impl Link {
     /// Closes gracefully: what was sent is delivered, then the peer learns the link is done.
     /// Bounded by [`CLOSE_TIMEOUT`].
     pub async fn close(self) {
+        self.close_with(CloseReason::Done).await;
+    }
+
+    /// Closes and tells the peer why. [`CloseReason::Done`] is [`Link::close`];
+    /// [`CloseReason::Shutdown`] abandons whatever is still in flight (the peer's streams fail
+    /// with the reason) and is bounded by [`SHUTDOWN_CLOSE_TIMEOUT`].
+    pub async fn close_with(self, reason: CloseReason) {
         let done = async {
             match self.inner {
-                Inner::Tcp(l) => l.close().await,
-                Inner::Quic(l) => l.close().await,
+                Inner::Tcp(l) => l.close(reason).await,
+                Inner::Quic(l) => l.close(reason).await,
             }
         };
-        if tokio::time::timeout(CLOSE_TIMEOUT, done).await.is_err() {
-            tracing::debug!("link close timed out");
+        if tokio::time::timeout(reason.bound(), done).await.is_err() {
+            tracing::debug!(?reason, "link close timed out");
         }
     }
 
@@ -313,8 +378,16 @@ impl SendStream {
         if let SendInner::Quic(s) = &mut self.0 {
             match tokio::time::timeout(CLOSE_TIMEOUT, s.stopped()).await {
                 Ok(Ok(None)) => {}
-                Ok(Ok(Some(code))) => {
-                    tracing::debug!(%code, "peer stopped the stream after finish")
+                Ok(Ok(Some(code))) => match CloseReason::from_stream_code(code.into_inner()) {
+                    // It stopped reading before it had everything: this transfer is cut short.
+                    Some(reason) => return Err(peer_closed(reason.text())),
+                    None => tracing::debug!(%code, "peer stopped the stream after finish"),
+                },
+                Ok(Err(quinn::StoppedError::ConnectionLost(e))) => {
+                    return Err(match quic::closed_by_peer(&e) {
+                        Some(reason) => peer_closed(reason),
+                        None => io::Error::new(io::ErrorKind::ConnectionAborted, e),
+                    })
                 }
                 Ok(Err(e)) => return Err(io::Error::new(io::ErrorKind::ConnectionAborted, e)),
                 Err(_) => tracing::debug!("peer did not acknowledge the stream end in time"),
@@ -323,12 +396,49 @@ impl SendStream {
         Ok(())
     }
 
+    /// Resolves once the peer will take no more of this stream (it stopped reading or reset
+    /// it, or the link is gone), with the error to report. Lets a sender that waits on its own
+    /// input notice a peer that went away.
+    pub async fn abandoned(&mut self) -> io::Error {
+        match &mut self.0 {
+            SendInner::Tcp(s) => s.abandoned().await,
+            SendInner::Quic(s) => match s.stopped().await {
+                Ok(Some(code)) => match CloseReason::from_stream_code(code.into_inner()) {
+                    Some(reason) => peer_closed(reason.text()),
+                    None => io::Error::new(
+                        io::ErrorKind::ConnectionReset,
+                        format!("the peer stopped reading (code {code})"),
+                    ),
+                },
+                // Finished and acknowledged: never while there is still something to send.
+                Ok(None) => std::future::pending().await,
+                Err(quinn::StoppedError::ConnectionLost(e)) => match quic::closed_by_peer(&e) {
+                    Some(reason) => peer_closed(reason),
+                    None => io::Error::new(io::ErrorKind::NotConnected, e),
+                },
+                Err(e) => io::Error::new(io::ErrorKind::ConnectionAborted, e),
+            },
+        }
+    }
+
     /// Abandons the stream: the peer sees an error, never a clean EOF.
     pub fn reset(&mut self) {
         match &mut self.0 {
-            SendInner::Tcp(s) => s.reset(),
+            SendInner::Tcp(s) => s.reset(h2::Reason::CANCEL),
             SendInner::Quic(s) => {
                 let _ = s.reset(quinn::VarInt::from_u32(1));
+            }
+        }
+    }
+
+    /// Abandons the stream because this side is shutting down: the peer's reads fail with
+    /// "the peer closed the link: shutting down" rather than a bare reset.
+    pub fn cancel(&mut self) {
+        let code = CloseReason::Shutdown.code();
+        match &mut self.0 {
+            SendInner::Tcp(s) => s.reset(h2::Reason::from(code)),
+            SendInner::Quic(s) => {
+                let _ = s.reset(quinn::VarInt::from_u32(code));
             }
         }
     }
@@ -342,21 +452,23 @@ impl AsyncWrite for SendStream {
     ) -> Poll<io::Result<usize>> {
         match &mut self.get_mut().0 {
             SendInner::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            SendInner::Quic(s) => Pin::new(s).poll_write(cx, buf).map_err(io::Error::from),
+            SendInner::Quic(s) => Pin::new(s)
+                .poll_write(cx, buf)
+                .map_err(|e| quic::stream_error(e.into())),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match &mut self.get_mut().0 {
             SendInner::Tcp(s) => Pin::new(s).poll_flush(cx),
-            SendInner::Quic(s) => Pin::new(s).poll_flush(cx),
+            SendInner::Quic(s) => Pin::new(s).poll_flush(cx).map_err(quic::stream_error),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match &mut self.get_mut().0 {
             SendInner::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            SendInner::Quic(s) => Pin::new(s).poll_shutdown(cx),
+            SendInner::Quic(s) => Pin::new(s).poll_shutdown(cx).map_err(quic::stream_error),
         }
     }
 }
@@ -380,6 +492,17 @@ impl RecvStream {
             }
         }
     }
+
+    /// Stops reading because this side is shutting down: the peer's writes fail with the reason.
+    pub fn cancel(&mut self) {
+        match &mut self.0 {
+            // h2 has no stop of its own: the send half's reset ends both directions.
+            RecvInner::Tcp(r) => r.stop(),
+            RecvInner::Quic(r) => {
+                let _ = r.stop(quinn::VarInt::from_u32(CloseReason::Shutdown.code()));
+            }
+        }
+    }
 }
 
 impl AsyncRead for RecvStream {
@@ -390,7 +513,7 @@ impl AsyncRead for RecvStream {
     ) -> Poll<io::Result<()>> {
         match &mut self.get_mut().0 {
             RecvInner::Tcp(r) => Pin::new(r).poll_read(cx, buf),
-            RecvInner::Quic(r) => Pin::new(r).poll_read(cx, buf),
+            RecvInner::Quic(r) => Pin::new(r).poll_read(cx, buf).map_err(quic::stream_error),
         }
     }
 }

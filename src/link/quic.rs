@@ -9,8 +9,8 @@ use std::time::Duration;
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 
 use super::{
-    pin, Inner, Link, LinkError, LinkInfo, Path, RecvInner, RecvStream, SendInner, SendStream,
-    Stream, Transport,
+    pin, CloseReason, Inner, Link, LinkError, LinkInfo, Path, RecvInner, RecvStream, SendInner,
+    SendStream, Stream, Transport,
 };
 use crate::identity::PublicKey;
 
@@ -128,10 +128,61 @@ fn connection_error(
             LinkError::Refused("this node is not in the listener's --allow list".into())
         }
         quinn::ConnectionError::TimedOut => LinkError::Timeout("QUIC handshake"),
-        quinn::ConnectionError::ApplicationClosed(_) | quinn::ConnectionError::LocallyClosed => {
-            LinkError::Lost(format!("{e}"))
+        quinn::ConnectionError::ApplicationClosed(ref close) => {
+            LinkError::PeerClosed(application_reason(close))
         }
         e => LinkError::Lost(e.to_string()),
+    }
+}
+
+/// What the peer said when it closed the connection: its reason text (printable characters
+/// only; it reaches a terminal), else its code.
+fn application_reason(close: &quinn::ApplicationClose) -> String {
+    let text: String = String::from_utf8_lossy(&close.reason)
+        .chars()
+        .filter(|c| !c.is_control())
+        .collect();
+    if text.is_empty() {
+        format!("code {}", close.error_code)
+    } else {
+        text
+    }
+}
+
+/// The peer's reason, when the connection ended because the peer closed it.
+pub(super) fn closed_by_peer(e: &quinn::ConnectionError) -> Option<String> {
+    match e {
+        quinn::ConnectionError::ApplicationClosed(close) => Some(application_reason(close)),
+        _ => None,
+    }
+}
+
+/// A stream read or write error, with the peer's reason when it closed the link or abandoned
+/// the stream for one. Only failures pass through here, never the data path.
+pub(super) fn stream_error(e: std::io::Error) -> std::io::Error {
+    let inner = e.get_ref();
+    let reason = if let Some(read) = inner.and_then(|i| i.downcast_ref::<quinn::ReadError>()) {
+        match read {
+            quinn::ReadError::Reset(code) => {
+                CloseReason::from_stream_code(code.into_inner()).map(|r| r.text().to_string())
+            }
+            quinn::ReadError::ConnectionLost(lost) => closed_by_peer(lost),
+            _ => None,
+        }
+    } else if let Some(write) = inner.and_then(|i| i.downcast_ref::<quinn::WriteError>()) {
+        match write {
+            quinn::WriteError::Stopped(code) => {
+                CloseReason::from_stream_code(code.into_inner()).map(|r| r.text().to_string())
+            }
+            quinn::WriteError::ConnectionLost(lost) => closed_by_peer(lost),
+            _ => None,
+        }
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => super::peer_closed(reason),
+        None => e,
     }
 }
 
@@ -234,13 +285,53 @@ impl QuicLink {
         connection_error(self.connection.closed().await, None)
     }
 
-    pub(super) async fn close(self) {
-        self.connection.close(quinn::VarInt::from_u32(0), b"done");
+    pub(super) async fn close(self, reason: CloseReason) {
+        self.connection.close(
+            quinn::VarInt::from_u32(reason.code()),
+            reason.text().as_bytes(),
+        );
         if self.owns_endpoint {
             // Lets the CONNECTION_CLOSE go out before the socket goes. Waiting out the whole
             // draining period (three probe timeouts, ~90 ms even on loopback) would only serve
             // retransmitting it, and the peer ends its side by itself once the data is through.
             let _ = tokio::time::timeout(CLOSE_LINGER, self.endpoint.wait_idle()).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn closed(code: u32, reason: &[u8]) -> quinn::ConnectionError {
+        quinn::ConnectionError::ApplicationClosed(quinn::ApplicationClose {
+            error_code: quinn::VarInt::from_u32(code),
+            reason: bytes::Bytes::copy_from_slice(reason),
+        })
+    }
+
+    #[test]
+    fn a_shutdown_reset_reads_as_the_peer_closing_with_its_reason() {
+        let code = quinn::VarInt::from_u32(CloseReason::Shutdown.code());
+        let e = stream_error(quinn::ReadError::Reset(code).into());
+        assert_eq!(e.to_string(), "the peer closed the link: shutting down");
+        let e = stream_error(quinn::WriteError::Stopped(code).into());
+        assert_eq!(e.to_string(), "the peer closed the link: shutting down");
+    }
+
+    #[test]
+    fn other_resets_are_left_as_they_are() {
+        let e = stream_error(quinn::ReadError::Reset(quinn::VarInt::from_u32(1)).into());
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset);
+        assert!(!e.to_string().contains("the peer closed"), "{e}");
+    }
+
+    #[test]
+    fn a_closed_connection_carries_the_peer_text_printable_only() {
+        let lost = quinn::ReadError::ConnectionLost(closed(7, b"bye\x1b[2J now"));
+        let e = stream_error(lost.into());
+        assert_eq!(e.to_string(), "the peer closed the link: bye[2J now");
+        let e = connection_error(closed(9, b""), None);
+        assert_eq!(e.to_string(), "the peer closed the link: code 9");
     }
 }

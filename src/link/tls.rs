@@ -19,8 +19,8 @@ use tokio::sync::{mpsc, oneshot, watch, Mutex};
 use tokio_util::task::AbortOnDropHandle;
 
 use super::{
-    pin, Inner, Link, LinkError, LinkInfo, Path, RecvInner, RecvStream, SendInner, SendStream,
-    Stream, Transport,
+    pin, CloseReason, Inner, Link, LinkError, LinkInfo, Path, RecvInner, RecvStream, SendInner,
+    SendStream, Stream, Transport,
 };
 
 /// Per-stream flow-control window: large enough to keep a loopback pipe full.
@@ -47,7 +47,7 @@ enum Role {
     Client(h2::client::SendRequest<Bytes>),
     Server {
         incoming: Mutex<mpsc::UnboundedReceiver<Stream>>,
-        shutdown: Mutex<Option<oneshot::Sender<()>>>,
+        shutdown: Mutex<Option<oneshot::Sender<CloseReason>>>,
     },
 }
 
@@ -134,35 +134,10 @@ pub async fn accept(
         .await
         .map_err(h2_error)?;
     let (tx, rx) = mpsc::unbounded_channel();
-    let (shutdown_tx, mut shutdown_rx) = oneshot::channel::<()>();
+    let (shutdown_tx, shutdown_rx) = oneshot::channel::<CloseReason>();
     let (lost_tx, lost_rx) = watch::channel(None);
     let driver = tokio::spawn(async move {
-        let result = async {
-            let mut shutting_down = false;
-            loop {
-                let next = tokio::select! {
-                    next = connection.accept() => next,
-                    _ = &mut shutdown_rx, if !shutting_down => {
-                        shutting_down = true;
-                        connection.graceful_shutdown();
-                        continue;
-                    }
-                };
-                let Some(next) = next else { return Ok(()) };
-                let (request, mut respond) = next?;
-                let send = respond.send_response(http::Response::new(()), false)?;
-                let stream = Stream {
-                    send: SendStream(SendInner::Tcp(H2Send {
-                        inner: send,
-                        finished: false,
-                    })),
-                    recv: RecvStream(RecvInner::Tcp(H2Recv::body(request.into_body()))),
-                };
-                // The receiver may be gone (link being closed); the stream is then dropped (reset).
-                let _ = tx.send(stream);
-            }
-        }
-        .await;
+        let result = serve(&mut connection, tx, shutdown_rx).await;
         let _ = lost_tx.send(Some(describe_end(&result)));
         result
     });
@@ -186,6 +161,76 @@ pub async fn accept(
     })
 }
 
+/// The listener's connection driver: hands each stream the connector opens to `tx` until the
+/// connection ends, closing it when `shutdown` says so.
+async fn serve<T>(
+    connection: &mut h2::server::Connection<T, Bytes>,
+    tx: mpsc::UnboundedSender<Stream>,
+    mut shutdown: oneshot::Receiver<CloseReason>,
+) -> Result<(), h2::Error>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut shutting_down = false;
+    loop {
+        let next = tokio::select! {
+            next = connection.accept() => next,
+            reason = &mut shutdown, if !shutting_down => {
+                shutting_down = true;
+                match reason {
+                    Ok(CloseReason::Shutdown) => go_away(connection).await,
+                    // GOAWAY, and streams in flight run to their end.
+                    Ok(CloseReason::Done) | Err(_) => connection.graceful_shutdown(),
+                }
+                continue;
+            }
+        };
+        let Some(next) = next else { return Ok(()) };
+        let (request, mut respond) = next?;
+        let send = respond.send_response(http::Response::new(()), false)?;
+        let stream = Stream {
+            send: SendStream(SendInner::Tcp(H2Send {
+                inner: send,
+                finished: false,
+            })),
+            recv: RecvStream(RecvInner::Tcp(H2Recv::body(request.into_body()))),
+        };
+        // The receiver may be gone (link being closed); the stream is then dropped (reset).
+        let _ = tx.send(stream);
+    }
+}
+
+/// How long the streams' resets get to go out ahead of the GOAWAY, which drops what is queued.
+const RESET_FLUSH: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Closes for [`CloseReason::Shutdown`]: GOAWAY with its code, so the link ends with the reason,
+/// once the streams' resets (already queued with the code, so each stream ends with it too)
+/// are out.
+async fn go_away<T>(connection: &mut h2::server::Connection<T, Bytes>)
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let code = h2::Reason::from(CloseReason::Shutdown.code());
+    let flushed = std::future::poll_fn(|cx| {
+        loop {
+            match connection.poll_accept(cx) {
+                // A stream opened just now is refused with the reason.
+                Poll::Ready(Some(Ok((_, mut respond)))) => respond.send_reset(code),
+                Poll::Ready(_) => return Poll::Ready(()),
+                Poll::Pending => break,
+            }
+        }
+        // A stream counts until its last frame (here its reset) has left the queue.
+        if connection.has_streams() {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    });
+    let _ = tokio::time::timeout(RESET_FLUSH, flushed).await;
+    connection.abrupt_shutdown(code);
+}
+
 fn describe_end(result: &Result<(), h2::Error>) -> String {
     match result {
         Ok(()) => "closed by the peer".into(),
@@ -193,8 +238,17 @@ fn describe_end(result: &Result<(), h2::Error>) -> String {
     }
 }
 
+/// The reason the peer gave, when a RST_STREAM or GOAWAY it sent carries one of ours.
+fn peer_reason(e: &h2::Error) -> Option<CloseReason> {
+    let code = e.reason().filter(|_| e.is_remote())?;
+    CloseReason::from_stream_code(u64::from(u32::from(code)))
+}
+
 /// h2 errors carry either an I/O error (the connection broke) or a protocol reason.
 fn describe(e: &h2::Error) -> String {
+    if let Some(reason) = peer_reason(e) {
+        return LinkError::PeerClosed(reason.text().into()).to_string();
+    }
     match e.get_io() {
         Some(io) if io.kind() == io::ErrorKind::UnexpectedEof => {
             "the peer's connection ended without a clean close".into()
@@ -209,10 +263,16 @@ fn h2_error(e: h2::Error) -> LinkError {
     if super::is_refusal(&e) {
         return LinkError::Refused(super::NOT_ALLOWED.into());
     }
+    if let Some(reason) = peer_reason(&e) {
+        return LinkError::PeerClosed(reason.text().into());
+    }
     LinkError::Lost(describe(&e))
 }
 
 fn h2_io(e: h2::Error) -> io::Error {
+    if let Some(reason) = peer_reason(&e) {
+        return super::peer_closed(reason.text());
+    }
     if e.is_io() {
         return e
             .into_io()
@@ -266,13 +326,23 @@ impl TlsLink {
         LinkError::Lost(reason)
     }
 
-    pub(super) async fn close(self) {
+    /// On [`CloseReason::Shutdown`] the streams were already reset with the reason (the
+    /// client cannot send GOAWAY with a code of its own; the server does).
+    pub(super) async fn close(self, reason: CloseReason) {
         match self.role {
             // Dropping the last request handle lets the client connection finish and flush.
             Role::Client(send_request) => drop(send_request),
-            Role::Server { shutdown, .. } => {
+            Role::Server { shutdown, incoming } => {
+                if reason == CloseReason::Shutdown {
+                    // Streams the connector opened that nobody took yet end with the reason too.
+                    let mut incoming = incoming.lock().await;
+                    incoming.close();
+                    while let Ok(mut stream) = incoming.try_recv() {
+                        stream.send.cancel();
+                    }
+                }
                 if let Some(tx) = shutdown.lock().await.take() {
-                    let _ = tx.send(());
+                    let _ = tx.send(reason);
                 }
             }
         }
@@ -289,8 +359,37 @@ pub(crate) struct H2Send {
 }
 
 impl H2Send {
-    pub(super) fn reset(&mut self) {
-        self.inner.send_reset(h2::Reason::CANCEL);
+    pub(super) fn reset(&mut self, reason: h2::Reason) {
+        self.inner.send_reset(reason);
+    }
+
+    /// Resolves once the peer reset the stream or the connection is gone, with the error.
+    pub(super) async fn abandoned(&mut self) -> io::Error {
+        match std::future::poll_fn(|cx| self.inner.poll_reset(cx)).await {
+            Ok(code) => match CloseReason::from_stream_code(u64::from(u32::from(code))) {
+                Some(reason) => super::peer_closed(reason.text()),
+                None => io::Error::new(
+                    io::ErrorKind::ConnectionReset,
+                    format!("the peer reset the stream ({code:?})"),
+                ),
+            },
+            Err(e) => h2_io(e),
+        }
+    }
+
+    /// The stream can take no more: tell why, with the peer's reason if it reset the stream or
+    /// went away with one. Only failures pass through here.
+    fn unusable(&mut self, cx: &mut Context<'_>, fallback: io::Error) -> io::Error {
+        match self.inner.poll_reset(cx) {
+            Poll::Ready(Ok(code)) => {
+                match CloseReason::from_stream_code(u64::from(u32::from(code))) {
+                    Some(reason) => super::peer_closed(reason.text()),
+                    None => fallback,
+                }
+            }
+            Poll::Ready(Err(e)) => h2_io(e),
+            Poll::Pending => fallback,
+        }
     }
 }
 
@@ -307,9 +406,12 @@ impl AsyncWrite for H2Send {
             let capacity = self.inner.capacity();
             if capacity > 0 {
                 let n = capacity.min(buf.len());
-                self.inner
+                if let Err(e) = self
+                    .inner
                     .send_data(Bytes::copy_from_slice(&buf[..n]), false)
-                    .map_err(h2_io)?;
+                {
+                    return Poll::Ready(Err(self.unusable(cx, h2_io(e))));
+                }
                 return Poll::Ready(Ok(n));
             }
             self.inner.reserve_capacity(buf.len().min(MAX_WRITE));
@@ -317,10 +419,9 @@ impl AsyncWrite for H2Send {
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => return Poll::Ready(Err(h2_io(e))),
                 None => {
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::ConnectionReset,
-                        "stream closed by the peer",
-                    )))
+                    let closed =
+                        io::Error::new(io::ErrorKind::ConnectionReset, "stream closed by the peer");
+                    return Poll::Ready(Err(self.unusable(cx, closed)));
                 }
             }
         }
