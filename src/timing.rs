@@ -17,6 +17,18 @@ pub const VERIFY_TIMEOUT: Duration = Duration::from_secs(5);
 pub const SELECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// Closing a link politely (flushing, telling the peer) never holds up exit longer than this.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+/// A close on shutdown: nothing is left to deliver, only the notice, so a peer that never
+/// acknowledges holds the process up this long at most.
+pub const SHUTDOWN_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// After SIGINT/SIGTERM the drivers get this long to close their links before they are
+/// dropped: [`SHUTDOWN_CLOSE_TIMEOUT`] plus a little for the listener's notices.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
+/// A closing QUIC link's endpoint lingers this long so its CONNECTION_CLOSE leaves, instead of
+/// waiting out the draining period (3 PTO).
+pub const QUIC_CLOSE_LINGER: Duration = Duration::from_millis(20);
+/// On shutdown, the TCP link's stream resets get this long to go out ahead of the GOAWAY,
+/// which drops whatever h2 still has queued.
+pub const RESET_FLUSH: Duration = Duration::from_millis(100);
 /// A QUIC peer silent this long is gone: about as soon as TCP keep-alive notices the same.
 pub const QUIC_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 /// QUIC keep-alive: well under the idle timeout and under the ~30 s NAT mapping lifetime.

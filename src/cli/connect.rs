@@ -125,7 +125,7 @@ async fn serve_local(
                     Ok(a) => a,
                     Err(e) => {
                         tracing::warn!("local accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        tokio::time::sleep(crate::timing::ACCEPT_RETRY_PAUSE).await;
                         continue;
                     }
                 };

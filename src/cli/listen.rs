@@ -15,8 +15,9 @@ use super::{close_reason, usage, Interrupted, Node, Shutdown};
 use crate::config::HostPort;
 use crate::identity::NodeId;
 use crate::link::listener::Listener;
-use crate::link::{CloseReason, Link, HANDSHAKE_TIMEOUT};
+use crate::link::{CloseReason, Link};
 use crate::report::{Connected, Reporter};
+use crate::timing::HANDSHAKE_TIMEOUT;
 use crate::traversal::{self, respond, respond::Responder};
 
 pub async fn run(

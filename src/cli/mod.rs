@@ -14,7 +14,7 @@ mod transfer;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -30,6 +30,7 @@ use crate::link::pin::Credentials;
 use crate::link::CloseReason;
 use crate::report::Reporter;
 use crate::splice::Totals;
+use crate::timing::SHUTDOWN_GRACE;
 use args::{Cli, Command, Global, NameCommand};
 
 /// A mistake in what the user asked for: exit code 2.
@@ -60,15 +61,10 @@ impl std::fmt::Display for Interrupted {
 
 impl std::error::Error for Interrupted {}
 
-/// How long the drivers get, after a signal, to close their links before they are dropped:
-/// a link's close on shutdown is bounded by [`crate::link::SHUTDOWN_CLOSE_TIMEOUT`], the
-/// listener's close notices by a few milliseconds more.
-const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
-
 /// The process's one cancellation tree. [`run`] catches SIGINT and SIGTERM and cancels the
 /// root; drivers hand a child token to each link, splice and forwarded connection, which then
 /// close with [`CloseReason::Shutdown`]. A driver holding links says so with [`Shutdown::hold`]:
-/// on a signal [`run`] then lets it finish its clean path (bounded by [`SHUTDOWN_GRACE`]);
+/// on a signal [`run`] then lets it finish its clean path (bounded by [`crate::timing::SHUTDOWN_GRACE`]);
 /// a driver holding none (still looking for a path, say) is dropped at once.
 pub(crate) struct Shutdown {
     root: CancellationToken,

@@ -9,9 +9,10 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
-use super::{pin, quic, tls, CloseReason, Link, LinkError, HANDSHAKE_TIMEOUT};
+use super::{pin, quic, tls, CloseReason, Link, LinkError};
 use crate::identity::NodeId;
 use crate::net;
+use crate::timing::{HANDSHAKE_TIMEOUT, QUIC_CLOSE_LINGER};
 
 /// The method of links dialled straight to the listening port.
 const DIRECT: &str = "direct";
@@ -159,7 +160,7 @@ impl Listener {
                 endpoint.wait_idle().await;
             }
         };
-        let _ = tokio::time::timeout(quic::CLOSE_LINGER, idle).await;
+        let _ = tokio::time::timeout(QUIC_CLOSE_LINGER, idle).await;
     }
 }
 
@@ -217,7 +218,7 @@ async fn accept_tcp(
                 Err(e) => {
                     // Out of file descriptors and the like: back off rather than spin.
                     tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    tokio::time::sleep(crate::timing::ACCEPT_RETRY_PAUSE).await;
                 }
             },
             Some(_) = handshakes.join_next() => {}

@@ -19,23 +19,11 @@ use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use crate::identity::PublicKey;
-
-/// How long the verification round trip may take.
-pub const VERIFY_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long a listener keeps a verified link waiting for the connector to select it.
-pub const SELECT_TIMEOUT: Duration = Duration::from_secs(15);
-/// How long a TLS or QUIC handshake may take.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a graceful close may take before the link is dropped.
-pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
-/// How long a close on shutdown may take: nothing is left to deliver, only the notice, so a
-/// peer that never acknowledges holds the process up this long at most.
-pub const SHUTDOWN_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+use crate::timing::{CLOSE_TIMEOUT, SELECT_TIMEOUT, SHUTDOWN_CLOSE_TIMEOUT, VERIFY_TIMEOUT};
 
 /// First bytes of the control stream: protocol magic and version.
 const HELLO_MAGIC: &[u8; 8] = b"WGHELLO1";
@@ -175,7 +163,7 @@ impl CloseReason {
     }
 
     /// How long closing for this reason may take.
-    fn bound(self) -> Duration {
+    fn bound(self) -> std::time::Duration {
         match self {
             CloseReason::Done => CLOSE_TIMEOUT,
             CloseReason::Shutdown => SHUTDOWN_CLOSE_TIMEOUT,

@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 
@@ -13,11 +12,8 @@ use super::{
     SendStream, Stream, Transport,
 };
 use crate::identity::PublicKey;
+use crate::timing::{QUIC_CLOSE_LINGER, QUIC_IDLE_TIMEOUT, QUIC_KEEP_ALIVE};
 
-/// A peer silent this long is gone.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Keep-alive interval: well under NAT UDP mapping timeouts (30 s and up).
-pub const KEEP_ALIVE: Duration = Duration::from_secs(4);
 const STREAM_WINDOW: u32 = 16 << 20;
 const CONNECTION_WINDOW: u32 = 32 << 20;
 const MAX_STREAMS: u32 = 4096;
@@ -27,9 +23,9 @@ const MAX_UDP_PAYLOAD: u16 = 6_000;
 fn transport_config() -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
     t.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
-        IDLE_TIMEOUT.as_millis() as u32,
+        QUIC_IDLE_TIMEOUT.as_millis() as u32,
     ))));
-    t.keep_alive_interval(Some(KEEP_ALIVE));
+    t.keep_alive_interval(Some(QUIC_KEEP_ALIVE));
     t.stream_receive_window(quinn::VarInt::from_u32(STREAM_WINDOW));
     t.receive_window(quinn::VarInt::from_u32(CONNECTION_WINDOW));
     t.send_window(u64::from(CONNECTION_WINDOW));
@@ -87,9 +83,6 @@ pub fn endpoint_with_stun(
     let endpoint = quinn::Endpoint::new_with_abstract_socket(config, server, socket, runtime)?;
     Ok((endpoint, stun))
 }
-
-/// How long a closing link's own endpoint lingers so its CONNECTION_CLOSE leaves.
-pub(super) const CLOSE_LINGER: std::time::Duration = std::time::Duration::from_millis(20);
 
 pub(super) struct QuicLink {
     connection: quinn::Connection,
@@ -294,7 +287,7 @@ impl QuicLink {
             // Lets the CONNECTION_CLOSE go out before the socket goes. Waiting out the whole
             // draining period (three probe timeouts, ~90 ms even on loopback) would only serve
             // retransmitting it, and the peer ends its side by itself once the data is through.
-            let _ = tokio::time::timeout(CLOSE_LINGER, self.endpoint.wait_idle()).await;
+            let _ = tokio::time::timeout(QUIC_CLOSE_LINGER, self.endpoint.wait_idle()).await;
         }
     }
 }

@@ -18,6 +18,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch, Mutex};
 use tokio_util::task::AbortOnDropHandle;
 
+use crate::timing::RESET_FLUSH;
+
 use super::{
     pin, CloseReason, Inner, Link, LinkError, LinkInfo, Path, RecvInner, RecvStream, SendInner,
     SendStream, Stream, Transport,
@@ -199,9 +201,6 @@ where
         let _ = tx.send(stream);
     }
 }
-
-/// How long the streams' resets get to go out ahead of the GOAWAY, which drops what is queued.
-const RESET_FLUSH: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Closes for [`CloseReason::Shutdown`]: GOAWAY with its code, so the link ends with the reason,
 /// once the streams' resets (already queued with the code, so each stream ends with it too)

@@ -10,9 +10,9 @@ use futures_util::FutureExt;
 use super::rendezvous::Rendezvous;
 use super::{Attempt, Context, LinkFuture, LocalFacts, Phase, Strategy};
 use crate::addr::Address;
-use crate::link::{quic, tls, LinkError, Transport, HANDSHAKE_TIMEOUT};
+use crate::link::{quic, tls, LinkError, Transport};
 use crate::net;
-use crate::timing::{CANDIDATE_STAGGER, CONNECT_TIMEOUT};
+use crate::timing::{CANDIDATE_STAGGER, CONNECT_TIMEOUT, HANDSHAKE_TIMEOUT};
 
 pub struct Direct;
 

@@ -17,8 +17,9 @@ use super::kit::Kit;
 use crate::addr::{Candidate, CandidateKind};
 use crate::identity::PublicKey;
 use crate::link::pin::{self, Credentials};
-use crate::link::{quic, tls, Link, LinkError, HANDSHAKE_TIMEOUT};
+use crate::link::{quic, tls, Link, LinkError};
 use crate::signal::{Signal, SignalError};
+use crate::timing::HANDSHAKE_TIMEOUT;
 
 /// Which end of the rendezvous this side is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
