@@ -2,24 +2,31 @@
 //!
 //! # Layout
 //!
-//! - [`cli`]: clap definitions and the subcommand drivers; no networking logic.
-//! - [`identity`]: the node's P-256 key pair under its home, and the node id.
-//! - [`addr`]: the address ("ticket"): a versioned binary record and its `wg…` text form.
+//! From the bottom of the import graph up; a module imports only modules listed before it.
+//!
+//! - [`nat`]: the NAT vocabulary every layer shares (family, behaviours, allocation, facts).
+//! - [`timing`]: every timing constant, each with the reason for its value.
+//! - [`base32`]: the lowercase base32 text of addresses and node ids.
 //! - [`config`]: TOML config, flags and environment resolved into one [`config::Settings`].
+//! - [`identity`]: the node's P-256 key pair under its home, and the 10-byte node id.
 //! - [`net`]: interface discovery and socket helpers.
-//! - [`stun`]: STUN on the caller's own sockets (stun-proto) and the sans-IO NAT classification.
-//! - [`signal`]: end-to-end sealed, acknowledged messages between nodes over several MQTT brokers.
-//! - [`discovery`]: what the network in front of this machine does (nat-info's report), the
-//!   quick look `addr` and `listen` take, and the per-network cache of the facts.
-//! - [`health`]: reachability of relay servers (a TURN allocation with the credentials).
 //! - [`portmap`]: the router's port-mapping protocols (UPnP IGD, NAT-PMP), asked by unicast.
+//! - [`stun`]: STUN on the caller's own sockets (stun-proto) and the sans-IO NAT classification.
+//! - [`addr`]: the address ("ticket"): a versioned binary record and its `wg…` text form.
 //! - [`link`]: authenticated, encrypted, multiplexed links (TLS 1.3 + h2 over TCP, QUIC over UDP),
-//!   pinned to the peer's key, and the round trip that verifies a link end to end; a UDP socket
-//!   shared by STUN and QUIC for punching.
-//! - [`traversal`]: the strategy trait, the plan of attempts, and the cascade runner; one file per
-//!   strategy; the signalled session both ends agree on and the listener's half of it.
+//!   pinned to the peer's key; the round trip that verifies a link end to end; closing with a
+//!   reason the peer sees; a UDP socket shared by STUN and QUIC for punching.
+//! - [`health`]: reachability of relay servers and brokers (nat-info's server checks).
+//! - [`signal`]: end-to-end sealed, acknowledged messages between nodes over several MQTT brokers.
 //! - [`splice`]: stdio, files and TCP sockets ↔ link streams, with half-close and byte counts.
+//! - [`discovery`]: what the network in front of this machine does (nat-info's report: the probe
+//!   plan as data, the judging, the driver), the quick look `addr` and `listen` take, and the
+//!   per-network cache of the facts.
+//! - [`traversal`]: the strategy trait, the plan of attempts and the cascade runner; the
+//!   rendezvous both ends agree on over signalling (the connector's offer, the listener's
+//!   answer, the punching kit); sans-IO punching cores; one file per strategy.
 //! - [`report`]: what the user sees on stderr: human lines or JSON events.
+//! - [`cli`]: clap definitions and the subcommand drivers; the one place signals are caught.
 //!
 //! Protocol constants that both ends (and the tests) must agree on live here.
 

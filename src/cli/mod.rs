@@ -1,6 +1,6 @@
 //! The command-line front end: parses arguments ([`args`]), sets up logging and the runtime,
 //! runs one subcommand driver, and turns its outcome into an exit code: 0 success, 1 runtime
-//! failure, 2 usage error. SIGINT and SIGTERM are caught here and nowhere else ([`Shutdown`]).
+//! failure, 2 usage error. SIGINT and SIGTERM are caught here and nowhere else (`Shutdown`).
 //! No networking logic lives in this module; the drivers call into [`crate::link`],
 //! [`crate::traversal`] and [`crate::splice`].
 

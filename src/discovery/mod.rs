@@ -1,7 +1,7 @@
 //! NAT discovery: what the network in front of this machine does, per interface and address
 //! family, found with STUN against the configured servers. This file is the report and the run
-//! over the interfaces; per interface, [`plan`] says what to probe (plain data), [`probe`] sends
-//! it on its sockets with [`crate::stun`]'s drivers, and [`judge`] turns what came back into the
+//! over the interfaces; per interface, `plan` says what to probe (plain data), `probe` sends
+//! it on its sockets with [`crate::stun`]'s drivers, and `judge` turns what came back into the
 //! report with [`crate::stun::classify`]'s rules.
 //!
 //! The plan, per interface (the source address the kernel picks towards the servers):

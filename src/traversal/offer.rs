@@ -1,7 +1,7 @@
 //! The connector's half of a signalled rendezvous: once the punch phase starts, it joins the
 //! peer's brokers, prepares a [`Kit`], sends an [`Offer`] with the kit's candidates and the
-//! strategies `--via` leaves, and waits for the [`Answer`]. The listener's half is
-//! [`super::respond`].
+//! strategies `--via` leaves, and waits for the [`Answer`](crate::signal::Answer). The
+//! listener's half is [`super::respond`].
 //!
 //! Neighbours: [`crate::signal`] carries the messages; [`super::cascade`] runs the exchange
 //! beside the direct attempts and plans the signalled strategies once it agrees.

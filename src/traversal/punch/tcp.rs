@@ -2,7 +2,7 @@
 //! the agreed instant a [`Dialer`] asks for a connect; a try that neither connects nor fails
 //! within [`PUNCH_TRY_TIMEOUT`] is abandoned (a lost SYN is re-sent by the next try rather than by
 //! the kernel's 1 s retransmission); after a failed or abandoned try it pauses [`PUNCH_RETRY_PAUSE`]
-//! and asks again, until a pause would reach the end of [`PUNCH_WINDOW`]. Then it gives up with
+//! and asks again, until a pause would reach the end of [`PUNCH_WINDOW`](crate::timing::PUNCH_WINDOW). Then it gives up with
 //! a message naming the number of tries and the last error.
 //!
 //! Neighbours: `tcp_punch` drives a dialer with real connects from the kit's shared TCP port.

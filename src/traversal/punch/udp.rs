@@ -1,5 +1,5 @@
 //! The UDP punching handshake, sans-IO. From the agreed instant a [`Prober`] sends a round of
-//! probes every [`PROBE_INTERVAL`] (one to each peer candidate) until [`PUNCH_WINDOW`] has
+//! probes every [`PROBE_INTERVAL`] (one to each peer candidate) until [`PUNCH_WINDOW`](crate::timing::PUNCH_WINDOW) has
 //! passed; probes are STUN binding requests whose USERNAME is this side's role token
 //! ([`crate::traversal::rendezvous::Role::token`]). Throughout, and after the window too, it
 //! answers every probe that carries the peer's token. It reports, once, the first address the
