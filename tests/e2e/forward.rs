@@ -1,35 +1,15 @@
 //! Port forwarding: `listen --forward` + `connect --local` carry many TCP connections at once.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::support::{Node, Running};
-
-/// A TCP echo server on loopback that serves each connection on its own thread.
-fn echo_server() -> u16 {
-    let server = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = server.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for conn in server.incoming().map_while(Result::ok) {
-            std::thread::spawn(move || {
-                let mut conn = conn;
-                let mut buf = [0u8; 16 << 10];
-                while let Ok(n) = conn.read(&mut buf) {
-                    if n == 0 || conn.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    port
-}
+use crate::support::{echo_server, Node, Running};
 
 #[test]
 fn twenty_concurrent_clients_echo_through_the_link() {
-    let echo_port = echo_server().to_string();
+    let echo_port = echo_server().0.to_string();
     let (a, b) = (Node::new(), Node::new());
     let _listener = a.listen(&["--forward", &echo_port], Stdio::null(), Stdio::null());
     let mut connector = Running::spawn(

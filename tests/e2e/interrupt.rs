@@ -3,12 +3,11 @@
 //! `.part`, a service exits 0 and an interrupted transfer exits 1 with one line saying so.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use crate::support::{Node, Running};
+use crate::support::{echo_server, Node, Running};
 
 /// How soon after the signal both sides must have acted. QUIC's idle timeout is 10 s and a
 /// dropped TCP link could hang for much longer, so only a real close gets under this.
@@ -61,30 +60,6 @@ fn one_error(running: &mut Running, who: &str) -> String {
 /// Whether `running` is still going.
 fn still_running(running: &mut Running) -> bool {
     running.child.try_wait().expect("try_wait").is_none()
-}
-
-/// A TCP echo server on loopback; each connection's end (EOF or error) is reported on the
-/// channel, so a test can see a forwarded connection being closed.
-fn echo_server() -> (u16, mpsc::Receiver<Instant>) {
-    let server = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = server.local_addr().unwrap().port();
-    let (ended, ends) = mpsc::channel();
-    std::thread::spawn(move || {
-        for conn in server.incoming().map_while(Result::ok) {
-            let ended = ended.clone();
-            std::thread::spawn(move || {
-                let mut conn = conn;
-                let mut buf = [0u8; 16 << 10];
-                while let Ok(n) = conn.read(&mut buf) {
-                    if n == 0 || conn.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-                let _ = ended.send(Instant::now());
-            });
-        }
-    });
-    (port, ends)
 }
 
 /// A client connection through `local` that has done one echo round trip, so the whole

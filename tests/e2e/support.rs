@@ -3,8 +3,11 @@
 //! digests.
 
 use std::io::{Read, Write};
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Instant;
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -104,4 +107,28 @@ pub fn file_stdio(path: &Path) -> Stdio {
 
 pub fn file_out(path: &Path) -> Stdio {
     Stdio::from(std::fs::File::create(path).expect("create output"))
+}
+
+/// A TCP echo server on loopback; each connection's end (EOF or error) is reported on the
+/// channel, so a test can see a forwarded connection being closed.
+pub fn echo_server() -> (u16, mpsc::Receiver<Instant>) {
+    let server = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = server.local_addr().unwrap().port();
+    let (ended, ends) = mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in server.incoming().map_while(Result::ok) {
+            let ended = ended.clone();
+            std::thread::spawn(move || {
+                let mut conn = conn;
+                let mut buf = [0u8; 16 << 10];
+                while let Ok(n) = conn.read(&mut buf) {
+                    if n == 0 || conn.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = ended.send(Instant::now());
+            });
+        }
+    });
+    (port, ends)
 }
