@@ -18,6 +18,8 @@ pub const KEY_FILE: &str = "identity.pem";
 
 /// Length of a compressed SEC1 P-256 public key.
 pub const PUBLIC_KEY_LEN: usize = 33;
+/// Length of an ECDSA P-256 signature (r ‖ s).
+pub const SIGNATURE_LEN: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
@@ -111,6 +113,15 @@ impl Identity {
         self.public_key().id()
     }
 
+    /// Signs `message` with ECDSA P-256 / SHA-256 (64-byte r ‖ s). Callers put a
+    /// domain-separation label in `message`, so one signature never counts for another purpose.
+    pub fn sign(&self, message: &[u8]) -> [u8; SIGNATURE_LEN] {
+        use p256::ecdsa::signature::Signer;
+        let signature: p256::ecdsa::Signature =
+            p256::ecdsa::SigningKey::from(&self.secret).sign(message);
+        signature.to_bytes().into()
+    }
+
     /// The secret key as PKCS#8 DER, for building certificates.
     pub fn pkcs8_der(&self) -> Vec<u8> {
         self.secret
@@ -143,6 +154,24 @@ impl PublicKey {
         let mut id = [0u8; NODE_ID_LEN];
         id.copy_from_slice(&digest[..NODE_ID_LEN]);
         NodeId(id)
+    }
+
+    /// Whether `signature` (64-byte r ‖ s) is this key's ECDSA P-256 / SHA-256 signature of
+    /// `message`. Total: malformed signatures are simply not valid.
+    pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
+        use p256::ecdsa::signature::Verifier;
+        let Ok(signature) = p256::ecdsa::Signature::from_slice(signature) else {
+            return false;
+        };
+        p256::ecdsa::VerifyingKey::from(&self.0)
+            .verify(message, &signature)
+            .is_ok()
+    }
+
+    /// A fingerprint that names the whole key: lowercase base32 of its SHA-256 (52 characters).
+    /// What users compare when a name's key changes; the node id is only its first 16.
+    pub fn fingerprint(&self) -> String {
+        crate::base32::encode(&Sha256::digest(self.to_compressed()))
     }
 
     /// A stable number derived from the key (used for the default listen port).
@@ -231,6 +260,24 @@ mod tests {
         assert_eq!(NodeId::parse(&id.to_string().to_uppercase()), Some(id));
         assert_eq!(NodeId::parse("not-an-id"), None);
         assert_eq!(NodeId::parse("aaaa"), None);
+    }
+
+    #[test]
+    fn signatures_verify_under_their_key_only() {
+        let (alice, bob) = (Identity::generate(), Identity::generate());
+        let signature = alice.sign(b"label\0message");
+        assert!(alice.public_key().verify(b"label\0message", &signature));
+        assert!(!alice.public_key().verify(b"label\0massage", &signature));
+        assert!(!bob.public_key().verify(b"label\0message", &signature));
+        assert!(!alice
+            .public_key()
+            .verify(b"label\0message", &signature[..63]));
+        assert!(!alice.public_key().verify(b"label\0message", &[0u8; 64]));
+        assert_eq!(alice.public_key().fingerprint().len(), 52);
+        assert!(alice
+            .public_key()
+            .fingerprint()
+            .starts_with(&alice.id().to_string()));
     }
 
     #[test]

@@ -38,6 +38,7 @@ pub mod discovery;
 pub mod health;
 pub mod identity;
 pub mod link;
+pub mod names;
 pub mod nat;
 pub mod net;
 pub mod portmap;

@@ -1,0 +1,12 @@
+//! Names: `bob.p2p` instead of an address. A name's owner signs a [`record::Record`] binding the
+//! name to its key and current address; registries store and serve those bytes but are never
+//! trusted for them: clients verify every record themselves and pin name → key on first use.
+//!
+//! - [`name`]: the syntax (`bob` = `bob.p2p`, a DNS-style label).
+//! - [`record`]: the signed record and release, their total binary codec.
+
+pub mod name;
+pub mod record;
+
+pub use name::{Name, NameError};
+pub use record::{Record, RecordError, Release};
