@@ -34,6 +34,9 @@ _warpgate() {
             warpgate,nat-info)
                 cmd="warpgate__subcmd__nat__subcmd__info"
                 ;;
+            warpgate,registry)
+                cmd="warpgate__subcmd__registry"
+                ;;
             warpgate__subcmd__help,addr)
                 cmd="warpgate__subcmd__help__subcmd__addr"
                 ;;
@@ -52,6 +55,9 @@ _warpgate() {
             warpgate__subcmd__help,nat-info)
                 cmd="warpgate__subcmd__help__subcmd__nat__subcmd__info"
                 ;;
+            warpgate__subcmd__help,registry)
+                cmd="warpgate__subcmd__help__subcmd__registry"
+                ;;
             warpgate__subcmd__help__subcmd__name,claim)
                 cmd="warpgate__subcmd__help__subcmd__name__subcmd__claim"
                 ;;
@@ -60,6 +66,9 @@ _warpgate() {
                 ;;
             warpgate__subcmd__help__subcmd__name,release)
                 cmd="warpgate__subcmd__help__subcmd__name__subcmd__release"
+                ;;
+            warpgate__subcmd__help__subcmd__registry,serve)
+                cmd="warpgate__subcmd__help__subcmd__registry__subcmd__serve"
                 ;;
             warpgate__subcmd__name,claim)
                 cmd="warpgate__subcmd__name__subcmd__claim"
@@ -85,6 +94,18 @@ _warpgate() {
             warpgate__subcmd__name__subcmd__help,release)
                 cmd="warpgate__subcmd__name__subcmd__help__subcmd__release"
                 ;;
+            warpgate__subcmd__registry,help)
+                cmd="warpgate__subcmd__registry__subcmd__help"
+                ;;
+            warpgate__subcmd__registry,serve)
+                cmd="warpgate__subcmd__registry__subcmd__serve"
+                ;;
+            warpgate__subcmd__registry__subcmd__help,help)
+                cmd="warpgate__subcmd__registry__subcmd__help__subcmd__help"
+                ;;
+            warpgate__subcmd__registry__subcmd__help,serve)
+                cmd="warpgate__subcmd__registry__subcmd__help__subcmd__serve"
+                ;;
             *)
                 ;;
         esac
@@ -92,7 +113,7 @@ _warpgate() {
 
     case "${cmd}" in
         warpgate)
-            opts="-v -q -h -V --home --config --broker --stun --turn --registry --offline --json --verbose --quiet --help --version addr listen connect nat-info name help"
+            opts="-v -q -h -V --home --config --broker --stun --turn --registry --offline --json --verbose --quiet --help --version addr listen connect nat-info name registry help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -230,7 +251,7 @@ _warpgate() {
             return 0
             ;;
         warpgate__subcmd__help)
-            opts="addr listen connect nat-info name help"
+            opts="addr listen connect nat-info name registry help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -358,6 +379,34 @@ _warpgate() {
         warpgate__subcmd__help__subcmd__nat__subcmd__info)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        warpgate__subcmd__help__subcmd__registry)
+            opts="serve"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        warpgate__subcmd__help__subcmd__registry__subcmd__serve)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -661,6 +710,152 @@ _warpgate() {
             fi
             case "${prev}" in
                 --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --home)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --broker)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --stun)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --turn)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --registry)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        warpgate__subcmd__registry)
+            opts="-v -q -h -V --home --config --broker --stun --turn --registry --offline --json --verbose --quiet --help --version serve help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --home)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --broker)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --stun)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --turn)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --registry)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        warpgate__subcmd__registry__subcmd__help)
+            opts="serve help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        warpgate__subcmd__registry__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        warpgate__subcmd__registry__subcmd__help__subcmd__serve)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        warpgate__subcmd__registry__subcmd__serve)
+            opts="-v -q -h -V --bind --db --cert --key --max-names --writes-per-minute --grace --home --config --broker --stun --turn --registry --offline --json --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --bind)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --db)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-names)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --writes-per-minute)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --grace)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -41,6 +41,7 @@ complete -c warpgate -n "__fish_warpgate_needs_command" -f -a "listen" -d 'Accep
 complete -c warpgate -n "__fish_warpgate_needs_command" -f -a "connect" -d 'Connect to a peer by address or name'
 complete -c warpgate -n "__fish_warpgate_needs_command" -f -a "nat-info" -d 'Show the NAT and network in front of this machine'
 complete -c warpgate -n "__fish_warpgate_needs_command" -f -a "name" -d 'Claim, look up or release a name'
+complete -c warpgate -n "__fish_warpgate_needs_command" -f -a "registry" -d 'Run a name registry'
 complete -c warpgate -n "__fish_warpgate_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c warpgate -n "__fish_warpgate_using_subcommand addr" -l port -d 'Listen port to put in the address [default: derived from the identity]' -r
 complete -c warpgate -n "__fish_warpgate_using_subcommand addr" -l home -d 'State directory: identity key, config, caches (two homes = two nodes on one machine)' -r -F
@@ -160,12 +161,49 @@ complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_
 complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from help" -f -a "lookup" -d 'Show the record NAME resolves to'
 complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from help" -f -a "release" -d 'Give NAME up'
 complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c warpgate -n "__fish_warpgate_using_subcommand help; and not __fish_seen_subcommand_from addr listen connect nat-info name help" -f -a "addr" -d 'Print this node\'s address'
-complete -c warpgate -n "__fish_warpgate_using_subcommand help; and not __fish_seen_subcommand_from addr listen connect nat-info name help" -f -a "listen" -d 'Accept peers: splice the first one to stdin/stdout, a file or a local port'
-complete -c warpgate -n "__fish_warpgate_using_subcommand help; and not __fish_seen_subcommand_from addr listen connect nat-info name help" -f -a "connect" -d 'Connect to a peer by address or name'
-complete -c warpgate -n "__fish_warpgate_using_subcommand help; and not __fish_seen_subcommand_from addr listen connect nat-info name help" -f -a "nat-info" -d 'Show the NAT and network in front of this machine'
-complete -c warpgate -n "__fish_warpgate_using_subcommand help; and not __fish_seen_subcommand_from addr listen connect nat-info name help" -f -a "name" -d 'Claim, look up or release a name'
-complete -c warpgate -n "__fish_warpgate_using_subcommand help; and not __fish_seen_subcommand_from addr listen connect nat-info name help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c warpgate -n "__fish_warpgate_using_subcommand registry; and not __fish_seen_subcommand_from serve help" -l home -d 'State directory: identity key, config, caches (two homes = two nodes on one machine)' -r -F
+complete -c warpgate -n "__fish_warpgate_using_subcommand registry; and not __fish_seen_subcommand_from serve help" -l config -d 'TOML config file [default: config.toml in the config directory]' -r -F
+complete -c warpgate -n "__fish_warpgate_using_subcommand registry; and not __fish_seen_subcommand_from serve help" -l broker -d 'MQTT broker for signalling, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand registry; and not __fish_seen_subcommand_from serve help" -l stun -d 'STUN server, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand registry; and not __fish_seen_subcommand_from serve help" -l turn -d 'TURN server, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand registry; and not __fish_seen_subcommand_from serve help" -l registry -d 'Name registry, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand registry; and not __fish_seen_subcommand_from serve help" -l offline -d 'Use no infrastructure at all: direct paths only'
+complete -c warpgate -n "__fish_warpgate_using_subcommand registry; and not __fish_seen_subcommand_from serve help" -l json -d 'Machine-readable output: reports as JSON on stdout, events as JSON lines on stderr'
+complete -c warpgate -n "__fish_warpgate_using_subcommand registry; and not __fish_seen_subcommand_from serve help" -s v -l verbose -d 'More detail on stderr (-v: every connection attempt, -vv: debug)'
+complete -c warpgate -n "__fish_warpgate_using_subcommand registry; and not __fish_seen_subcommand_from serve help" -s q -l quiet -d 'Only errors on stderr'
+complete -c warpgate -n "__fish_warpgate_using_subcommand registry; and not __fish_seen_subcommand_from serve help" -s h -l help -d 'Print help'
+complete -c warpgate -n "__fish_warpgate_using_subcommand registry; and not __fish_seen_subcommand_from serve help" -s V -l version -d 'Print version'
+complete -c warpgate -n "__fish_warpgate_using_subcommand registry; and not __fish_seen_subcommand_from serve help" -f -a "serve" -d 'Serve the registry\'s HTTP API (docs/names.md) until SIGINT or SIGTERM'
+complete -c warpgate -n "__fish_warpgate_using_subcommand registry; and not __fish_seen_subcommand_from serve help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c warpgate -n "__fish_warpgate_using_subcommand registry; and __fish_seen_subcommand_from serve" -l bind -d 'Address and port to listen on' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand registry; and __fish_seen_subcommand_from serve" -l db -d 'SQLite database of the names [default: registry.db in the home directory]' -r -F
+complete -c warpgate -n "__fish_warpgate_using_subcommand registry; and __fish_seen_subcommand_from serve" -l cert -d 'Serve HTTPS with this certificate chain (PEM); needs --key' -r -F
+complete -c warpgate -n "__fish_warpgate_using_subcommand registry; and __fish_seen_subcommand_from serve" -l key -d 'The certificate\'s private key (PEM)' -r -F
+complete -c warpgate -n "__fish_warpgate_using_subcommand registry; and __fish_seen_subcommand_from serve" -l max-names -d 'Names one key may hold' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand registry; and __fish_seen_subcommand_from serve" -l writes-per-minute -d 'Claims, renewals and releases per minute from one source address' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand registry; and __fish_seen_subcommand_from serve" -l grace -d 'Seconds an expired name stays reserved to its owner (7 days)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand registry; and __fish_seen_subcommand_from serve" -l home -d 'State directory: identity key, config, caches (two homes = two nodes on one machine)' -r -F
+complete -c warpgate -n "__fish_warpgate_using_subcommand registry; and __fish_seen_subcommand_from serve" -l config -d 'TOML config file [default: config.toml in the config directory]' -r -F
+complete -c warpgate -n "__fish_warpgate_using_subcommand registry; and __fish_seen_subcommand_from serve" -l broker -d 'MQTT broker for signalling, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand registry; and __fish_seen_subcommand_from serve" -l stun -d 'STUN server, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand registry; and __fish_seen_subcommand_from serve" -l turn -d 'TURN server, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand registry; and __fish_seen_subcommand_from serve" -l registry -d 'Name registry, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand registry; and __fish_seen_subcommand_from serve" -l offline -d 'Use no infrastructure at all: direct paths only'
+complete -c warpgate -n "__fish_warpgate_using_subcommand registry; and __fish_seen_subcommand_from serve" -l json -d 'Machine-readable output: reports as JSON on stdout, events as JSON lines on stderr'
+complete -c warpgate -n "__fish_warpgate_using_subcommand registry; and __fish_seen_subcommand_from serve" -s v -l verbose -d 'More detail on stderr (-v: every connection attempt, -vv: debug)'
+complete -c warpgate -n "__fish_warpgate_using_subcommand registry; and __fish_seen_subcommand_from serve" -s q -l quiet -d 'Only errors on stderr'
+complete -c warpgate -n "__fish_warpgate_using_subcommand registry; and __fish_seen_subcommand_from serve" -s h -l help -d 'Print help'
+complete -c warpgate -n "__fish_warpgate_using_subcommand registry; and __fish_seen_subcommand_from serve" -s V -l version -d 'Print version'
+complete -c warpgate -n "__fish_warpgate_using_subcommand registry; and __fish_seen_subcommand_from help" -f -a "serve" -d 'Serve the registry\'s HTTP API (docs/names.md) until SIGINT or SIGTERM'
+complete -c warpgate -n "__fish_warpgate_using_subcommand registry; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c warpgate -n "__fish_warpgate_using_subcommand help; and not __fish_seen_subcommand_from addr listen connect nat-info name registry help" -f -a "addr" -d 'Print this node\'s address'
+complete -c warpgate -n "__fish_warpgate_using_subcommand help; and not __fish_seen_subcommand_from addr listen connect nat-info name registry help" -f -a "listen" -d 'Accept peers: splice the first one to stdin/stdout, a file or a local port'
+complete -c warpgate -n "__fish_warpgate_using_subcommand help; and not __fish_seen_subcommand_from addr listen connect nat-info name registry help" -f -a "connect" -d 'Connect to a peer by address or name'
+complete -c warpgate -n "__fish_warpgate_using_subcommand help; and not __fish_seen_subcommand_from addr listen connect nat-info name registry help" -f -a "nat-info" -d 'Show the NAT and network in front of this machine'
+complete -c warpgate -n "__fish_warpgate_using_subcommand help; and not __fish_seen_subcommand_from addr listen connect nat-info name registry help" -f -a "name" -d 'Claim, look up or release a name'
+complete -c warpgate -n "__fish_warpgate_using_subcommand help; and not __fish_seen_subcommand_from addr listen connect nat-info name registry help" -f -a "registry" -d 'Run a name registry'
+complete -c warpgate -n "__fish_warpgate_using_subcommand help; and not __fish_seen_subcommand_from addr listen connect nat-info name registry help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c warpgate -n "__fish_warpgate_using_subcommand help; and __fish_seen_subcommand_from name" -f -a "claim" -d 'Claim NAME for this node on the registries'
 complete -c warpgate -n "__fish_warpgate_using_subcommand help; and __fish_seen_subcommand_from name" -f -a "lookup" -d 'Show the record NAME resolves to'
 complete -c warpgate -n "__fish_warpgate_using_subcommand help; and __fish_seen_subcommand_from name" -f -a "release" -d 'Give NAME up'
+complete -c warpgate -n "__fish_warpgate_using_subcommand help; and __fish_seen_subcommand_from registry" -f -a "serve" -d 'Serve the registry\'s HTTP API (docs/names.md) until SIGINT or SIGTERM'

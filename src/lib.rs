@@ -25,6 +25,8 @@
 //! - [`traversal`]: the strategy trait, the plan of attempts and the cascade runner; the
 //!   rendezvous both ends agree on over signalling (the connector's offer, the listener's
 //!   answer, the punching kit); sans-IO punching cores; one file per strategy.
+//! - [`names`]: name syntax and the signed name records and releases.
+//! - [`registry`]: the name registry server (`registry serve`): rules, SQLite store, HTTP API.
 //! - [`report`]: what the user sees on stderr: human lines or JSON events.
 //! - [`cli`]: clap definitions and the subcommand drivers; the one place signals are caught.
 //!
@@ -42,6 +44,7 @@ pub mod names;
 pub mod nat;
 pub mod net;
 pub mod portmap;
+pub mod registry;
 pub mod report;
 pub mod signal;
 pub mod splice;

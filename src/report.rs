@@ -139,6 +139,20 @@ impl Reporter {
         }
     }
 
+    /// A name registry is serving on `bind` (the real port when 0 was asked for).
+    pub fn registry(&self, bind: &str, db: &str, tls: bool) {
+        #[derive(Serialize)]
+        struct Registry<'a> {
+            bind: &'a str,
+            db: &'a str,
+            tls: bool,
+        }
+        self.emit("registry", Registry { bind, db, tls }, || {
+            let scheme = if tls { "https" } else { "http" };
+            format!("warpgate: registry serving {scheme}://{bind} (names in {db})")
+        });
+    }
+
     /// The final error: a one-line message.
     pub fn error(&self, message: &str) {
         let line = if self.json {

@@ -126,3 +126,27 @@ pub const UPNP_TIMEOUT: Duration = Duration::from_millis(1000);
 /// NAT-PMP's first retransmission (RFC 6886 §3.1 starts at 250 ms); nat-info sends twice and
 /// gives up at 3×.
 pub const NATPMP_RTO: Duration = Duration::from_millis(250);
+
+// The name registry (`registry serve`).
+
+/// An expired name stays reserved to its owner this long (DESIGN §8): an owner whose machine
+/// was off for a week's holiday still finds the name theirs. `--grace` overrides it (tests).
+pub const NAME_GRACE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Records stamped further than this in the future are refused: generous clock skew, yet a
+/// record cannot be made to outlive its owner's later ones by post-dating it.
+pub const NAME_MAX_FUTURE: Duration = Duration::from_secs(300);
+/// A client has this long to send a request's headers (and an idle keep-alive connection this
+/// long to start its next request): a real client sends them in one round trip; a slowloris
+/// holds a connection no longer.
+pub const REGISTRY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Reading a request's body (at most 16 KiB), for the same reason.
+pub const REGISTRY_BODY_TIMEOUT: Duration = Duration::from_secs(5);
+/// A connection is closed (gracefully, between requests) after this long whatever it does, so
+/// no client holds one of the capped connection slots for good.
+pub const REGISTRY_CONN_LIFETIME: Duration = Duration::from_secs(60);
+/// On SIGINT/SIGTERM, requests in flight get this long to finish before their connections are
+/// cut: well inside [`SHUTDOWN_GRACE`], and far above a write's commit time.
+pub const REGISTRY_DRAIN: Duration = Duration::from_secs(1);
+/// Rows of names past their grace are deleted this often; until then they only take disk
+/// space (every rule already treats them as free).
+pub const REGISTRY_PURGE_INTERVAL: Duration = Duration::from_secs(3600);

@@ -11,6 +11,10 @@
 //! - `interrupt` — SIGINT/SIGTERM in each long-running mode: links closed with a reason the
 //!   peer sees at once, `.part` kept, services exit 0 and interrupted transfers 1
 //! - `docs`     — committed completions and man pages match the clap definition
+//! - `registry` — `registry serve` over HTTP: the name rules, forged and malformed requests,
+//!   one winner among simultaneous claims, expiry and grace
+//! - `registry_limits` — the registry under pressure: SIGKILL loses nothing acknowledged,
+//!   quota, write rate limit, TLS, idle strangers
 
 #[path = "e2e/auth.rs"]
 mod auth;
@@ -24,6 +28,10 @@ mod forward;
 mod interrupt;
 #[path = "common/process.rs"]
 mod process;
+#[path = "e2e/registry.rs"]
+mod registry;
+#[path = "e2e/registry_limits.rs"]
+mod registry_limits;
 #[path = "e2e/support.rs"]
 mod support;
 #[path = "e2e/transfer.rs"]

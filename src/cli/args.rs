@@ -1,6 +1,7 @@
 //! The command line as clap sees it: global options and subcommands (DESIGN.md §1). Only shapes
 //! and help text live here; values are validated and turned into real objects by the drivers.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -70,6 +71,9 @@ pub enum Command {
     /// Claim, look up or release a name
     #[command(subcommand)]
     Name(NameCommand),
+    /// Run a name registry
+    #[command(subcommand)]
+    Registry(RegistryCommand),
 }
 
 #[derive(Debug, Args)]
@@ -141,4 +145,35 @@ pub enum NameCommand {
     Lookup { name: String },
     /// Give NAME up
     Release { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RegistryCommand {
+    /// Serve the registry's HTTP API (docs/names.md) until SIGINT or SIGTERM
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address and port to listen on
+    #[arg(long, value_name = "ADDR:PORT", default_value_t = SocketAddr::from(([0, 0, 0, 0], crate::registry::DEFAULT_PORT)))]
+    pub bind: SocketAddr,
+    /// SQLite database of the names [default: registry.db in the home directory]
+    #[arg(long, value_name = "FILE")]
+    pub db: Option<PathBuf>,
+    /// Serve HTTPS with this certificate chain (PEM); needs --key
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// The certificate's private key (PEM)
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// Names one key may hold
+    #[arg(long, value_name = "N", default_value_t = crate::registry::DEFAULT_MAX_NAMES, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_names: u32,
+    /// Claims, renewals and releases per minute from one source address
+    #[arg(long, value_name = "N", default_value_t = crate::registry::DEFAULT_WRITES_PER_MINUTE, value_parser = clap::value_parser!(u32).range(1..))]
+    pub writes_per_minute: u32,
+    /// Seconds an expired name stays reserved to its owner (7 days)
+    #[arg(long, value_name = "SECS", default_value_t = crate::timing::NAME_GRACE.as_secs())]
+    pub grace: u64,
 }

@@ -9,6 +9,7 @@ mod connect;
 pub mod docs;
 mod listen;
 mod nat_info;
+mod registry;
 mod show;
 mod transfer;
 
@@ -31,7 +32,7 @@ use crate::link::CloseReason;
 use crate::report::Reporter;
 use crate::splice::Totals;
 use crate::timing::SHUTDOWN_GRACE;
-use args::{Cli, Command, Global, NameCommand};
+use args::{Cli, Command, Global, NameCommand, RegistryCommand};
 
 /// A mistake in what the user asked for: exit code 2.
 #[derive(Debug, thiserror::Error)]
@@ -322,6 +323,7 @@ async fn run(cli: Cli, reporter: Reporter, start: Instant) -> anyhow::Result<Exi
     let service = match &cli.command {
         Command::Listen(a) => a.keep_open || a.forward.is_some(),
         Command::Connect(a) => a.local.is_some(),
+        Command::Registry(_) => true,
         _ => false,
     };
     let stopped = || {
@@ -351,6 +353,9 @@ async fn run(cli: Cli, reporter: Reporter, start: Instant) -> anyhow::Result<Exi
                 | NameCommand::Lookup { .. }
                 | NameCommand::Release { .. },
             ) => not_built("the name registry (name claim/lookup/release)"),
+            Command::Registry(RegistryCommand::Serve(args)) => {
+                registry::serve(&cli.global, args, reporter, &shutdown).await
+            }
         }
     };
     tokio::pin!(command);
