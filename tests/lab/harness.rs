@@ -41,6 +41,17 @@ pub fn infra() -> Vec<String> {
     .collect()
 }
 
+/// The lab's two name registries (started by `scripts/lab up` in the internet namespace).
+pub const REGISTRY_PORT: u16 = 7700;
+
+/// `--registry` options naming both of the lab's registries.
+pub fn registries() -> Vec<String> {
+    [SRV_A, SRV_B]
+        .iter()
+        .flat_map(|srv| ["--registry".to_string(), format!("http://{srv}:{REGISTRY_PORT}")])
+        .collect()
+}
+
 /// The outcome of one `listen` / `connect` pair.
 pub struct Pair {
     pub listener: Finished,
@@ -177,6 +188,7 @@ impl Lab {
             .arg("up")
             .env("LAB_PREFIX", &prefix)
             .env("LAB_QUIET", "1")
+            .env("LAB_WARPGATE", crate::process::BIN)
             .output()
             .map_err(|e| format!("cannot run scripts/lab: {e}"))?;
         if !out.status.success() {
