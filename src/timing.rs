@@ -126,3 +126,18 @@ pub const UPNP_TIMEOUT: Duration = Duration::from_millis(1000);
 /// NAT-PMP's first retransmission (RFC 6886 §3.1 starts at 250 ms); nat-info sends twice and
 /// gives up at 3×.
 pub const NATPMP_RTO: Duration = Duration::from_millis(250);
+
+// Names (registries, `listen --name`).
+
+/// One HTTP exchange with a name registry (resolve, connect, request, response): a few round
+/// trips across the internet with room for one lost SYN (1 s retransmission). A lookup asks
+/// every registry at once, so this bounds how long a dead one delays `connect NAME`.
+pub const REGISTRY_TIMEOUT: Duration = Duration::from_secs(3);
+/// `listen --name` re-checks its address this often (interface addresses, brokers, NAT facts)
+/// and republishes the record when it changed: a laptop that moved is found again within a
+/// minute, for one local computation a minute.
+pub const NAME_ADDRESS_CHECK: Duration = Duration::from_secs(60);
+/// `listen --name` tries again this long after a publication no majority of registries
+/// accepted: often enough to recover soon from a registry restart, rare enough to stay well
+/// inside a registry's write rate limit (30 a minute by default).
+pub const NAME_RETRY: Duration = Duration::from_secs(60);
