@@ -52,8 +52,17 @@ _warpgate() {
             warpgate__subcmd__help,nat-info)
                 cmd="warpgate__subcmd__help__subcmd__nat__subcmd__info"
                 ;;
+            warpgate__subcmd__help__subcmd__name,add)
+                cmd="warpgate__subcmd__help__subcmd__name__subcmd__add"
+                ;;
             warpgate__subcmd__help__subcmd__name,claim)
                 cmd="warpgate__subcmd__help__subcmd__name__subcmd__claim"
+                ;;
+            warpgate__subcmd__help__subcmd__name,forget)
+                cmd="warpgate__subcmd__help__subcmd__name__subcmd__forget"
+                ;;
+            warpgate__subcmd__help__subcmd__name,list)
+                cmd="warpgate__subcmd__help__subcmd__name__subcmd__list"
                 ;;
             warpgate__subcmd__help__subcmd__name,lookup)
                 cmd="warpgate__subcmd__help__subcmd__name__subcmd__lookup"
@@ -61,11 +70,20 @@ _warpgate() {
             warpgate__subcmd__help__subcmd__name,release)
                 cmd="warpgate__subcmd__help__subcmd__name__subcmd__release"
                 ;;
+            warpgate__subcmd__name,add)
+                cmd="warpgate__subcmd__name__subcmd__add"
+                ;;
             warpgate__subcmd__name,claim)
                 cmd="warpgate__subcmd__name__subcmd__claim"
                 ;;
+            warpgate__subcmd__name,forget)
+                cmd="warpgate__subcmd__name__subcmd__forget"
+                ;;
             warpgate__subcmd__name,help)
                 cmd="warpgate__subcmd__name__subcmd__help"
+                ;;
+            warpgate__subcmd__name,list)
+                cmd="warpgate__subcmd__name__subcmd__list"
                 ;;
             warpgate__subcmd__name,lookup)
                 cmd="warpgate__subcmd__name__subcmd__lookup"
@@ -73,11 +91,20 @@ _warpgate() {
             warpgate__subcmd__name,release)
                 cmd="warpgate__subcmd__name__subcmd__release"
                 ;;
+            warpgate__subcmd__name__subcmd__help,add)
+                cmd="warpgate__subcmd__name__subcmd__help__subcmd__add"
+                ;;
             warpgate__subcmd__name__subcmd__help,claim)
                 cmd="warpgate__subcmd__name__subcmd__help__subcmd__claim"
                 ;;
+            warpgate__subcmd__name__subcmd__help,forget)
+                cmd="warpgate__subcmd__name__subcmd__help__subcmd__forget"
+                ;;
             warpgate__subcmd__name__subcmd__help,help)
                 cmd="warpgate__subcmd__name__subcmd__help__subcmd__help"
+                ;;
+            warpgate__subcmd__name__subcmd__help,list)
+                cmd="warpgate__subcmd__name__subcmd__help__subcmd__list"
                 ;;
             warpgate__subcmd__name__subcmd__help,lookup)
                 cmd="warpgate__subcmd__name__subcmd__help__subcmd__lookup"
@@ -300,7 +327,7 @@ _warpgate() {
             return 0
             ;;
         warpgate__subcmd__help__subcmd__name)
-            opts="claim lookup release"
+            opts="claim lookup release add list forget"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -313,7 +340,49 @@ _warpgate() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        warpgate__subcmd__help__subcmd__name__subcmd__add)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         warpgate__subcmd__help__subcmd__name__subcmd__claim)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        warpgate__subcmd__help__subcmd__name__subcmd__forget)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        warpgate__subcmd__help__subcmd__name__subcmd__list)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -432,7 +501,7 @@ _warpgate() {
             return 0
             ;;
         warpgate__subcmd__name)
-            opts="-v -q -h -V --home --config --broker --stun --turn --registry --offline --json --verbose --quiet --help --version claim lookup release help"
+            opts="-v -q -h -V --home --config --broker --stun --turn --registry --offline --json --verbose --quiet --help --version claim lookup release add list forget help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -469,7 +538,87 @@ _warpgate() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        warpgate__subcmd__name__subcmd__add)
+            opts="-v -q -h -V --home --config --broker --stun --turn --registry --offline --json --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --home)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --broker)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --stun)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --turn)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --registry)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         warpgate__subcmd__name__subcmd__claim)
+            opts="-v -q -h -V --lifetime --home --config --broker --stun --turn --registry --offline --json --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --lifetime)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --home)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --broker)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --stun)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --turn)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --registry)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        warpgate__subcmd__name__subcmd__forget)
             opts="-v -q -h -V --home --config --broker --stun --turn --registry --offline --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -508,8 +657,22 @@ _warpgate() {
             return 0
             ;;
         warpgate__subcmd__name__subcmd__help)
-            opts="claim lookup release help"
+            opts="claim lookup release add list forget help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        warpgate__subcmd__name__subcmd__help__subcmd__add)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -535,7 +698,35 @@ _warpgate() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        warpgate__subcmd__name__subcmd__help__subcmd__forget)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         warpgate__subcmd__name__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        warpgate__subcmd__name__subcmd__help__subcmd__list)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -570,6 +761,44 @@ _warpgate() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        warpgate__subcmd__name__subcmd__list)
+            opts="-v -q -h -V --home --config --broker --stun --turn --registry --offline --json --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --home)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --broker)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --stun)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --turn)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --registry)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

@@ -121,6 +121,9 @@ pub const ALLOCATION_STAGGER: Duration = Duration::from_millis(10);
 pub const TURN_CHECK_TIMEOUT: Duration = Duration::from_millis(1500);
 /// An MQTT broker's connect and publish-to-self round trip, when checking it.
 pub const MQTT_CHECK_TIMEOUT: Duration = Duration::from_millis(1500);
+/// A name registry's `GET /v1/health`, when checking it: like the other server checks, about
+/// as long as discovery itself, so nat-info is not held up by a dead registry.
+pub const REGISTRY_CHECK_TIMEOUT: Duration = Duration::from_millis(1500);
 /// The UPnP search (and then the external-address request).
 pub const UPNP_TIMEOUT: Duration = Duration::from_millis(1000);
 /// NAT-PMP's first retransmission (RFC 6886 §3.1 starts at 250 ms); nat-info sends twice and

@@ -11,6 +11,8 @@
 //! - `interrupt` — SIGINT/SIGTERM in each long-running mode: links closed with a reason the
 //!   peer sees at once, `.part` kept, services exit 0 and interrupted transfers 1
 //! - `docs`     — committed completions and man pages match the clap definition
+//! - `names`    — aliases, pins, the name commands, and claim → lookup → connect by name
+//!   against registry doubles served from the test (a strict one and a compromised one)
 
 #[path = "e2e/auth.rs"]
 mod auth;
@@ -22,6 +24,8 @@ mod failure;
 mod forward;
 #[path = "e2e/interrupt.rs"]
 mod interrupt;
+#[path = "e2e/names.rs"]
+mod names;
 #[path = "common/process.rs"]
 mod process;
 #[path = "e2e/support.rs"]

@@ -160,6 +160,11 @@ impl Registry {
         self
     }
 
+    /// The registry's host and port.
+    pub fn server(&self) -> &HostPort {
+        &self.server
+    }
+
     /// The URL as configured.
     pub fn url(&self) -> &str {
         &self.url
