@@ -175,7 +175,8 @@ impl Publisher {
                 configured,
             } => {
                 // Renew at half the lifetime: a registry down for days still leaves time.
-                self.due = Instant::now() + std::time::Duration::from_secs(self.lifetime / 2);
+                self.due = Instant::now()
+                    + std::time::Duration::from_millis(self.lifetime.saturating_mul(500));
                 tracing::info!(
                     "{name} published on {accepted} of {configured} registries until {}",
                     utc(record.expires_at)
@@ -239,7 +240,15 @@ impl Publisher {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use axum::extract::State;
+    use axum::routing::put;
+    use axum::{Json, Router};
+
     use super::*;
+    use crate::addr::Candidate;
+    use crate::cli::args::Global;
 
     #[test]
     fn dates_are_utc() {
@@ -255,5 +264,93 @@ mod tests {
         assert!(first > 1_700_000_000_000, "milliseconds since 1970");
         assert!(sequence(first) > first);
         assert_eq!(sequence(u64::MAX - 1), u64::MAX);
+    }
+
+    #[test]
+    fn addresses_compare_by_what_they_say() {
+        let key = Identity::generate().public_key();
+        let c = |kind, addr: &str| Candidate {
+            kind,
+            addr: addr.parse().unwrap(),
+        };
+        let (l1, l2, p) = (
+            c(CandidateKind::Local, "192.168.1.5:4000"),
+            c(CandidateKind::Local, "[fd00::5]:4000"),
+            c(CandidateKind::Public, "203.0.113.9:4000"),
+        );
+        let a = Address::new(key, vec![l1, l2, p]);
+        assert!(same_address(&a, &Address::new(key, vec![p, l2, l1])));
+        assert!(!same_address(&a, &Address::new(key, vec![l1, l2])));
+        let moved = Address::new(key, vec![c(CandidateKind::Local, "10.0.0.7:4000"), l2, p]);
+        assert!(!same_address(&a, &moved));
+        assert_ne!(locals(&a), locals(&moved));
+        assert_eq!(locals(&a), locals(&Address::new(key, vec![l2, l1])));
+    }
+
+    /// A node with no servers but one registry, in a temporary home.
+    fn node(dir: &std::path::Path, registry: String) -> Node {
+        let config = dir.join("config.toml");
+        std::fs::write(&config, "brokers = []\nstun = []\nturn = []\n").unwrap();
+        Node::load(&Global {
+            home: Some(dir.join("home")),
+            config: Some(config),
+            brokers: Vec::new(),
+            stun: Vec::new(),
+            turn: Vec::new(),
+            registries: vec![registry],
+            offline: false,
+            json: false,
+            verbose: 0,
+            quiet: true,
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_published_name_is_renewed_at_half_its_lifetime() {
+        type Seen = Arc<Mutex<Vec<Record>>>;
+        async fn store(
+            State(seen): State<Seen>,
+            Json(body): Json<serde_json::Value>,
+        ) -> Json<serde_json::Value> {
+            let bytes = data_encoding::BASE64URL_NOPAD
+                .decode(body["record"].as_str().unwrap().as_bytes())
+                .unwrap();
+            let record = Record::open(&bytes).unwrap();
+            let answer = serde_json::json!({
+                "outcome": "renewed", "seq": record.seq, "expires_at": record.expires_at,
+            });
+            seen.lock().unwrap().push(record);
+            Json(answer)
+        }
+        let seen = Seen::default();
+        let app = Router::new()
+            .route("/v1/names/{name}", put(store))
+            .with_state(seen.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+        let dir = tempfile::tempdir().unwrap();
+        let node = node(dir.path(), url);
+        let name = Name::parse("bob").unwrap();
+        let address = node.address(4000, &Quick::default()).unwrap();
+        // A one-second lifetime: renewed every half second.
+        let publisher = Publisher::start(&node, name.clone(), address.clone(), 1)
+            .await
+            .unwrap();
+        assert_eq!(seen.lock().unwrap().len(), 1);
+        let kept = tokio::time::timeout(
+            std::time::Duration::from_millis(1300),
+            publisher.keep(&node, 4000, Quick::default()),
+        );
+        assert!(kept.await.is_err(), "keep runs until dropped");
+        let seen = seen.lock().unwrap();
+        assert!(seen.len() >= 3, "{} publications", seen.len());
+        for pair in seen.windows(2) {
+            assert!(pair[1].seq > pair[0].seq);
+            assert!(pair[1].expires_at >= pair[0].expires_at);
+        }
+        assert!(seen.iter().all(|r| r.name == name && r.address == address));
     }
 }
