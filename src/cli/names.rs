@@ -19,7 +19,7 @@ use super::publish::{self, now_secs, sign_record, utc};
 use super::{usage, Node};
 use crate::addr::Address;
 use crate::config::Settings;
-use crate::names::client::{self, ClientError, Registry};
+use crate::names::client::{self, ClientError, PutOutcome, Registry};
 use crate::names::pins::{Aliases, Pins, Value as _};
 use crate::names::resolve::{self, Answer, Outcome, Resolution, Verdict};
 use crate::names::{Name, Release};
@@ -78,37 +78,75 @@ fn print(text: &str) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// One registry's outcome as a JSON object.
-fn outcome_json<T: serde::Serialize>(
-    url: &str,
-    result: Result<T, &ClientError>,
-) -> serde_json::Value {
-    match result {
-        Ok(done) => json!({ "registry": url, "outcome": done, "error": null }),
-        Err(e) => {
-            let owner = match e {
-                ClientError::Taken { owner } => Some(owner),
-                _ => None,
-            };
-            json!({ "registry": url, "outcome": null, "error": e.to_string(), "owner": owner })
-        }
-    }
-}
+/// What one registry did with a claim or release: its outcome word and, for humans, any
+/// detail; or why it did not.
+type Done = Result<(&'static str, String), ClientError>;
 
-/// The one-line failure of a claim or release that did not reach a majority.
-fn no_majority(what: &str, name: &Name, verdict: &Verdict, failures: &[String]) -> anyhow::Error {
+/// Prints what each registry did with `what` (a claim or release of `name`), as lines or as
+/// one JSON document (`fields` plus the per-registry outcomes), then judges by majority:
+/// exit 0, or the one-line error naming the owner or the failures.
+fn conclude(
+    what: &str,
+    name: &Name,
+    urls: &[String],
+    done: &[Done],
+    mut fields: serde_json::Value,
+    reporter: &Reporter,
+) -> anyhow::Result<ExitCode> {
+    let verdict = resolve::tally(&done.iter().map(Outcome::from).collect::<Vec<_>>());
+    let majority = matches!(verdict, Verdict::Majority { .. });
+    let text = if reporter.json {
+        let per: Vec<_> = urls
+            .iter()
+            .zip(done)
+            .map(|(url, d)| {
+                let owner = match d {
+                    Err(ClientError::Taken { owner }) => Some(owner),
+                    _ => None,
+                };
+                json!({
+                    "registry": url,
+                    "outcome": d.as_ref().ok().map(|(word, _)| word),
+                    "error": d.as_ref().err().map(ToString::to_string),
+                    "owner": owner,
+                })
+            })
+            .collect();
+        fields["name"] = name.to_string().into();
+        fields["registries"] = per.into();
+        fields["majority"] = majority.into();
+        fields.to_string()
+    } else {
+        let lines: Vec<String> = urls
+            .iter()
+            .zip(done)
+            .map(|(url, d)| match d {
+                Ok((word, detail)) => format!("{name}: {word} on {url}{detail}"),
+                Err(e) => format!("{name}: {url}: {e}"),
+            })
+            .collect();
+        lines.join("\n")
+    };
+    print(&text)?;
     match verdict {
-        Verdict::Taken { owner } => {
-            anyhow::anyhow!("{name} belongs to another key (fingerprint {owner}): {what} refused")
-        }
+        Verdict::Majority { .. } => Ok(ExitCode::SUCCESS),
+        Verdict::Taken { owner } => Err(anyhow::anyhow!(
+            "{name} belongs to another key (fingerprint {owner}): {what} refused"
+        )),
         Verdict::NoMajority {
             accepted,
             configured,
-        } => anyhow::anyhow!(
-            "{what} of {name} reached {accepted} of {configured} registries, not a majority ({})",
-            failures.join("; ")
-        ),
-        Verdict::Majority { .. } => anyhow::anyhow!("{what} of {name} succeeded"),
+        } => {
+            let failures: Vec<String> = urls
+                .iter()
+                .zip(done)
+                .filter_map(|(url, d)| d.as_ref().err().map(|e| format!("{url}: {e}")))
+                .collect();
+            Err(anyhow::anyhow!(
+                "{what} of {name} reached {accepted} of {configured} registries, not a majority ({})",
+                failures.join("; ")
+            ))
+        }
     }
 }
 
@@ -122,56 +160,38 @@ async fn claim(
     let port = node.default_port();
     let look = node.look(port).await;
     let address = node.address(port, &look)?;
-    let (record, bytes) = sign_record(
-        &node.identity,
-        name,
-        address,
-        publish::sequence(0),
-        lifetime,
-    )?;
-    let results = client::put_all(&registries, name, &bytes).await;
-    let verdict = resolve::tally(&results.iter().map(Outcome::from).collect::<Vec<_>>());
-    let urls = &node.settings.registries;
-    let failures: Vec<String> = urls
-        .iter()
-        .zip(&results)
-        .filter_map(|(url, r)| r.as_ref().err().map(|e| format!("{url}: {e}")))
-        .collect();
-    let text = if reporter.json {
-        json!({
-            "name": name.to_string(),
-            "id": node.identity.id(),
-            "fingerprint": record.key.fingerprint(),
-            "seq": record.seq,
-            "issued_at": record.issued_at,
-            "expires_at": record.expires_at,
-            "registries": urls.iter().zip(&results).map(|(u, r)| outcome_json(u, r.as_ref().map(|s| s.outcome))).collect::<Vec<_>>(),
-            "majority": matches!(verdict, Verdict::Majority { .. }),
+    let seq = publish::sequence(0);
+    let (record, bytes) = sign_record(&node.identity, name, address, seq, lifetime)?;
+    let done: Vec<Done> = client::put_all(&registries, name, &bytes)
+        .await
+        .into_iter()
+        .map(|result| {
+            result.map(|stored| {
+                let word = match stored.outcome {
+                    PutOutcome::Claimed => "claimed",
+                    PutOutcome::Renewed => "renewed",
+                    PutOutcome::Unchanged => "unchanged",
+                };
+                let detail = format!(" (seq {}, expires {})", stored.seq, utc(stored.expires_at));
+                (word, detail)
+            })
         })
-        .to_string()
-    } else {
-        let mut lines = Vec::new();
-        for (url, result) in urls.iter().zip(&results) {
-            lines.push(match result {
-                Ok(stored) => format!(
-                    "{name}: {} on {url} (seq {}, expires {})",
-                    serde_json::to_value(stored.outcome)
-                        .ok()
-                        .and_then(|v| v.as_str().map(String::from))
-                        .unwrap_or_default(),
-                    stored.seq,
-                    utc(stored.expires_at)
-                ),
-                Err(e) => format!("{name}: {url}: {e}"),
-            });
-        }
-        lines.join("\n")
-    };
-    print(&text)?;
-    match verdict {
-        Verdict::Majority { .. } => Ok(ExitCode::SUCCESS),
-        verdict => Err(no_majority("claim", name, &verdict, &failures)),
-    }
+        .collect();
+    let fields = json!({
+        "id": node.identity.id(),
+        "fingerprint": record.key.fingerprint(),
+        "seq": record.seq,
+        "issued_at": record.issued_at,
+        "expires_at": record.expires_at,
+    });
+    conclude(
+        "claim",
+        name,
+        &node.settings.registries,
+        &done,
+        fields,
+        reporter,
+    )
 }
 
 async fn release(node: &Node, name: &Name, reporter: &Reporter) -> anyhow::Result<ExitCode> {
@@ -183,50 +203,24 @@ async fn release(node: &Node, name: &Name, reporter: &Reporter) -> anyhow::Resul
         issued_at: now_secs(),
     };
     let bytes = release.sign(&node.identity)?;
-    let mut results = client::delete_all(&registries, name, &bytes).await;
-    // Not held there is as good as released: the name is not ours on that registry.
-    let not_held: Vec<bool> = results
-        .iter()
-        .map(|r| *r == Err(ClientError::NotHeld))
+    let done: Vec<Done> = client::delete_all(&registries, name, &bytes)
+        .await
+        .into_iter()
+        .map(|result| match result {
+            Ok(()) => Ok(("released", String::new())),
+            // Not held there is as good as released: the name is not ours on that registry.
+            Err(ClientError::NotHeld) => Ok(("not held", String::new())),
+            Err(e) => Err(e),
+        })
         .collect();
-    for (result, not_held) in results.iter_mut().zip(&not_held) {
-        if *not_held {
-            *result = Ok(());
-        }
-    }
-    let verdict = resolve::tally(&results.iter().map(Outcome::from).collect::<Vec<_>>());
-    let urls = &node.settings.registries;
-    let outcome = |i: usize| if not_held[i] { "not held" } else { "released" };
-    let failures: Vec<String> = urls
-        .iter()
-        .zip(&results)
-        .filter_map(|(url, r)| r.as_ref().err().map(|e| format!("{url}: {e}")))
-        .collect();
-    let text = if reporter.json {
-        let per: Vec<_> = urls
-            .iter()
-            .zip(&results)
-            .enumerate()
-            .map(|(i, (u, r))| outcome_json(u, r.as_ref().map(|()| outcome(i))))
-            .collect();
-        json!({ "name": name.to_string(), "registries": per, "majority": matches!(verdict, Verdict::Majority { .. }) }).to_string()
-    } else {
-        let lines: Vec<String> = urls
-            .iter()
-            .zip(&results)
-            .enumerate()
-            .map(|(i, (url, r))| match r {
-                Ok(()) => format!("{name}: {} on {url}", outcome(i)),
-                Err(e) => format!("{name}: {url}: {e}"),
-            })
-            .collect();
-        lines.join("\n")
-    };
-    print(&text)?;
-    match verdict {
-        Verdict::Majority { .. } => Ok(ExitCode::SUCCESS),
-        verdict => Err(no_majority("release", name, &verdict, &failures)),
-    }
+    conclude(
+        "release",
+        name,
+        &node.settings.registries,
+        &done,
+        json!({}),
+        reporter,
+    )
 }
 
 /// What a name resolves to.
