@@ -58,8 +58,17 @@ _warpgate() {
             warpgate__subcmd__help,registry)
                 cmd="warpgate__subcmd__help__subcmd__registry"
                 ;;
+            warpgate__subcmd__help__subcmd__name,add)
+                cmd="warpgate__subcmd__help__subcmd__name__subcmd__add"
+                ;;
             warpgate__subcmd__help__subcmd__name,claim)
                 cmd="warpgate__subcmd__help__subcmd__name__subcmd__claim"
+                ;;
+            warpgate__subcmd__help__subcmd__name,forget)
+                cmd="warpgate__subcmd__help__subcmd__name__subcmd__forget"
+                ;;
+            warpgate__subcmd__help__subcmd__name,list)
+                cmd="warpgate__subcmd__help__subcmd__name__subcmd__list"
                 ;;
             warpgate__subcmd__help__subcmd__name,lookup)
                 cmd="warpgate__subcmd__help__subcmd__name__subcmd__lookup"
@@ -70,11 +79,20 @@ _warpgate() {
             warpgate__subcmd__help__subcmd__registry,serve)
                 cmd="warpgate__subcmd__help__subcmd__registry__subcmd__serve"
                 ;;
+            warpgate__subcmd__name,add)
+                cmd="warpgate__subcmd__name__subcmd__add"
+                ;;
             warpgate__subcmd__name,claim)
                 cmd="warpgate__subcmd__name__subcmd__claim"
                 ;;
+            warpgate__subcmd__name,forget)
+                cmd="warpgate__subcmd__name__subcmd__forget"
+                ;;
             warpgate__subcmd__name,help)
                 cmd="warpgate__subcmd__name__subcmd__help"
+                ;;
+            warpgate__subcmd__name,list)
+                cmd="warpgate__subcmd__name__subcmd__list"
                 ;;
             warpgate__subcmd__name,lookup)
                 cmd="warpgate__subcmd__name__subcmd__lookup"
@@ -82,11 +100,20 @@ _warpgate() {
             warpgate__subcmd__name,release)
                 cmd="warpgate__subcmd__name__subcmd__release"
                 ;;
+            warpgate__subcmd__name__subcmd__help,add)
+                cmd="warpgate__subcmd__name__subcmd__help__subcmd__add"
+                ;;
             warpgate__subcmd__name__subcmd__help,claim)
                 cmd="warpgate__subcmd__name__subcmd__help__subcmd__claim"
                 ;;
+            warpgate__subcmd__name__subcmd__help,forget)
+                cmd="warpgate__subcmd__name__subcmd__help__subcmd__forget"
+                ;;
             warpgate__subcmd__name__subcmd__help,help)
                 cmd="warpgate__subcmd__name__subcmd__help__subcmd__help"
+                ;;
+            warpgate__subcmd__name__subcmd__help,list)
+                cmd="warpgate__subcmd__name__subcmd__help__subcmd__list"
                 ;;
             warpgate__subcmd__name__subcmd__help,lookup)
                 cmd="warpgate__subcmd__name__subcmd__help__subcmd__lookup"
@@ -321,7 +348,7 @@ _warpgate() {
             return 0
             ;;
         warpgate__subcmd__help__subcmd__name)
-            opts="claim lookup release"
+            opts="claim lookup release add list forget"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -334,7 +361,49 @@ _warpgate() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        warpgate__subcmd__help__subcmd__name__subcmd__add)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         warpgate__subcmd__help__subcmd__name__subcmd__claim)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        warpgate__subcmd__help__subcmd__name__subcmd__forget)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        warpgate__subcmd__help__subcmd__name__subcmd__list)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -481,7 +550,7 @@ _warpgate() {
             return 0
             ;;
         warpgate__subcmd__name)
-            opts="-v -q -h -V --home --config --broker --stun --turn --registry --offline --json --verbose --quiet --help --version claim lookup release help"
+            opts="-v -q -h -V --home --config --broker --stun --turn --registry --offline --json --verbose --quiet --help --version claim lookup release add list forget help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -518,7 +587,87 @@ _warpgate() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        warpgate__subcmd__name__subcmd__add)
+            opts="-v -q -h -V --home --config --broker --stun --turn --registry --offline --json --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --home)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --broker)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --stun)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --turn)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --registry)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         warpgate__subcmd__name__subcmd__claim)
+            opts="-v -q -h -V --lifetime --home --config --broker --stun --turn --registry --offline --json --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --lifetime)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --home)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --broker)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --stun)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --turn)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --registry)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        warpgate__subcmd__name__subcmd__forget)
             opts="-v -q -h -V --home --config --broker --stun --turn --registry --offline --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -557,8 +706,22 @@ _warpgate() {
             return 0
             ;;
         warpgate__subcmd__name__subcmd__help)
-            opts="claim lookup release help"
+            opts="claim lookup release add list forget help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        warpgate__subcmd__name__subcmd__help__subcmd__add)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -584,7 +747,35 @@ _warpgate() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        warpgate__subcmd__name__subcmd__help__subcmd__forget)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         warpgate__subcmd__name__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        warpgate__subcmd__name__subcmd__help__subcmd__list)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -619,6 +810,44 @@ _warpgate() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        warpgate__subcmd__name__subcmd__list)
+            opts="-v -q -h -V --home --config --broker --stun --turn --registry --offline --json --verbose --quiet --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --home)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --broker)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --stun)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --turn)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --registry)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

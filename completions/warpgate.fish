@@ -40,7 +40,7 @@ complete -c warpgate -n "__fish_warpgate_needs_command" -f -a "addr" -d 'Print t
 complete -c warpgate -n "__fish_warpgate_needs_command" -f -a "listen" -d 'Accept peers: splice the first one to stdin/stdout, a file or a local port'
 complete -c warpgate -n "__fish_warpgate_needs_command" -f -a "connect" -d 'Connect to a peer by address or name'
 complete -c warpgate -n "__fish_warpgate_needs_command" -f -a "nat-info" -d 'Show the NAT and network in front of this machine'
-complete -c warpgate -n "__fish_warpgate_needs_command" -f -a "name" -d 'Claim, look up or release a name'
+complete -c warpgate -n "__fish_warpgate_needs_command" -f -a "name" -d 'Names: claim, look up or release one; local aliases and pinned keys'
 complete -c warpgate -n "__fish_warpgate_needs_command" -f -a "registry" -d 'Run a name registry'
 complete -c warpgate -n "__fish_warpgate_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c warpgate -n "__fish_warpgate_using_subcommand addr" -l port -d 'Listen port to put in the address [default: derived from the identity]' -r
@@ -60,7 +60,7 @@ complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l port -d 'Po
 complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l forward -d 'Connect each inbound stream to this TCP port (default host: localhost)' -r
 complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l send -d 'Send this file instead of stdin' -r -F
 complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l recv -d 'Write what the peer sends to this file instead of stdout' -r -F
-complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l name -d 'Claim and refresh this name while listening' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l name -d 'Claim this name on the registries, renew it and republish it when the address changes' -r
 complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l allow -d 'Accept only this peer id (repeatable)' -r
 complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l home -d 'State directory: identity key, config, caches (two homes = two nodes on one machine)' -r -F
 complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l config -d 'TOML config file [default: config.toml in the config directory]' -r -F
@@ -105,22 +105,26 @@ complete -c warpgate -n "__fish_warpgate_using_subcommand nat-info" -s v -l verb
 complete -c warpgate -n "__fish_warpgate_using_subcommand nat-info" -s q -l quiet -d 'Only errors on stderr'
 complete -c warpgate -n "__fish_warpgate_using_subcommand nat-info" -s h -l help -d 'Print help'
 complete -c warpgate -n "__fish_warpgate_using_subcommand nat-info" -s V -l version -d 'Print version'
-complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_seen_subcommand_from claim lookup release help" -l home -d 'State directory: identity key, config, caches (two homes = two nodes on one machine)' -r -F
-complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_seen_subcommand_from claim lookup release help" -l config -d 'TOML config file [default: config.toml in the config directory]' -r -F
-complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_seen_subcommand_from claim lookup release help" -l broker -d 'MQTT broker for signalling, replaces the configured list (repeatable)' -r
-complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_seen_subcommand_from claim lookup release help" -l stun -d 'STUN server, replaces the configured list (repeatable)' -r
-complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_seen_subcommand_from claim lookup release help" -l turn -d 'TURN server, replaces the configured list (repeatable)' -r
-complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_seen_subcommand_from claim lookup release help" -l registry -d 'Name registry, replaces the configured list (repeatable)' -r
-complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_seen_subcommand_from claim lookup release help" -l offline -d 'Use no infrastructure at all: direct paths only'
-complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_seen_subcommand_from claim lookup release help" -l json -d 'Machine-readable output: reports as JSON on stdout, events as JSON lines on stderr'
-complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_seen_subcommand_from claim lookup release help" -s v -l verbose -d 'More detail on stderr (-v: every connection attempt, -vv: debug)'
-complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_seen_subcommand_from claim lookup release help" -s q -l quiet -d 'Only errors on stderr'
-complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_seen_subcommand_from claim lookup release help" -s h -l help -d 'Print help'
-complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_seen_subcommand_from claim lookup release help" -s V -l version -d 'Print version'
-complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_seen_subcommand_from claim lookup release help" -f -a "claim" -d 'Claim NAME for this node on the registries'
-complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_seen_subcommand_from claim lookup release help" -f -a "lookup" -d 'Show the record NAME resolves to'
-complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_seen_subcommand_from claim lookup release help" -f -a "release" -d 'Give NAME up'
-complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_seen_subcommand_from claim lookup release help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_seen_subcommand_from claim lookup release add list forget help" -l home -d 'State directory: identity key, config, caches (two homes = two nodes on one machine)' -r -F
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_seen_subcommand_from claim lookup release add list forget help" -l config -d 'TOML config file [default: config.toml in the config directory]' -r -F
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_seen_subcommand_from claim lookup release add list forget help" -l broker -d 'MQTT broker for signalling, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_seen_subcommand_from claim lookup release add list forget help" -l stun -d 'STUN server, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_seen_subcommand_from claim lookup release add list forget help" -l turn -d 'TURN server, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_seen_subcommand_from claim lookup release add list forget help" -l registry -d 'Name registry, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_seen_subcommand_from claim lookup release add list forget help" -l offline -d 'Use no infrastructure at all: direct paths only'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_seen_subcommand_from claim lookup release add list forget help" -l json -d 'Machine-readable output: reports as JSON on stdout, events as JSON lines on stderr'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_seen_subcommand_from claim lookup release add list forget help" -s v -l verbose -d 'More detail on stderr (-v: every connection attempt, -vv: debug)'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_seen_subcommand_from claim lookup release add list forget help" -s q -l quiet -d 'Only errors on stderr'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_seen_subcommand_from claim lookup release add list forget help" -s h -l help -d 'Print help'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_seen_subcommand_from claim lookup release add list forget help" -s V -l version -d 'Print version'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_seen_subcommand_from claim lookup release add list forget help" -f -a "claim" -d 'Claim NAME for this node on every configured registry (done when a majority accepts)'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_seen_subcommand_from claim lookup release add list forget help" -f -a "lookup" -d 'Show what NAME resolves to: a local alias, else the registries\' verified record'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_seen_subcommand_from claim lookup release add list forget help" -f -a "release" -d 'Give NAME up on every configured registry (a signed release)'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_seen_subcommand_from claim lookup release add list forget help" -f -a "add" -d 'Remember ALIAS as a local name for ADDRESS, resolved before any registry'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_seen_subcommand_from claim lookup release add list forget help" -f -a "list" -d 'Show local aliases and pinned name keys'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_seen_subcommand_from claim lookup release add list forget help" -f -a "forget" -d 'Forget NAME\'s pinned key (to accept a new one) and its alias'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_seen_subcommand_from claim lookup release add list forget help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from claim" -l lifetime -d 'How long the record stays valid, in seconds (at most 30 days) [default: 14 days]' -r
 complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from claim" -l home -d 'State directory: identity key, config, caches (two homes = two nodes on one machine)' -r -F
 complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from claim" -l config -d 'TOML config file [default: config.toml in the config directory]' -r -F
 complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from claim" -l broker -d 'MQTT broker for signalling, replaces the configured list (repeatable)' -r
@@ -157,9 +161,48 @@ complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_
 complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from release" -s q -l quiet -d 'Only errors on stderr'
 complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from release" -s h -l help -d 'Print help'
 complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from release" -s V -l version -d 'Print version'
-complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from help" -f -a "claim" -d 'Claim NAME for this node on the registries'
-complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from help" -f -a "lookup" -d 'Show the record NAME resolves to'
-complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from help" -f -a "release" -d 'Give NAME up'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from add" -l home -d 'State directory: identity key, config, caches (two homes = two nodes on one machine)' -r -F
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from add" -l config -d 'TOML config file [default: config.toml in the config directory]' -r -F
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from add" -l broker -d 'MQTT broker for signalling, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from add" -l stun -d 'STUN server, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from add" -l turn -d 'TURN server, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from add" -l registry -d 'Name registry, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from add" -l offline -d 'Use no infrastructure at all: direct paths only'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from add" -l json -d 'Machine-readable output: reports as JSON on stdout, events as JSON lines on stderr'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from add" -s v -l verbose -d 'More detail on stderr (-v: every connection attempt, -vv: debug)'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from add" -s q -l quiet -d 'Only errors on stderr'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from add" -s h -l help -d 'Print help'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from add" -s V -l version -d 'Print version'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from list" -l home -d 'State directory: identity key, config, caches (two homes = two nodes on one machine)' -r -F
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from list" -l config -d 'TOML config file [default: config.toml in the config directory]' -r -F
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from list" -l broker -d 'MQTT broker for signalling, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from list" -l stun -d 'STUN server, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from list" -l turn -d 'TURN server, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from list" -l registry -d 'Name registry, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from list" -l offline -d 'Use no infrastructure at all: direct paths only'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from list" -l json -d 'Machine-readable output: reports as JSON on stdout, events as JSON lines on stderr'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from list" -s v -l verbose -d 'More detail on stderr (-v: every connection attempt, -vv: debug)'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from list" -s q -l quiet -d 'Only errors on stderr'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from forget" -l home -d 'State directory: identity key, config, caches (two homes = two nodes on one machine)' -r -F
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from forget" -l config -d 'TOML config file [default: config.toml in the config directory]' -r -F
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from forget" -l broker -d 'MQTT broker for signalling, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from forget" -l stun -d 'STUN server, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from forget" -l turn -d 'TURN server, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from forget" -l registry -d 'Name registry, replaces the configured list (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from forget" -l offline -d 'Use no infrastructure at all: direct paths only'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from forget" -l json -d 'Machine-readable output: reports as JSON on stdout, events as JSON lines on stderr'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from forget" -s v -l verbose -d 'More detail on stderr (-v: every connection attempt, -vv: debug)'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from forget" -s q -l quiet -d 'Only errors on stderr'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from forget" -s h -l help -d 'Print help'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from forget" -s V -l version -d 'Print version'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from help" -f -a "claim" -d 'Claim NAME for this node on every configured registry (done when a majority accepts)'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from help" -f -a "lookup" -d 'Show what NAME resolves to: a local alias, else the registries\' verified record'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from help" -f -a "release" -d 'Give NAME up on every configured registry (a signed release)'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from help" -f -a "add" -d 'Remember ALIAS as a local name for ADDRESS, resolved before any registry'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from help" -f -a "list" -d 'Show local aliases and pinned name keys'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from help" -f -a "forget" -d 'Forget NAME\'s pinned key (to accept a new one) and its alias'
 complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c warpgate -n "__fish_warpgate_using_subcommand registry; and not __fish_seen_subcommand_from serve help" -l home -d 'State directory: identity key, config, caches (two homes = two nodes on one machine)' -r -F
 complete -c warpgate -n "__fish_warpgate_using_subcommand registry; and not __fish_seen_subcommand_from serve help" -l config -d 'TOML config file [default: config.toml in the config directory]' -r -F
@@ -200,10 +243,13 @@ complete -c warpgate -n "__fish_warpgate_using_subcommand help; and not __fish_s
 complete -c warpgate -n "__fish_warpgate_using_subcommand help; and not __fish_seen_subcommand_from addr listen connect nat-info name registry help" -f -a "listen" -d 'Accept peers: splice the first one to stdin/stdout, a file or a local port'
 complete -c warpgate -n "__fish_warpgate_using_subcommand help; and not __fish_seen_subcommand_from addr listen connect nat-info name registry help" -f -a "connect" -d 'Connect to a peer by address or name'
 complete -c warpgate -n "__fish_warpgate_using_subcommand help; and not __fish_seen_subcommand_from addr listen connect nat-info name registry help" -f -a "nat-info" -d 'Show the NAT and network in front of this machine'
-complete -c warpgate -n "__fish_warpgate_using_subcommand help; and not __fish_seen_subcommand_from addr listen connect nat-info name registry help" -f -a "name" -d 'Claim, look up or release a name'
+complete -c warpgate -n "__fish_warpgate_using_subcommand help; and not __fish_seen_subcommand_from addr listen connect nat-info name registry help" -f -a "name" -d 'Names: claim, look up or release one; local aliases and pinned keys'
 complete -c warpgate -n "__fish_warpgate_using_subcommand help; and not __fish_seen_subcommand_from addr listen connect nat-info name registry help" -f -a "registry" -d 'Run a name registry'
 complete -c warpgate -n "__fish_warpgate_using_subcommand help; and not __fish_seen_subcommand_from addr listen connect nat-info name registry help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c warpgate -n "__fish_warpgate_using_subcommand help; and __fish_seen_subcommand_from name" -f -a "claim" -d 'Claim NAME for this node on the registries'
-complete -c warpgate -n "__fish_warpgate_using_subcommand help; and __fish_seen_subcommand_from name" -f -a "lookup" -d 'Show the record NAME resolves to'
-complete -c warpgate -n "__fish_warpgate_using_subcommand help; and __fish_seen_subcommand_from name" -f -a "release" -d 'Give NAME up'
+complete -c warpgate -n "__fish_warpgate_using_subcommand help; and __fish_seen_subcommand_from name" -f -a "claim" -d 'Claim NAME for this node on every configured registry (done when a majority accepts)'
+complete -c warpgate -n "__fish_warpgate_using_subcommand help; and __fish_seen_subcommand_from name" -f -a "lookup" -d 'Show what NAME resolves to: a local alias, else the registries\' verified record'
+complete -c warpgate -n "__fish_warpgate_using_subcommand help; and __fish_seen_subcommand_from name" -f -a "release" -d 'Give NAME up on every configured registry (a signed release)'
+complete -c warpgate -n "__fish_warpgate_using_subcommand help; and __fish_seen_subcommand_from name" -f -a "add" -d 'Remember ALIAS as a local name for ADDRESS, resolved before any registry'
+complete -c warpgate -n "__fish_warpgate_using_subcommand help; and __fish_seen_subcommand_from name" -f -a "list" -d 'Show local aliases and pinned name keys'
+complete -c warpgate -n "__fish_warpgate_using_subcommand help; and __fish_seen_subcommand_from name" -f -a "forget" -d 'Forget NAME\'s pinned key (to accept a new one) and its alias'
 complete -c warpgate -n "__fish_warpgate_using_subcommand help; and __fish_seen_subcommand_from registry" -f -a "serve" -d 'Serve the registry\'s HTTP API (docs/names.md) until SIGINT or SIGTERM'

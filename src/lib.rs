@@ -13,6 +13,8 @@
 //! - [`portmap`]: the router's port-mapping protocols (UPnP IGD, NAT-PMP), asked by unicast.
 //! - [`stun`]: STUN on the caller's own sockets (stun-proto) and the sans-IO NAT classification.
 //! - [`addr`]: the address ("ticket"): a versioned binary record and its `wg…` text form.
+//! - [`names`]: names instead of addresses: the syntax, the owner-signed record, the registry
+//!   client, resolution by pin and majority, pins and local aliases.
 //! - [`link`]: authenticated, encrypted, multiplexed links (TLS 1.3 + h2 over TCP, QUIC over UDP),
 //!   pinned to the peer's key; the round trip that verifies a link end to end; closing with a
 //!   reason the peer sees; a UDP socket shared by STUN and QUIC for punching.

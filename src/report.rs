@@ -28,6 +28,21 @@ pub struct Connected {
     pub signal: Option<SignalUse>,
 }
 
+/// What a name resolved to (`connect NAME`).
+#[derive(Clone, Debug, Serialize)]
+pub struct Resolved {
+    pub name: String,
+    pub id: String,
+    /// `alias` or `registry`.
+    pub source: &'static str,
+    /// Registries asked and registries that served the chosen record (0 for an alias).
+    pub asked: usize,
+    pub agreeing: usize,
+    pub pinned_now: bool,
+    /// How long resolving took (reading the aliases, asking the registries, verifying).
+    pub resolve_ms: u64,
+}
+
 /// Messages and bytes through the brokers, both directions, every broker counted.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct SignalUse {
@@ -78,15 +93,41 @@ impl Reporter {
         let _ = writeln!(std::io::stderr().lock(), "{line}");
     }
 
-    pub fn listening(&self, id: &str, addr: &str, port: u16) {
+    /// Listening as `id` on `port`, reachable at `addr` and, with `listen --name`, by `name`.
+    pub fn listening(&self, id: &str, addr: &str, port: u16, name: Option<&str>) {
         #[derive(Serialize)]
         struct Listening<'a> {
             id: &'a str,
             addr: &'a str,
             port: u16,
+            name: Option<&'a str>,
         }
-        self.emit("listening", Listening { id, addr, port }, || {
-            format!("warpgate: listening as {id} on port {port}; connect with:\n  warpgate connect {addr}")
+        self.emit("listening", Listening { id, addr, port, name }, || {
+            let mut line = format!("warpgate: listening as {id} on port {port}; connect with:\n  warpgate connect {addr}");
+            if let Some(name) = name {
+                line.push_str(&format!("\n  warpgate connect {name}"));
+            }
+            line
+        });
+    }
+
+    /// A name resolved to node `id`, through a local alias or the registries (`agreeing` of
+    /// `asked` served its record; `pinned_now`: first use, the key was just pinned).
+    pub fn resolved(&self, r: &Resolved) {
+        self.emit("resolved", r, || {
+            let how = match r.source {
+                "alias" => "a local alias".to_string(),
+                _ => format!("{} of {} registries", r.agreeing, r.asked),
+            };
+            let pinned = if r.pinned_now {
+                "; key pinned on first use"
+            } else {
+                ""
+            };
+            format!(
+                "warpgate: {} is {} (from {how} in {} ms{pinned})",
+                r.name, r.id, r.resolve_ms
+            )
         });
     }
 

@@ -121,6 +121,9 @@ pub const ALLOCATION_STAGGER: Duration = Duration::from_millis(10);
 pub const TURN_CHECK_TIMEOUT: Duration = Duration::from_millis(1500);
 /// An MQTT broker's connect and publish-to-self round trip, when checking it.
 pub const MQTT_CHECK_TIMEOUT: Duration = Duration::from_millis(1500);
+/// A name registry's `GET /v1/health`, when checking it: like the other server checks, about
+/// as long as discovery itself, so nat-info is not held up by a dead registry.
+pub const REGISTRY_CHECK_TIMEOUT: Duration = Duration::from_millis(1500);
 /// The UPnP search (and then the external-address request).
 pub const UPNP_TIMEOUT: Duration = Duration::from_millis(1000);
 /// NAT-PMP's first retransmission (RFC 6886 §3.1 starts at 250 ms); nat-info sends twice and
@@ -150,3 +153,18 @@ pub const REGISTRY_DRAIN: Duration = Duration::from_secs(1);
 /// Rows of names past their grace are deleted this often; until then they only take disk
 /// space (every rule already treats them as free).
 pub const REGISTRY_PURGE_INTERVAL: Duration = Duration::from_secs(3600);
+
+// Names (registries, `listen --name`).
+
+/// One HTTP exchange with a name registry (resolve, connect, request, response): a few round
+/// trips across the internet with room for one lost SYN (1 s retransmission). A lookup asks
+/// every registry at once, so this bounds how long a dead one delays `connect NAME`.
+pub const REGISTRY_TIMEOUT: Duration = Duration::from_secs(3);
+/// `listen --name` re-checks its address this often (interface addresses, brokers, NAT facts)
+/// and republishes the record when it changed: a laptop that moved is found again within a
+/// minute, for one local computation a minute.
+pub const NAME_ADDRESS_CHECK: Duration = Duration::from_secs(60);
+/// `listen --name` tries again this long after a publication no majority of registries
+/// accepted: often enough to recover soon from a registry restart, rare enough to stay well
+/// inside a registry's write rate limit (30 a minute by default).
+pub const NAME_RETRY: Duration = Duration::from_secs(60);

@@ -15,6 +15,8 @@
 //!   one winner among simultaneous claims, expiry and grace
 //! - `registry_limits` — the registry under pressure: SIGKILL loses nothing acknowledged,
 //!   quota, write rate limit, TLS, idle strangers
+//! - `names`    — aliases, pins, the name commands, and claim → lookup → connect by name
+//!   against registry doubles served from the test (a strict one and a compromised one)
 
 #[path = "e2e/auth.rs"]
 mod auth;
@@ -26,6 +28,8 @@ mod failure;
 mod forward;
 #[path = "e2e/interrupt.rs"]
 mod interrupt;
+#[path = "e2e/names.rs"]
+mod names;
 #[path = "common/process.rs"]
 mod process;
 #[path = "e2e/registry.rs"]

@@ -68,7 +68,7 @@ pub enum Command {
     Connect(ConnectArgs),
     /// Show the NAT and network in front of this machine
     NatInfo(NatInfoArgs),
-    /// Claim, look up or release a name
+    /// Names: claim, look up or release one; local aliases and pinned keys
     #[command(subcommand)]
     Name(NameCommand),
     /// Run a name registry
@@ -100,7 +100,7 @@ pub struct ListenArgs {
     /// Write what the peer sends to this file instead of stdout
     #[arg(long, value_name = "FILE", conflicts_with = "keep_open")]
     pub recv: Option<PathBuf>,
-    /// Claim and refresh this name while listening
+    /// Claim this name on the registries, renew it and republish it when the address changes
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
     /// Accept only this peer id (repeatable)
@@ -137,14 +137,34 @@ pub struct NatInfoArgs {
     pub timeout: u64,
 }
 
+/// Default lifetime of a claimed name's record: 14 days.
+pub const DEFAULT_NAME_LIFETIME: u64 = 14 * 24 * 3600;
+
 #[derive(Debug, Subcommand)]
 pub enum NameCommand {
-    /// Claim NAME for this node on the registries
-    Claim { name: String },
-    /// Show the record NAME resolves to
+    /// Claim NAME for this node on every configured registry (done when a majority accepts)
+    Claim {
+        /// The name: 1-63 lowercase letters, digits and inner hyphens, .p2p optional
+        name: String,
+        /// How long the record stays valid, in seconds (at most 30 days) [default: 14 days]
+        #[arg(long, value_name = "SECS", default_value_t = DEFAULT_NAME_LIFETIME, hide_default_value = true, value_parser = clap::value_parser!(u64).range(60..=2_592_000))]
+        lifetime: u64,
+    },
+    /// Show what NAME resolves to: a local alias, else the registries' verified record
     Lookup { name: String },
-    /// Give NAME up
+    /// Give NAME up on every configured registry (a signed release)
     Release { name: String },
+    /// Remember ALIAS as a local name for ADDRESS, resolved before any registry
+    Add {
+        /// The alias: a valid name (bob or bob.p2p)
+        alias: String,
+        /// The address it stands for (wg…)
+        address: String,
+    },
+    /// Show local aliases and pinned name keys
+    List,
+    /// Forget NAME's pinned key (to accept a new one) and its alias
+    Forget { name: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,4 +1,5 @@
-//! `warpgate connect TARGET`: run the traversal cascade to the peer, then splice stdio or files
+//! `warpgate connect TARGET`: resolve a name to its address if TARGET is one (a local alias, else
+//! the registries), run the traversal cascade to the peer, then splice stdio or files
 //! over one stream, or carry each connection to a local TCP port (`--local`) as a new stream.
 //! Told to stop once connected, it closes the link with the shutdown reason.
 
@@ -12,20 +13,37 @@ use tokio_util::sync::CancellationToken;
 
 use super::args::ConnectArgs;
 use super::transfer::{self, Ends};
-use super::{close_reason, usage, Interrupted, Node, Shutdown};
+use super::{close_reason, names, usage, Interrupted, Node, Shutdown};
 use crate::addr::{Address, TEXT_PREFIX};
 use crate::config::HostPort;
 use crate::link::Link;
+use crate::names::Name;
 use crate::report::{Connected, Reporter, SignalUse};
 use crate::traversal::{self, cascade, offer, Context, LocalFacts, Via};
 
-/// TARGET is an address (`wg…`) or a name (`bob.p2p`).
-fn parse_target(text: &str) -> anyhow::Result<Address> {
+/// What TARGET names.
+enum Target {
+    Address(Address),
+    Name(Name),
+}
+
+/// TARGET is an address (`wg…` with no dot: never taken for a name) or else a name (`bob`,
+/// `bob.p2p`); anything else is a usage error.
+fn parse_target(text: &str) -> anyhow::Result<Target> {
     let trimmed = text.trim();
-    if !trimmed.to_ascii_lowercase().starts_with(TEXT_PREFIX) && trimmed.contains('.') {
-        return Err(usage(format!("{trimmed:?} looks like a name; the name registry is not built yet in this version of warpgate, use an address (wg…)")));
+    let lower = trimmed.to_ascii_lowercase();
+    if lower.starts_with(TEXT_PREFIX) && !lower.contains('.') {
+        return Address::parse(trimmed).map(Target::Address).map_err(|e| {
+            if Name::parse(trimmed).is_ok() {
+                usage(format!(
+                    "{e} (a name that starts with wg needs its suffix: {lower}.p2p)"
+                ))
+            } else {
+                e.into()
+            }
+        });
     }
-    Address::parse(trimmed).map_err(Into::into)
+    names::parse_name(trimmed).map(Target::Name)
 }
 
 pub async fn run(
@@ -35,7 +53,16 @@ pub async fn run(
     start: Instant,
     shutdown: &Shutdown,
 ) -> anyhow::Result<ExitCode> {
-    let peer = parse_target(&args.target)?;
+    let peer = match parse_target(&args.target)? {
+        Target::Address(address) => address,
+        // Resolved, a name is its address: signalling still asks the peer for fresh candidates.
+        Target::Name(name) => {
+            let resolving = Instant::now();
+            let found = names::resolve_name(&node, &name).await?;
+            reporter.resolved(&found.event(&name, resolving.elapsed()));
+            found.address().clone()
+        }
+    };
     let strategies = traversal::registry();
     let via = Via::parse(&args.via, &strategies).map_err(usage)?;
     let local = match args.local.as_deref() {

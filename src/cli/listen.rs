@@ -1,5 +1,6 @@
 //! `warpgate listen`: accept peers and splice the first (or, with `-k`, each) to stdio or files,
-//! or forward each inbound stream to a local TCP port. Told to stop, it closes every link with
+//! or forward each inbound stream to a local TCP port; with `--name`, keep a name published
+//! meanwhile ([`super::publish`]). Told to stop, it closes every link with
 //! the shutdown reason and shuts the listener down: a `-k` or `--forward` service then exits 0,
 //! a single transfer exits 1 as interrupted.
 
@@ -9,9 +10,10 @@ use anyhow::Context as _;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::args::ListenArgs;
+use super::args::{ListenArgs, DEFAULT_NAME_LIFETIME};
+use super::publish::Publisher;
 use super::transfer::{self, Ends};
-use super::{close_reason, usage, Interrupted, Node, Shutdown};
+use super::{close_reason, names, usage, Interrupted, Node, Shutdown};
 use crate::config::HostPort;
 use crate::identity::NodeId;
 use crate::link::listener::Listener;
@@ -26,11 +28,15 @@ pub async fn run(
     reporter: Reporter,
     shutdown: &Shutdown,
 ) -> anyhow::Result<ExitCode> {
-    if args.name.is_some() {
-        return Err(usage(
-            "--name: the name registry is not built yet in this version of warpgate",
-        ));
-    }
+    let name = match args.name.as_deref() {
+        Some(text) => {
+            let name = names::parse_name(text)?;
+            // No registry to publish on is a usage error before anything is bound.
+            names::registries(&node.settings, "listen --name")?;
+            Some(name)
+        }
+        None => None,
+    };
     let allowed = if args.allow.is_empty() {
         None
     } else {
@@ -85,18 +91,37 @@ pub async fn run(
         };
         signalling.spawn(respond::run(keys, brokers, responder));
     }
-    let address = node.address(listener.port(), &look)?;
+    let port = listener.port();
+    let address = node.address(port, &look)?;
+    // The name is claimed before the listener is announced: another key's name ends it here.
+    let publisher = match &name {
+        Some(name) => Some(
+            Publisher::start(&node, name.clone(), address.clone(), DEFAULT_NAME_LIFETIME).await?,
+        ),
+        None => None,
+    };
     reporter.listening(
         &node.identity.id().to_string(),
         &address.to_string(),
-        listener.port(),
+        port,
+        name.map(|n| n.to_string()).as_deref(),
     );
 
-    let result = match forward {
-        Some(target) => {
-            serve_forward(&mut listener, &target, args.keep_open, &reporter, &stop).await
+    let serving = async {
+        match forward {
+            Some(target) => {
+                serve_forward(&mut listener, &target, args.keep_open, &reporter, &stop).await
+            }
+            None => serve_transfers(&mut listener, &ends, args.keep_open, &reporter, &stop).await,
         }
-        None => serve_transfers(&mut listener, &ends, args.keep_open, &reporter, &stop).await,
+    };
+    // The publisher runs beside the service and is dropped with it.
+    let result = match publisher {
+        Some(publisher) => tokio::select! {
+            result = serving => result,
+            never = publisher.keep(&node, port, look) => match never {},
+        },
+        None => serving.await,
     };
     listener.shutdown(close_reason(&stop)).await;
     result.map(|()| ExitCode::SUCCESS)

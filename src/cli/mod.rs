@@ -8,7 +8,9 @@ pub mod args;
 mod connect;
 pub mod docs;
 mod listen;
+mod names;
 mod nat_info;
+mod publish;
 mod registry;
 mod show;
 mod transfer;
@@ -32,7 +34,7 @@ use crate::link::CloseReason;
 use crate::report::Reporter;
 use crate::splice::Totals;
 use crate::timing::SHUTDOWN_GRACE;
-use args::{Cli, Command, Global, NameCommand, RegistryCommand};
+use args::{Cli, Command, Global, RegistryCommand};
 
 /// A mistake in what the user asked for: exit code 2.
 #[derive(Debug, thiserror::Error)]
@@ -314,11 +316,6 @@ impl Node {
 }
 
 async fn run(cli: Cli, reporter: Reporter, start: Instant) -> anyhow::Result<ExitCode> {
-    let not_built = |what: &str| {
-        Err(usage(format!(
-            "{what} is not built yet in this version of warpgate"
-        )))
-    };
     // Long-running services stop cleanly on a signal; a transfer cut short by one has failed.
     let service = match &cli.command {
         Command::Listen(a) => a.keep_open || a.forward.is_some(),
@@ -348,11 +345,9 @@ async fn run(cli: Cli, reporter: Reporter, start: Instant) -> anyhow::Result<Exi
             Command::NatInfo(args) => {
                 nat_info::run(&Node::load(&cli.global)?, args, &reporter).await
             }
-            Command::Name(
-                NameCommand::Claim { .. }
-                | NameCommand::Lookup { .. }
-                | NameCommand::Release { .. },
-            ) => not_built("the name registry (name claim/lookup/release)"),
+            Command::Name(command) => {
+                names::run(Node::load(&cli.global)?, command, &reporter).await
+            }
             Command::Registry(RegistryCommand::Serve(args)) => {
                 registry::serve(&cli.global, args, reporter, &shutdown).await
             }

@@ -1,15 +1,13 @@
 //! Health of the servers beside STUN: a TURN allocation per server address over UDP and over
-//! TCP, an MQTT broker's
-//! publish-to-self round trip, a registry's TCP reachability. Each bounded by one timeout and
-//! reported as a [`ServerReport`] the way the STUN servers are.
-
-use std::time::Instant;
+//! TCP, an MQTT broker's publish-to-self round trip, a name registry's `GET /v1/health`. Each
+//! bounded by one timeout and reported as a [`ServerReport`] the way the STUN servers are.
 
 use super::{resolve, ServerReport};
 use crate::config::{HostPort, TurnServer};
 use crate::health::{turn_allocation, TurnTransport};
+use crate::names::client::Registry;
 use crate::stun::Counter;
-use crate::timing::{MQTT_CHECK_TIMEOUT, STUN_TCP_TIMEOUT, TURN_CHECK_TIMEOUT};
+use crate::timing::{MQTT_CHECK_TIMEOUT, REGISTRY_CHECK_TIMEOUT, TURN_CHECK_TIMEOUT};
 
 /// A TURN allocation on every address of `server`, from the local address routing to it.
 pub(super) async fn check_turn(server: &TurnServer, counter: &Counter) -> Vec<ServerReport> {
@@ -79,77 +77,33 @@ pub(super) async fn check_broker(broker: &HostPort) -> ServerReport {
     r
 }
 
-/// A name registry's reachability: a TCP connection to its host and port, timed. The registry
-/// protocol is not built yet, so this is all that can be asked of it.
+/// A name registry's health, asked with the registry protocol (`GET /v1/health`): reachable
+/// when it answers "ok" in the API version this build speaks; `rtt_ms` is the whole request
+/// (connect included).
 pub(super) async fn check_registry(url: &str) -> ServerReport {
     let mut r = ServerReport::new(url, None, "tcp");
     r.kind = "registry";
-    let Some(server) = registry_host_port(url) else {
-        r.error = Some("not a registry URL: expected http(s)://HOST[:PORT][/PATH]".into());
-        return r;
+    let registry = match Registry::parse(url) {
+        Ok(registry) => registry.with_timeout(REGISTRY_CHECK_TIMEOUT),
+        Err(e) => {
+            r.error = Some(e.to_string());
+            return r;
+        }
     };
-    let addrs = match resolve(&server).await {
-        Ok(a) => a,
+    match resolve(registry.server()).await {
+        Ok(addrs) => r.addr = addrs.first().copied(),
         Err(e) => {
             r.error = Some(e);
             return r;
         }
-    };
-    r.addr = addrs.first().copied();
-    let Some(addr) = r.addr else { return r };
-    let started = Instant::now();
-    match tokio::time::timeout(STUN_TCP_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
-        Ok(Ok(_)) => {
+    }
+    match registry.health().await {
+        Ok(health) => {
             r.reachable = true;
-            r.rtt_ms = Some((started.elapsed().as_secs_f64() * 10_000.0).round() / 10.0);
+            r.addr = Some(health.addr);
+            r.rtt_ms = Some((health.rtt.as_secs_f64() * 10_000.0).round() / 10.0);
         }
-        Ok(Err(e)) => r.error = Some(e.to_string()),
-        Err(_) => {
-            r.error = Some(format!(
-                "no connection within {} ms",
-                STUN_TCP_TIMEOUT.as_millis()
-            ))
-        }
+        Err(e) => r.error = Some(e.to_string()),
     }
     r
-}
-
-/// `http://host[:port]/…` → host:port (80), `https://…` (443), a bare `host[:port]` (443).
-fn registry_host_port(url: &str) -> Option<HostPort> {
-    let (default_port, rest) = match url.split_once("://") {
-        Some(("http", rest)) => (80, rest),
-        Some(("https", rest)) => (443, rest),
-        Some(_) => return None,
-        None => (443, url),
-    };
-    let authority = rest.split(['/', '?', '#']).next()?;
-    HostPort::parse(authority, Some(default_port))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn registry_urls_give_host_and_port() {
-        let hp = |url| registry_host_port(url).map(|h| h.to_string());
-        assert_eq!(
-            hp("https://names.example.org/v1"),
-            Some("names.example.org:443".into())
-        );
-        assert_eq!(
-            hp("http://198.51.100.1:4000"),
-            Some("198.51.100.1:4000".into())
-        );
-        assert_eq!(
-            hp("http://[2001:db8::1]:8080/x"),
-            Some("[2001:db8::1]:8080".into())
-        );
-        assert_eq!(
-            hp("names.example.org"),
-            Some("names.example.org:443".into())
-        );
-        assert_eq!(hp("ftp://names.example.org"), None);
-        assert_eq!(hp("https://"), None);
-    }
 }

@@ -4,9 +4,15 @@
 //!
 //! - [`name`]: the syntax (`bob` = `bob.p2p`, a DNS-style label).
 //! - [`record`]: the signed record and release, their total binary codec.
+//! - [`client`]: the HTTP client of one registry (docs/names.md's API), bounded in time and size.
+//! - [`resolve`]: choosing the record from every registry's answer, pins and majorities (pure).
+//! - [`pins`]: what this node remembers: pins (`known_names`) and local aliases (`aliases`).
 
+pub mod client;
 pub mod name;
+pub mod pins;
 pub mod record;
+pub mod resolve;
 
 pub use name::{Name, NameError};
 pub use record::{Record, RecordError, Release};

@@ -27,12 +27,14 @@ fn malformed_addresses_exit_2_with_one_line() {
     let typo = String::from_utf8(typo).unwrap();
     let truncated = &good[..good.len() - 7];
 
-    assert_usage_error(&node, &["connect", "garbage"], "must start with");
+    // Not an address (no wg prefix), so it must be a name, and this is not one.
+    assert_usage_error(&node, &["connect", "garb@ge"], "not a valid name");
     assert_usage_error(&node, &["connect", "wg"], "cut short");
     assert_usage_error(&node, &["connect", "wg0189!"], "invalid character");
     assert_usage_error(&node, &["connect", &typo], "checksum");
     assert_usage_error(&node, &["connect", truncated], "address");
-    assert_usage_error(&node, &["connect", "bob.p2p"], "not built yet");
+    // Offline, a name can only be a local alias.
+    assert_usage_error(&node, &["connect", "bob.p2p"], "--offline");
     assert_usage_error(
         &node,
         &["connect", "--via", "teleport", &good],
@@ -44,7 +46,7 @@ fn malformed_addresses_exit_2_with_one_line() {
     // Never the public default servers in tests: --offline (always given by `command`) leaves
     // nat-info nothing to ask.
     assert_usage_error(&node, &["nat-info"], "--offline");
-    assert_usage_error(&node, &["name", "lookup", "bob"], "not built yet");
+    assert_usage_error(&node, &["name", "lookup", "bob"], "--offline");
 }
 
 #[test]

@@ -48,7 +48,12 @@ pub const REGISTRY_PORT: u16 = 7700;
 pub fn registries() -> Vec<String> {
     [SRV_A, SRV_B]
         .iter()
-        .flat_map(|srv| ["--registry".to_string(), format!("http://{srv}:{REGISTRY_PORT}")])
+        .flat_map(|srv| {
+            [
+                "--registry".to_string(),
+                format!("http://{srv}:{REGISTRY_PORT}"),
+            ]
+        })
         .collect()
 }
 
