@@ -1,5 +1,5 @@
 //! The NAT lab test binary (issue 3): real network namespaces, nftables NAT routers,
-//! mosquitto, coturn and miniupnpd, built by `scripts/lab` once for this binary and torn
+//! mosquitto, coturn, miniupnpd and two name registries, built by `scripts/lab` once for this binary and torn
 //! down when it exits. Needs root; outside CI without root every test prints SKIP and
 //! passes, with CI set a lab that cannot come up fails.
 //!
@@ -12,6 +12,8 @@
 //! - `matrix`   — `warpgate connect` between every ordered pair of hosts
 //! - `natinfo`  — `warpgate nat-info` reports each router's behaviours; broken servers
 //! - `traversal` — punching between NATs: repeated runs, bulk data, a dead broker, no listener
+//! - `names`    — claim and connect by name across sites, a taken name, a claim race, a
+//!   registry killed or down or lying, a changed pinned key, rate limits
 
 #[path = "lab/address.rs"]
 mod address;
@@ -19,6 +21,8 @@ mod address;
 mod harness;
 #[path = "lab/matrix.rs"]
 mod matrix;
+#[path = "lab/names.rs"]
+mod names;
 #[path = "lab/nat.rs"]
 mod nat;
 #[path = "lab/natinfo.rs"]

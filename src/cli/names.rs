@@ -94,7 +94,7 @@ fn conclude(
     reporter: &Reporter,
 ) -> anyhow::Result<ExitCode> {
     let verdict = resolve::tally(&done.iter().map(Outcome::from).collect::<Vec<_>>());
-    let majority = matches!(verdict, Verdict::Majority { .. });
+    let majority = matches!(verdict, Verdict::Quorum { .. });
     let text = if reporter.json {
         let per: Vec<_> = urls
             .iter()
@@ -129,11 +129,11 @@ fn conclude(
     };
     print(&text)?;
     match verdict {
-        Verdict::Majority { .. } => Ok(ExitCode::SUCCESS),
+        Verdict::Quorum { .. } => Ok(ExitCode::SUCCESS),
         Verdict::Taken { owner } => Err(anyhow::anyhow!(
             "{name} belongs to another key (fingerprint {owner}): {what} refused"
         )),
-        Verdict::NoMajority {
+        Verdict::NoQuorum {
             accepted,
             configured,
         } => {
@@ -143,7 +143,7 @@ fn conclude(
                 .filter_map(|(url, d)| d.as_ref().err().map(|e| format!("{url}: {e}")))
                 .collect();
             Err(anyhow::anyhow!(
-                "{what} of {name} reached {accepted} of {configured} registries, not a majority ({})",
+                "{what} of {name} reached {accepted} of {configured} registries, fewer than half ({})",
                 failures.join("; ")
             ))
         }

@@ -155,7 +155,7 @@ impl Publisher {
             Ok(signed) => signed,
             Err(e) => {
                 tracing::warn!("{name}: {e:#}");
-                return Verdict::NoMajority {
+                return Verdict::NoQuorum {
                     accepted: 0,
                     configured: self.urls.len(),
                 };
@@ -170,7 +170,7 @@ impl Publisher {
         }
         let verdict = resolve::tally(&results.iter().map(Outcome::from).collect::<Vec<_>>());
         match &verdict {
-            Verdict::Majority {
+            Verdict::Quorum {
                 accepted,
                 configured,
             } => {
@@ -182,7 +182,7 @@ impl Publisher {
                     utc(record.expires_at)
                 );
             }
-            Verdict::NoMajority {
+            Verdict::NoQuorum {
                 accepted,
                 configured,
             } => tracing::warn!(

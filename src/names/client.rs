@@ -54,6 +54,8 @@ pub enum ClientError {
     NotHeld,
     #[error("protocol error: {0}")]
     Protocol(String),
+    #[error("not asked: the registry that refereed the claim gave the name to another key")]
+    Skipped,
 }
 
 impl ClientError {
@@ -471,19 +473,35 @@ pub async fn get_all(
     .await
 }
 
-/// Puts `record` on every registry at once; one outcome per registry, in order.
+/// Puts `record` on the registries one after another, in the order of their URLs (not the
+/// order given), and stops at the first that says the name is another key's; one outcome per
+/// registry, in the order given. The fixed order makes the first registry that answers the
+/// referee between two keys claiming a free name at once: both claimants reach it first, it
+/// lets one win (its writes are atomic), and the loser goes no further, so the winner gets
+/// every registry that answers and the loser none.
 pub async fn put_all(
     registries: &[Result<Registry, ClientError>],
     name: &Name,
     record: &[u8],
 ) -> Vec<Result<Stored, ClientError>> {
-    futures_util::future::join_all(registries.iter().map(|r| async move {
-        match r {
+    let mut order: Vec<usize> = (0..registries.len()).collect();
+    order.sort_by_key(|&i| registries[i].as_ref().map(Registry::url).ok());
+    let mut outcomes: Vec<Option<Result<Stored, ClientError>>> = vec![None; registries.len()];
+    for i in order {
+        let outcome = match &registries[i] {
             Ok(registry) => registry.put(name, record).await,
             Err(e) => Err(e.clone()),
+        };
+        let taken = matches!(outcome, Err(ClientError::Taken { .. }));
+        outcomes[i] = Some(outcome);
+        if taken {
+            break;
         }
-    }))
-    .await
+    }
+    outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or(Err(ClientError::Skipped)))
+        .collect()
 }
 
 /// Sends `release` to every registry at once; one outcome per registry, in order.

@@ -377,3 +377,26 @@ async fn fan_out_keeps_the_order_of_the_registries() {
     assert_eq!(stored[0].as_ref().unwrap().outcome, PutOutcome::Claimed);
     assert_eq!(stored[2].as_ref().unwrap().outcome, PutOutcome::Unchanged);
 }
+
+#[tokio::test]
+async fn claims_go_in_url_order_and_stop_where_another_key_won() {
+    let (owner, rival) = (Identity::generate(), Identity::generate());
+    let bob = Name::parse("bob").unwrap();
+    let (x, y) = (serve(registry_app()).await, serve(registry_app()).await);
+    // The referee is the registry whose URL sorts first, whatever order the list has.
+    let (first, second) = if at(x).url() < at(y).url() {
+        (x, y)
+    } else {
+        (y, x)
+    };
+    at(first)
+        .put(&bob, &record(&rival, "bob", 1))
+        .await
+        .unwrap();
+    let registries = vec![Ok(at(second)), Ok(at(first))];
+    let stored = put_all(&registries, &bob, &record(&owner, "bob", 2)).await;
+    assert!(matches!(stored[1], Err(ClientError::Taken { .. })));
+    assert_eq!(stored[0], Err(ClientError::Skipped));
+    // The second registry was never asked: the name is still free there.
+    assert_eq!(at(second).get(&bob).await, Ok(None));
+}

@@ -218,25 +218,28 @@ impl<T> From<&Result<T, ClientError>> for Outcome {
 /// The verdict on a claim or release sent to every configured registry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Verdict {
-    /// More than half of the configured registries accepted it.
-    Majority { accepted: usize, configured: usize },
-    /// No majority, and some registry says the name is another key's (the owner it named most).
+    /// At least half of the configured registries (and at least one) accepted it.
+    Quorum { accepted: usize, configured: usize },
+    /// No quorum, and some registry says the name is another key's (the owner it named most).
     Taken { owner: String },
-    /// No majority, and no registry said the name is taken.
-    NoMajority { accepted: usize, configured: usize },
+    /// No quorum, and no registry said the name is taken.
+    NoQuorum { accepted: usize, configured: usize },
 }
 
-/// Whether `accepted` of `configured` registries is a majority (more than half).
-pub fn is_majority(accepted: usize, configured: usize) -> bool {
-    accepted * 2 > configured
+/// Whether `accepted` of `configured` registries is enough: at least half of them, and at least
+/// one. A majority, except that half is enough for an even count: with two registries, one
+/// being down does not stop a claim. Two keys that each won half are caught by every lookup,
+/// which refuses a tie unless a pin decides it.
+pub fn is_quorum(accepted: usize, configured: usize) -> bool {
+    accepted > 0 && accepted * 2 >= configured
 }
 
 /// Judges the outcomes of one claim or release, one per configured registry.
 pub fn tally(outcomes: &[Outcome]) -> Verdict {
     let configured = outcomes.len();
     let accepted = outcomes.iter().filter(|o| **o == Outcome::Accepted).count();
-    if is_majority(accepted, configured) {
-        return Verdict::Majority {
+    if is_quorum(accepted, configured) {
+        return Verdict::Quorum {
             accepted,
             configured,
         };
@@ -255,7 +258,7 @@ pub fn tally(outcomes: &[Outcome]) -> Verdict {
         Some((owner, _)) => Verdict::Taken {
             owner: owner.to_string(),
         },
-        None => Verdict::NoMajority {
+        None => Verdict::NoQuorum {
             accepted,
             configured,
         },

@@ -198,14 +198,14 @@ fn nothing_found_and_nothing_reachable_are_told_apart() {
 }
 
 #[test]
-fn claims_need_more_than_half_of_the_configured_registries() {
+fn claims_need_at_least_half_of_the_configured_registries() {
     use Outcome::{Accepted as A, Failed as F};
     let t = |o: &str| Outcome::Taken(o.into());
-    let majority = |accepted, configured| Verdict::Majority {
+    let majority = |accepted, configured| Verdict::Quorum {
         accepted,
         configured,
     };
-    let none = |accepted, configured| Verdict::NoMajority {
+    let none = |accepted, configured| Verdict::NoQuorum {
         accepted,
         configured,
     };
@@ -216,8 +216,10 @@ fn claims_need_more_than_half_of_the_configured_registries() {
         (vec![A], majority(1, 1)),
         (vec![A, A, F], majority(2, 3)),
         (vec![A, A, t("x")], majority(2, 3)),
-        (vec![A, F], none(1, 2)),
-        (vec![A, A, F, F], none(2, 4)),
+        (vec![A, F], majority(1, 2)),
+        (vec![A, A, F, F], majority(2, 4)),
+        (vec![A, F, F, F], none(1, 4)),
+        (vec![A, F, F], none(1, 3)),
         (vec![A, A, A, F], majority(3, 4)),
         (vec![F, F], none(0, 2)),
         (vec![], none(0, 0)),
