@@ -32,7 +32,7 @@ pub async fn run(
         Some(text) => {
             let name = names::parse_name(text)?;
             // No registry to publish on is a usage error before anything is bound.
-            names::registries(&node.settings, "listen --name")?;
+            node.registries("listen --name")?;
             Some(name)
         }
         None => None,

@@ -31,6 +31,7 @@ use crate::discovery::quick::Quick;
 use crate::identity::Identity;
 use crate::link::pin::Credentials;
 use crate::link::CloseReason;
+use crate::names::client::{ClientError, Registry};
 use crate::report::Reporter;
 use crate::splice::Totals;
 use crate::timing::SHUTDOWN_GRACE;
@@ -307,6 +308,27 @@ impl Node {
             return Vec::new();
         }
         crate::signal::brokers_for(&self.identity.public_key(), &self.settings.brokers)
+    }
+
+    /// The configured registries (each parsed, a bad or https URL kept as its error so it counts
+    /// as configured but failing). None configured, or `--offline`: a usage error naming `what`.
+    fn registries(&self, what: &str) -> anyhow::Result<Vec<Result<Registry, ClientError>>> {
+        if self.settings.offline {
+            return Err(usage(format!(
+                "{what} needs the name registries, and --offline forbids contacting any"
+            )));
+        }
+        if self.settings.registries.is_empty() {
+            return Err(usage(format!(
+                "{what} needs a name registry: pass --registry URL or set registries in the config file"
+            )));
+        }
+        Ok(self
+            .settings
+            .registries
+            .iter()
+            .map(|url| Registry::parse(url))
+            .collect())
     }
 
     /// The keys signalling messages are sealed and opened with.

@@ -18,8 +18,7 @@ use super::args::NameCommand;
 use super::publish::{self, now_secs, sign_record, utc};
 use super::{usage, Node};
 use crate::addr::Address;
-use crate::config::Settings;
-use crate::names::client::{self, ClientError, PutOutcome, Registry};
+use crate::names::client::{self, ClientError, PutOutcome};
 use crate::names::pins::{Aliases, Pins, Value as _};
 use crate::names::resolve::{self, Answer, Outcome, Resolution, Verdict};
 use crate::names::{Name, Release};
@@ -45,29 +44,6 @@ pub async fn run(
 /// A name from the command line; a bad one is a usage error.
 pub(super) fn parse_name(text: &str) -> anyhow::Result<Name> {
     Name::parse(text).map_err(|e| usage(e.to_string()))
-}
-
-/// The configured registries (each parsed, a bad or https URL kept as its error so it counts
-/// as configured but failing). None configured, or `--offline`: a usage error naming `what`.
-pub(super) fn registries(
-    settings: &Settings,
-    what: &str,
-) -> anyhow::Result<Vec<Result<Registry, ClientError>>> {
-    if settings.offline {
-        return Err(usage(format!(
-            "{what} needs the name registries, and --offline forbids contacting any"
-        )));
-    }
-    if settings.registries.is_empty() {
-        return Err(usage(format!(
-            "{what} needs a name registry: pass --registry URL or set registries in the config file"
-        )));
-    }
-    Ok(settings
-        .registries
-        .iter()
-        .map(|url| Registry::parse(url))
-        .collect())
 }
 
 /// Writes a command's result to stdout; a reader that went away is no failure.
@@ -156,7 +132,7 @@ async fn claim(
     lifetime: u64,
     reporter: &Reporter,
 ) -> anyhow::Result<ExitCode> {
-    let registries = registries(&node.settings, "name claim")?;
+    let registries = node.registries("name claim")?;
     let port = node.default_port();
     let look = node.look(port).await;
     let address = node.address(port, &look)?;
@@ -195,7 +171,7 @@ async fn claim(
 }
 
 async fn release(node: &Node, name: &Name, reporter: &Reporter) -> anyhow::Result<ExitCode> {
-    let registries = registries(&node.settings, "name release")?;
+    let registries = node.registries("name release")?;
     let release = Release {
         name: name.clone(),
         key: node.identity.public_key(),
@@ -277,7 +253,7 @@ pub(super) async fn resolve_name(node: &Node, name: &Name) -> anyhow::Result<Fou
             "{name} is not a local alias, and with --offline names resolve through aliases only (add one: warpgate name add {name} ADDRESS)"
         )));
     }
-    let registries = registries(&node.settings, &format!("resolving {name}"))?;
+    let registries = node.registries(&format!("resolving {name}"))?;
     let got = client::get_all(&registries, name).await;
     let answers: Vec<(String, Answer)> = node
         .settings

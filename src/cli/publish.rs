@@ -14,7 +14,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use tokio::time::Instant;
 
-use super::names::registries;
 use super::Node;
 use crate::addr::{Address, CandidateKind};
 use crate::discovery::quick::Quick;
@@ -128,7 +127,7 @@ impl Publisher {
         lifetime: u64,
     ) -> anyhow::Result<Self> {
         let mut publisher = Self {
-            registries: registries(&node.settings, "listen --name")?,
+            registries: node.registries("listen --name")?,
             urls: node.settings.registries.clone(),
             name,
             lifetime,

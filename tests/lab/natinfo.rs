@@ -402,8 +402,10 @@ fn registries_are_checked_for_reachability() {
     let Some(lab) = lab() else { return };
     let _g = shared();
     let stun = format!("{SRV_A}:3478");
-    // The reflector accepts TCP on 4000; nothing listens on 4999.
-    let open = format!("http://{SRV_A}:4000/v1");
+    // The lab's registry answers the protocol; the reflector on 4000 accepts TCP but speaks
+    // no HTTP; nothing listens on 4999.
+    let open = format!("http://{SRV_A}:7700");
+    let impostor = format!("http://{SRV_A}:4000");
     let closed = format!("http://{SRV_A}:4999");
     let global = [
         "--stun",
@@ -412,6 +414,8 @@ fn registries_are_checked_for_reachability() {
         BROKER,
         "--registry",
         &open,
+        "--registry",
+        &impostor,
         "--registry",
         &closed,
     ];
@@ -432,7 +436,15 @@ fn registries_are_checked_for_reachability() {
     let up = registry(&open);
     assert_eq!(up["reachable"], true, "{up}");
     assert!(up["rtt_ms"].as_f64().is_some(), "{up}");
-    assert_eq!(up["addr"], format!("{SRV_A}:4000"), "{up}");
+    assert_eq!(up["addr"], format!("{SRV_A}:7700"), "{up}");
+    let wrong = registry(&impostor);
+    assert_eq!(wrong["reachable"], false, "{wrong}");
+    assert!(
+        wrong["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("protocol error")),
+        "{wrong}"
+    );
     let down = registry(&closed);
     assert_eq!(down["reachable"], false, "{down}");
     assert!(
