@@ -1,12 +1,14 @@
 //! The HTTP/1.1 client of one name registry, speaking the API of `docs/names.md`: health, get,
-//! put (claim or renew) and delete (release). Plain `http://` over a `tokio::net::TcpStream`
-//! driven by hyper's one-connection client; every call is bounded by
+//! put (claim or renew) and delete (release). `http://` over a `tokio::net::TcpStream`, or
+//! `https://` through TLS (rustls, the system's trusted roots, which `SSL_CERT_FILE` and
+//! `SSL_CERT_DIR` can replace), driven by hyper's one-connection client; every call is bounded by
 //! [`crate::timing::REGISTRY_TIMEOUT`] and reads at most [`MAX_RESPONSE_LEN`] bytes of body,
 //! so a hostile or broken registry costs a few seconds and a few KiB, never more. Nothing a
 //! registry says is trusted: records are verified by the caller ([`super::resolve`]), and text
 //! it sends back is cut short and stripped of control characters before anyone prints it.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -16,6 +18,7 @@ use hyper::header::{ACCEPT, CONNECTION, CONTENT_TYPE, HOST, RETRY_AFTER, USER_AG
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::name::Name;
 use crate::config::HostPort;
@@ -36,8 +39,8 @@ pub const API_VERSION: u64 = 1;
 pub enum ClientError {
     #[error("not a registry URL: expected http://HOST[:PORT][/PATH]")]
     BadUrl,
-    #[error("https registries are not supported by this build yet (it carries no trusted root certificates); use an http:// registry")]
-    HttpsUnsupported,
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("unreachable: {0}")]
     Unreachable(String),
     #[error("no answer within {} ms", .0.as_millis())]
@@ -103,6 +106,8 @@ pub struct Registry {
     authority: String,
     /// The path the API lives under, without a trailing slash ("" for the root).
     prefix: String,
+    /// `https://`: TLS to the server, checked against the system's trusted roots.
+    tls: bool,
     timeout: Duration,
 }
 
@@ -125,21 +130,21 @@ struct ErrorBody {
 }
 
 impl Registry {
-    /// Parses a configured registry URL. `https://` is recognised but not supported yet.
+    /// Parses a configured registry URL: `http://` or `https://`, a host, an optional port
+    /// (80 or 443) and an optional path prefix.
     pub fn parse(url: &str) -> Result<Self, ClientError> {
         let url = url.trim();
-        let rest = match url.split_once("://") {
-            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => rest,
-            Some((scheme, _)) if scheme.eq_ignore_ascii_case("https") => {
-                return Err(ClientError::HttpsUnsupported)
-            }
+        let (tls, rest) = match url.split_once("://") {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") => (false, rest),
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("https") => (true, rest),
             _ => return Err(ClientError::BadUrl),
         };
         if rest.contains(['?', '#', '@']) {
             return Err(ClientError::BadUrl);
         }
         let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-        let server = HostPort::parse(authority, Some(80)).ok_or(ClientError::BadUrl)?;
+        let default_port = if tls { 443 } else { 80 };
+        let server = HostPort::parse(authority, Some(default_port)).ok_or(ClientError::BadUrl)?;
         let prefix = path.trim_end_matches('/');
         if !prefix
             .chars()
@@ -152,6 +157,7 @@ impl Registry {
             server,
             authority: authority.to_string(),
             prefix: prefix.to_string(),
+            tls,
             timeout: REGISTRY_TIMEOUT,
         })
     }
@@ -305,6 +311,35 @@ impl Registry {
         body: Option<serde_json::Value>,
     ) -> Result<Answer, ClientError> {
         let (stream, addr) = self.connect().await?;
+        if !self.tls {
+            return self.send(stream, addr, method, path, body).await;
+        }
+        let host = self
+            .server
+            .host
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let server_name = rustls::pki_types::ServerName::try_from(host.to_string())
+            .map_err(|_| ClientError::BadUrl)?;
+        let stream = tokio_rustls::TlsConnector::from(tls_config()?)
+            .connect(server_name, stream)
+            .await
+            .map_err(|e| ClientError::Tls(e.to_string()))?;
+        self.send(stream, addr, method, path, body).await
+    }
+
+    /// One request and its response over `stream`, already connected (and secured).
+    async fn send<S>(
+        &self,
+        stream: S,
+        addr: SocketAddr,
+        method: Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<Answer, ClientError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let (mut sender, connection) = hyper::client::conn::http1::Builder::new()
             .max_buf_size(MAX_HEAD_LEN)
             .handshake::<_, Full<Bytes>>(TokioIo::new(stream))
@@ -393,6 +428,34 @@ impl std::fmt::Display for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.url)
     }
+}
+
+/// The TLS client configuration of https registries: the system's trusted roots (loaded
+/// once; `SSL_CERT_FILE`/`SSL_CERT_DIR` replace them), TLS 1.2 and 1.3, HTTP/1.1.
+fn tls_config() -> Result<Arc<rustls::ClientConfig>, ClientError> {
+    static CONFIG: OnceLock<Result<Arc<rustls::ClientConfig>, String>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let found = rustls_native_certs::load_native_certs();
+            let mut roots = rustls::RootCertStore::empty();
+            let (added, _) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                return Err(match found.errors.first() {
+                    Some(e) => format!("no trusted root certificates: {e}"),
+                    None => "no trusted root certificates on this system".to_string(),
+                });
+            }
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let mut config = rustls::ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map_err(|e| e.to_string())?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Ok(Arc::new(config))
+        })
+        .clone()
+        .map_err(ClientError::Tls)
 }
 
 fn name_path(name: &Name) -> String {

@@ -172,10 +172,12 @@ fn urls_parse_into_server_and_prefix() {
     let r = Registry::parse("HTTP://[2001:db8::1]:8080/x").unwrap();
     assert_eq!(r.server.to_string(), "[2001:db8::1]:8080");
     assert_eq!(r.authority, "[2001:db8::1]:8080");
+    let r = Registry::parse("https://names.example.org/v").unwrap();
     assert_eq!(
-        Registry::parse("https://names.example.org"),
-        Err(ClientError::HttpsUnsupported)
+        (r.server.to_string(), r.prefix.as_str(), r.tls),
+        ("names.example.org:443".into(), "/v", true)
     );
+    assert!(!Registry::parse("http://names.example.org").unwrap().tls);
     for bad in [
         "names.example.org",
         "ftp://names.example.org",
@@ -364,14 +366,14 @@ async fn fan_out_keeps_the_order_of_the_registries() {
     let (a, b) = (serve(registry_app()).await, serve(registry_app()).await);
     let registries = vec![
         Ok(at(a)),
-        Registry::parse("https://names.example.org"),
+        Registry::parse("gopher://names.example.org"),
         Ok(at(b)),
     ];
     let bytes = record(&owner, "bob", 1);
     at(b).put(&bob, &bytes).await.unwrap();
     let answers = get_all(&registries, &bob).await;
     assert_eq!(answers[0], Ok(None));
-    assert_eq!(answers[1], Err(ClientError::HttpsUnsupported));
+    assert_eq!(answers[1], Err(ClientError::BadUrl));
     assert_eq!(answers[2], Ok(Some(bytes.clone())));
     let stored = put_all(&registries, &bob, &bytes).await;
     assert_eq!(stored[0].as_ref().unwrap().outcome, PutOutcome::Claimed);

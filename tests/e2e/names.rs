@@ -522,3 +522,68 @@ fn a_taken_name_is_refused_naming_its_owner_until_released() {
         "{message}"
     );
 }
+
+/// An https registry (the real `registry serve` with a certificate): trusted through
+/// `SSL_CERT_FILE`, a claim and a lookup go through; with the system's roots only, the
+/// unknown issuer is refused and said so.
+#[test]
+fn an_https_registry_is_checked_against_the_trusted_roots() {
+    let (operator, owner) = (Node::new(), Node::new());
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert_file, key_file) = (
+        operator.dir.path().join("c.pem"),
+        operator.dir.path().join("k.pem"),
+    );
+    std::fs::write(&cert_file, cert.cert.pem()).unwrap();
+    std::fs::write(&key_file, cert.key_pair.serialize_pem()).unwrap();
+    let db = operator.dir.path().join("registry.db");
+    let (c, k, d) = (
+        cert_file.to_str().unwrap(),
+        key_file.to_str().unwrap(),
+        db.to_str().unwrap(),
+    );
+    let mut server = Running::spawn(&mut operator.command(&[
+        "registry",
+        "serve",
+        "--bind",
+        "127.0.0.1:0",
+        "--db",
+        d,
+        "--cert",
+        c,
+        "--key",
+        k,
+    ]));
+    let bound = server.wait_event("registry");
+    let port = bound["bind"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+    let url = format!("https://localhost:{port}");
+    let cfg = config(&owner, &[&url]);
+
+    let (code, claimed, message) = run(online(&owner, &cfg, &["name", "claim", "tls-bob"])
+        .env("SSL_CERT_FILE", &cert_file)
+        .env_remove("SSL_CERT_DIR"));
+    assert_eq!(code, 0, "{message}");
+    assert_eq!(claimed["registries"][0]["outcome"], "claimed");
+    let (code, found, message) = run(online(&owner, &cfg, &["name", "lookup", "tls-bob"])
+        .env("SSL_CERT_FILE", &cert_file)
+        .env_remove("SSL_CERT_DIR"));
+    assert_eq!(code, 0, "{message}");
+    assert_eq!(found["fingerprint"], fingerprint(&owner));
+
+    // Another trust store that does not hold the certificate: refused before any request.
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let other_file = owner.dir.path().join("other.pem");
+    std::fs::write(&other_file, other.cert.pem()).unwrap();
+    let (code, _, message) = run(online(&owner, &cfg, &["name", "claim", "tls-eve"])
+        .env("SSL_CERT_FILE", &other_file)
+        .env_remove("SSL_CERT_DIR"));
+    assert_eq!(code, 1, "{message}");
+    assert!(message.contains("TLS"), "{message}");
+    server.child.kill().unwrap();
+}
