@@ -53,16 +53,7 @@ pub async fn run(
     start: Instant,
     shutdown: &Shutdown,
 ) -> anyhow::Result<ExitCode> {
-    let peer = match parse_target(&args.target)? {
-        Target::Address(address) => address,
-        // Resolved, a name is its address: signalling still asks the peer for fresh candidates.
-        Target::Name(name) => {
-            let resolving = Instant::now();
-            let found = names::resolve_name(&node, &name).await?;
-            reporter.resolved(&found.event(&name, resolving.elapsed()));
-            found.address().clone()
-        }
-    };
+    let target = parse_target(&args.target)?;
     let strategies = traversal::registry();
     let via = Via::parse(&args.via, &strategies).map_err(usage)?;
     let local = match args.local.as_deref() {
@@ -85,6 +76,16 @@ pub async fn run(
                 .with_context(|| format!("cannot listen on {hp}"))?,
         ),
         None => None,
+    };
+    let peer = match target {
+        Target::Address(address) => address,
+        // Resolved, a name is its address: signalling still asks the peer for fresh candidates.
+        Target::Name(name) => {
+            let resolving = Instant::now();
+            let found = names::resolve_name(&node, &name).await?;
+            reporter.resolved(&found.event(&name, resolving.elapsed()));
+            found.address().clone()
+        }
     };
 
     let facts = LocalFacts {
