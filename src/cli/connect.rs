@@ -95,12 +95,13 @@ pub async fn run(
     let timeout = Duration::from_secs(args.timeout);
     let exchange = offer::exchange(
         &node.settings,
-        node.signal_keys()?,
+        &node.identity,
         node.creds.clone(),
         &peer,
         via.signalled(&strategies),
         timeout,
-    );
+    )
+    .context("cannot use the identity key")?;
     let ctx = Arc::new(Context::new(node.creds, peer));
     let winner = cascade::run(&strategies, &via, &facts, ctx.clone(), exchange, timeout).await?;
     let link = winner.link;

@@ -17,8 +17,9 @@ use super::rendezvous::{rand_bytes, usable, Rendezvous, RendezvousError, Role};
 use super::Phase;
 use crate::addr::Address;
 use crate::config::Settings;
+use crate::identity::Identity;
 use crate::link::pin::Credentials;
-use crate::signal::{self, Keys, Offer, Payload, Signal, SignalConfig, SignalError};
+use crate::signal::{self, Keys, MessageError, Offer, Payload, Signal, SignalConfig, SignalError};
 use crate::timing::{ANSWER_TIMEOUT, FIRE_IN};
 
 /// The signalling exchange the cascade runs beside the attempts.
@@ -27,30 +28,33 @@ pub type Exchange = BoxFuture<'static, Result<Rendezvous, RendezvousError>>;
 /// The exchange that lets the signalled strategies run, unless we are offline, no broker is
 /// known for the peer, or `strategies` (what `--via` leaves) is empty. It starts with the punch
 /// phase, so a peer reachable directly costs no signalling at all. The brokers are those the
-/// peer's address names, else the ones its key picks from our configured list.
+/// peer's address names, else the ones its key picks from our configured list. The
+/// signalling keys are derived from `identity` only when there is an exchange to run (it costs
+/// a scalar multiplication, which a direct connection need not pay).
 pub fn exchange(
     settings: &Settings,
-    keys: Keys,
+    identity: &Identity,
     creds: Credentials,
     peer: &Address,
     strategies: Vec<String>,
     timeout: Duration,
-) -> Option<Exchange> {
+) -> Result<Option<Exchange>, MessageError> {
     let brokers = if peer.brokers.is_empty() {
         signal::brokers_for(&peer.key, &settings.brokers)
     } else {
         peer.brokers.clone()
     };
     if settings.offline || brokers.is_empty() || strategies.is_empty() {
-        return None;
+        return Ok(None);
     }
+    let keys = Keys::from_identity(identity)?;
     let (peer, stun) = (peer.clone(), settings.stun.clone());
     // Brokers that cannot be reached are reported as such while half the time is still left,
     // not hidden behind the deadline as a peer that never answered.
     let mut config = SignalConfig::default();
     let left = timeout.saturating_sub(Phase::Punch.offset());
     config.start_timeout = config.start_timeout.min(left / 2);
-    Some(
+    Ok(Some(
         async move {
             tokio::time::sleep(Phase::Punch.offset()).await;
             let signal = Signal::start_with(keys, &brokers, config).await?;
@@ -58,7 +62,7 @@ pub fn exchange(
             offer(signal, creds, &peer, kit, strategies).await
         }
         .boxed(),
-    )
+    ))
 }
 
 /// Sends the offer to `peer` and waits for its answer.
