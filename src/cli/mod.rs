@@ -227,17 +227,22 @@ pub(crate) struct Node {
     pub creds: Credentials,
 }
 
+/// The settings the global options, the config file and the environment resolve to.
+fn settings(global: &Global) -> anyhow::Result<Settings> {
+    Ok(Settings::resolve(&Overrides {
+        home: global.home.clone(),
+        config: global.config.clone(),
+        brokers: global.brokers.clone(),
+        stun: global.stun.clone(),
+        turn: global.turn.clone(),
+        registries: global.registries.clone(),
+        offline: global.offline,
+    })?)
+}
+
 impl Node {
     fn load(global: &Global) -> anyhow::Result<Self> {
-        let settings = Settings::resolve(&Overrides {
-            home: global.home.clone(),
-            config: global.config.clone(),
-            brokers: global.brokers.clone(),
-            stun: global.stun.clone(),
-            turn: global.turn.clone(),
-            registries: global.registries.clone(),
-            offline: global.offline,
-        })?;
+        let settings = settings(global)?;
         let identity = Identity::load_or_create(&settings.home)?;
         let creds = Credentials::new(&identity)
             .context("cannot make a certificate from the identity key")?;

@@ -6,7 +6,6 @@ use std::process::ExitCode;
 
 use super::args::{Global, ServeArgs};
 use super::Shutdown;
-use crate::config::{Overrides, Settings};
 use crate::registry::rules::Policy;
 use crate::registry::{Options, Server, TlsFiles};
 use crate::report::Reporter;
@@ -49,14 +48,5 @@ pub async fn serve(
 
 /// The home directory, where the database lives unless `--db` says otherwise.
 fn home(global: &Global) -> anyhow::Result<std::path::PathBuf> {
-    let settings = Settings::resolve(&Overrides {
-        home: global.home.clone(),
-        config: global.config.clone(),
-        brokers: global.brokers.clone(),
-        stun: global.stun.clone(),
-        turn: global.turn.clone(),
-        registries: global.registries.clone(),
-        offline: global.offline,
-    })?;
-    Ok(settings.home)
+    Ok(super::settings(global)?.home)
 }
