@@ -11,6 +11,7 @@
 
 pub mod demux;
 pub mod listener;
+pub mod paths;
 pub mod pin;
 pub mod quic;
 pub mod tls;

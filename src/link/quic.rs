@@ -73,15 +73,36 @@ pub fn endpoint_with_stun(
     socket: std::net::UdpSocket,
     server: Option<quinn::ServerConfig>,
 ) -> std::io::Result<(quinn::Endpoint, super::demux::StunSide)> {
+    let (socket, stun) = super::demux::split(socket)?;
+    Ok((endpoint_on(socket, server)?, stun))
+}
+
+/// A QUIC endpoint on a custom socket ([`super::demux`], [`super::paths`]), configured as
+/// [`endpoint`] configures one on a plain socket.
+pub(super) fn endpoint_on(
+    socket: Arc<dyn quinn::AsyncUdpSocket>,
+    server: Option<quinn::ServerConfig>,
+) -> std::io::Result<quinn::Endpoint> {
     let runtime =
         quinn::default_runtime().ok_or_else(|| std::io::Error::other("no async runtime"))?;
-    let (socket, stun) = super::demux::split(socket)?;
     let mut config = quinn::EndpointConfig::default();
     config
         .max_udp_payload_size(MAX_UDP_PAYLOAD)
         .map_err(|_| std::io::Error::other("invalid UDP payload size"))?;
-    let endpoint = quinn::Endpoint::new_with_abstract_socket(config, server, socket, runtime)?;
-    Ok((endpoint, stun))
+    quinn::Endpoint::new_with_abstract_socket(config, server, socket, runtime)
+}
+
+/// The client half of a connection pinned to `expected`; mismatches land in the slot.
+pub(super) fn client_config(
+    creds: &pin::Credentials,
+    expected: PublicKey,
+) -> Result<(quinn::ClientConfig, pin::MismatchSlot), LinkError> {
+    let (tls, mismatch) = pin::client_config(creds, expected)?;
+    let crypto = QuicClientConfig::try_from(tls)
+        .map_err(|_| LinkError::Protocol("TLS config unfit for QUIC"))?;
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    config.transport_config(transport_config());
+    Ok((config, mismatch))
 }
 
 pub(super) struct QuicLink {
@@ -189,11 +210,7 @@ pub async fn connect(
     expected: PublicKey,
 ) -> Result<Link, LinkError> {
     let started = std::time::Instant::now();
-    let (tls, mismatch) = pin::client_config(creds, expected)?;
-    let crypto = QuicClientConfig::try_from(tls)
-        .map_err(|_| LinkError::Protocol("TLS config unfit for QUIC"))?;
-    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-    config.transport_config(transport_config());
+    let (config, mismatch) = client_config(creds, expected)?;
     let connecting = endpoint
         .connect_with(config, remote, crate::TLS_SERVER_NAME)
         .map_err(|e| LinkError::Io(std::io::Error::other(e)))?;
