@@ -33,7 +33,7 @@ use tokio::sync::mpsc;
 use super::demux::{self, DemuxSocket, StunSide};
 
 /// Datagrams from relays waiting for quinn; more are dropped, as a full socket buffer would.
-const RELAY_INBOUND_QUEUE: usize = 1024;
+const RELAY_INBOUND_QUEUE: usize = 256;
 
 /// One way to reach a peer: a relay allocation that forwards datagrams to peers and back.
 ///
