@@ -50,9 +50,13 @@ pub const PUNCH_PHASE_OFFSET: Duration = Duration::from_millis(150);
 pub const CANDIDATE_STAGGER: Duration = Duration::from_millis(25);
 /// One TCP connect to one candidate, by either side: beyond it the SYN is lost for good.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// The listener fires this long after its answer went out (plus half the ack round trip); the
-/// connector this long after the answer arrived: room for the answer's one-way trip.
-pub const FIRE_IN: Duration = Duration::from_millis(100);
+/// The least time between the answer's arrival and both sides firing: scheduling jitter and
+/// the difference between the two sides' round-trip measurements. More on a slow signalling
+/// path (see [`FIRE_MARGIN`]).
+pub const FIRE_IN: Duration = Duration::from_millis(20);
+/// Added to half the measured signalling round trip when that decides the fire delay: the two
+/// sides measure over different messages, so their halves differ by a few milliseconds.
+pub const FIRE_MARGIN: Duration = Duration::from_millis(10);
 /// The connector waits this long for the answer once its offer was acknowledged: the listener
 /// only has to prepare its kit (STUN gives up within 0.5 s).
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);

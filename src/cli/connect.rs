@@ -98,6 +98,7 @@ pub async fn run(
         &node.identity,
         node.creds.clone(),
         &peer,
+        &facts,
         via.signalled(&strategies),
         timeout,
     )

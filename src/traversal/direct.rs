@@ -36,6 +36,58 @@ fn reachable_family(ip: IpAddr, local: &LocalFacts) -> bool {
         .any(|l| l.is_ipv4() == ip.is_ipv4() && (ip.is_loopback() || !l.is_loopback()))
 }
 
+/// Whether dialling the peer's address has a real chance, so signalling may wait for the punch
+/// phase: a candidate on one of this machine's networks (same /24 or /64; a peer on this very
+/// machine lists this machine's addresses too), a public IPv4 host, or a public candidate
+/// behind a NAT whose facts say it filters nothing. Loopback candidates prove nothing: every
+/// address carries them. A translated
+/// candidate with unknown filtering, or an IPv6 address behind an unknown firewall, is no such
+/// chance: most NATs and firewalls drop what was not asked for, so signalling starts at once.
+pub fn likely_reachable(peer: &Address, local: &LocalFacts) -> bool {
+    use crate::addr::CandidateKind;
+    use crate::nat::{Behaviour, Family};
+    let open = |family: Family| {
+        peer.nat.iter().any(|f| {
+            f.family == family
+                && matches!(
+                    f.filtering,
+                    Behaviour::None | Behaviour::EndpointIndependent
+                )
+        })
+    };
+    peer.candidates.iter().any(|c| {
+        let ip = c.addr.ip();
+        let family = Family::of(ip);
+        local.interface_ips.iter().any(|&l| same_network(l, ip))
+            || match c.kind {
+                CandidateKind::Local => match ip {
+                    IpAddr::V4(_) => rank(ip) == 2 && !is_shared_v4(ip),
+                    IpAddr::V6(_) => rank(ip) == 2 && open(family),
+                },
+                CandidateKind::Public => open(family),
+            }
+    })
+}
+
+/// Whether `a` and `b` share an IPv4 /24 or an IPv6 /64 (a LAN, as far as can be told without
+/// prefix lengths).
+fn same_network(a: IpAddr, b: IpAddr) -> bool {
+    match (a, b) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => !a.is_loopback() && a.octets()[..3] == b.octets()[..3],
+        (IpAddr::V6(a), IpAddr::V6(b)) => {
+            !a.is_loopback()
+                && a.segments()[0] & 0xffc0 != 0xfe80
+                && a.segments()[..4] == b.segments()[..4]
+        }
+        _ => false,
+    }
+}
+
+/// Carrier-grade NAT space (100.64.0.0/10): an address behind another NAT.
+fn is_shared_v4(ip: IpAddr) -> bool {
+    matches!(ip, IpAddr::V4(v4) if v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64)
+}
+
 impl Strategy for Direct {
     fn name(&self) -> &'static str {
         "direct"
@@ -193,5 +245,46 @@ mod tests {
             "{plan:?}"
         );
         assert_eq!(plan.len(), 2);
+    }
+
+    #[test]
+    fn direct_is_likely_on_this_machine_a_shared_network_or_an_open_host_only() {
+        use crate::nat::{AllocationKind, Behaviour, Family, NatFacts};
+        let here = facts(&["127.0.0.1", "192.168.1.2", "2001:db8:1::2"]);
+        let behind_nat = |filtering| {
+            let mut p = peer(&["192.168.7.2:4000", "[2001:db8:7::2]:4000"]);
+            p.candidates.push(Candidate {
+                kind: CandidateKind::Public,
+                addr: "203.0.113.17:4000".parse().unwrap(),
+            });
+            p.nat.push(NatFacts {
+                family: Family::Ipv4,
+                mapping: Behaviour::EndpointIndependent,
+                filtering,
+                allocation: AllocationKind::Preserving,
+                udp_blocked: Some(false),
+            });
+            p
+        };
+        let cases = [
+            (peer(&["127.0.0.1:4000", "[::1]:4000"]), false),
+            (peer(&["192.168.1.9:4000"]), true),
+            (peer(&["[2001:db8:1::9]:4000"]), true),
+            (peer(&["198.51.100.17:4000"]), true),
+            (peer(&["100.64.3.2:4000"]), false),
+            (peer(&["10.9.0.2:4000"]), false),
+            (peer(&["[2001:db8:7::2]:4000"]), false),
+            (behind_nat(Behaviour::AddressAndPortDependent), false),
+            (behind_nat(Behaviour::Unknown), false),
+            (behind_nat(Behaviour::EndpointIndependent), true),
+        ];
+        for (i, (peer, want)) in cases.iter().enumerate() {
+            assert_eq!(
+                likely_reachable(peer, &here),
+                *want,
+                "case {i}: {:?}",
+                peer.candidates
+            );
+        }
     }
 }

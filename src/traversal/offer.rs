@@ -13,8 +13,8 @@ use futures_util::FutureExt;
 use tokio::time::Instant;
 
 use super::kit::Kit;
-use super::rendezvous::{rand_bytes, usable, Rendezvous, RendezvousError, Role};
-use super::Phase;
+use super::rendezvous::{fire_delay, rand_bytes, usable, Rendezvous, RendezvousError, Role};
+use super::{LocalFacts, Phase};
 use crate::addr::Address;
 use crate::config::Settings;
 use crate::identity::Identity;
@@ -26,8 +26,9 @@ use crate::timing::{ANSWER_TIMEOUT, FIRE_IN};
 pub type Exchange = BoxFuture<'static, Result<Rendezvous, RendezvousError>>;
 
 /// The exchange that lets the signalled strategies run, unless we are offline, no broker is
-/// known for the peer, or `strategies` (what `--via` leaves) is empty. It starts with the punch
-/// phase, so a peer reachable directly costs no signalling at all. The brokers are those the
+/// known for the peer, or `strategies` (what `--via` leaves) is empty. When dialling the peer
+/// has a real chance ([`super::direct::likely_reachable`]) it waits for the punch phase, so a
+/// peer reachable directly costs no signalling at all; otherwise it starts at once. The brokers are those the
 /// peer's address names, else the ones its key picks from our configured list. The
 /// signalling keys are derived from `identity` only when there is an exchange to run (it costs
 /// a scalar multiplication, which a direct connection need not pay).
@@ -36,6 +37,7 @@ pub fn exchange(
     identity: &Identity,
     creds: Credentials,
     peer: &Address,
+    local: &LocalFacts,
     strategies: Vec<String>,
     timeout: Duration,
 ) -> Result<Option<Exchange>, MessageError> {
@@ -48,15 +50,20 @@ pub fn exchange(
         return Ok(None);
     }
     let keys = Keys::from_identity(identity)?;
+    let wait = if super::direct::likely_reachable(peer, local) {
+        Phase::Punch.offset()
+    } else {
+        Duration::ZERO
+    };
     let (peer, stun) = (peer.clone(), settings.stun.clone());
     // Brokers that cannot be reached are reported as such while half the time is still left,
     // not hidden behind the deadline as a peer that never answered.
     let mut config = SignalConfig::default();
-    let left = timeout.saturating_sub(Phase::Punch.offset());
+    let left = timeout.saturating_sub(wait);
     config.start_timeout = config.start_timeout.min(left / 2);
     Ok(Some(
         async move {
-            tokio::time::sleep(Phase::Punch.offset()).await;
+            tokio::time::sleep(wait).await;
             let signal = Signal::start_with(keys, &brokers, config).await?;
             let kit = Kit::prepare(&creds, &peer.key, &stun).await?;
             offer(signal, creds, &peer, kit, strategies).await
@@ -80,7 +87,9 @@ async fn offer(
         strategies: strategies.clone(),
         nonce,
     };
+    let sent = Instant::now();
     signal.send(&peer.key, Payload::Offer(offer)).await?;
+    let round_trip = sent.elapsed();
     let answer = tokio::time::timeout(ANSWER_TIMEOUT, async {
         while let Some((from, payload)) = signal.recv().await {
             match payload {
@@ -93,7 +102,8 @@ async fn offer(
     .await
     .map_err(|_| RendezvousError::NoAnswer(ANSWER_TIMEOUT))?
     .ok_or(SignalError::Closed)?;
-    let fire_in = Duration::from_millis(u64::from(answer.fire_in_ms)).min(FIRE_IN * 10);
+    let asked = Duration::from_millis(u64::from(answer.fire_in_ms)).min(FIRE_IN * 10);
+    let fire_in = fire_delay(asked, round_trip);
     Ok(Rendezvous {
         role: Role::Connector,
         peer: peer.key,

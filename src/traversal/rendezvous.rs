@@ -19,7 +19,17 @@ use crate::identity::PublicKey;
 use crate::link::pin::{self, Credentials};
 use crate::link::{quic, tls, Link, LinkError};
 use crate::signal::{Signal, SignalError};
-use crate::timing::HANDSHAKE_TIMEOUT;
+use crate::timing::{FIRE_MARGIN, HANDSHAKE_TIMEOUT};
+
+/// How long after the answer's arrival both sides fire: what the answer names (`asked`), or
+/// half the signalling round trip this side measured plus [`FIRE_MARGIN`] when that is more.
+/// Each side measures its own round trip (the connector its offer's acknowledgement, the
+/// listener its answer's), over the same brokers, so both arrive at about the same instant,
+/// and the listener never has to fire before it knows its round trip (which it learns at a
+/// full round trip after sending, while it fires at half of one plus this delay).
+pub fn fire_delay(asked: Duration, round_trip: Duration) -> Duration {
+    asked.max(round_trip / 2 + FIRE_MARGIN)
+}
 
 /// Which end of the rendezvous this side is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -14,7 +14,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::kit::Kit;
-use super::rendezvous::{usable, Rendezvous, RendezvousError, Role};
+use super::rendezvous::{fire_delay, usable, Rendezvous, RendezvousError, Role};
 use super::Strategy;
 use crate::config::HostPort;
 use crate::identity::{NodeId, PublicKey};
@@ -126,8 +126,9 @@ async fn run_session(
     }
 }
 
-/// Prepares a kit and answers `offer` from `peer`: the listener fires [`FIRE_IN`] after the
-/// answer went out plus half the round trip its acknowledgement took.
+/// Prepares a kit and answers `offer` from `peer`: the listener fires half the round trip its
+/// acknowledgement took after the answer went out, plus [`fire_delay`] (the time the answer
+/// names, or more on a slow path).
 async fn answer(
     signal: &Signal,
     creds: Credentials,
@@ -154,7 +155,7 @@ async fn answer(
         peer_udp: usable(&offer.udp),
         peer_tcp: usable(&offer.tcp),
         strategies: offer.strategies,
-        fire_at: (sent + FIRE_IN + round_trip / 2).max(Instant::now()),
+        fire_at: (sent + round_trip / 2 + fire_delay(FIRE_IN, round_trip)).max(Instant::now()),
         signal: None,
     })
 }
