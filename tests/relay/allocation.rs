@@ -1,4 +1,5 @@
-//! Making and releasing allocations, and the ways it fails.
+//! Making and releasing allocations (UDP, TCP, and TCP when UDP is refused or silent), and
+//! the ways it fails.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
@@ -27,6 +28,28 @@ async fn allocates_over_udp_and_tcp() {
         assert_ne!(mapped.port(), server.port);
         a.close().await;
     }
+}
+
+#[tokio::test]
+async fn falls_back_to_tcp_when_udp_is_refused_or_silent() {
+    // coturn listening on TCP only: UDP gets a port unreachable, TCP is tried at once.
+    let base = free_port().clamp(1024, 65000);
+    let server = Coturn::start_with((base, base + 50), &["--no-udp"]);
+    let started = Instant::now();
+    let a = allocate(&server, false).await;
+    assert_eq!(a.transport(), RelayTransport::Tcp);
+    assert!(started.elapsed() < warpgate::timing::TURN_UDP_SILENCE);
+    a.close().await;
+    // A silent UDP socket on the same port: the UDP silence bound, then TCP.
+    let _silent = std::net::UdpSocket::bind(("127.0.0.1", server.port)).expect("bind udp");
+    let started = Instant::now();
+    let a = allocate(&server, false).await;
+    let took = started.elapsed();
+    assert_eq!(a.transport(), RelayTransport::Tcp);
+    assert!(took >= warpgate::timing::TURN_UDP_SILENCE, "{took:?}");
+    assert!(took < warpgate::timing::TURN_ALLOCATE_TIMEOUT, "{took:?}");
+    assert_eq!(a.relayed_addr().ip(), LOOPBACK);
+    a.close().await;
 }
 
 #[tokio::test]
