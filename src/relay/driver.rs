@@ -420,3 +420,57 @@ fn inspect(data: &[u8], p: &mut Pending) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_skewed_clock_maps_back_to_real_time() {
+        let clock = Clock {
+            base: std::time::Instant::now(),
+            skew: Duration::from_secs(600),
+        };
+        let now = clock.now();
+        assert!(now.as_nanos() >= Duration::from_secs(600).as_nanos() as i64);
+        // A refresh due at client time 610 s is real time base + 10 s.
+        let due = Instant::from_nanos(Duration::from_secs(610).as_nanos() as i64);
+        let real = clock.real(due).into_std();
+        assert_eq!(real - clock.base, Duration::from_secs(10));
+        // Anything already due on the client's clock is due now, not before the start.
+        assert_eq!(clock.real(Instant::ZERO).into_std(), clock.base);
+    }
+
+    #[test]
+    fn waiters_are_answered_by_key() {
+        let (tx1, mut rx1) = oneshot::channel();
+        let (tx2, mut rx2) = oneshot::channel();
+        let (tx3, mut rx3) = oneshot::channel();
+        let ip1: IpAddr = "192.0.2.1".parse().unwrap();
+        let ip2: IpAddr = "192.0.2.2".parse().unwrap();
+        let mut waiters = vec![(ip1, tx1), (ip2, tx2), (ip1, tx3)];
+        answer(&mut waiters, &ip1, Err(RelayError::Timeout));
+        assert_eq!(waiters.len(), 1);
+        assert_eq!(rx1.try_recv().unwrap(), Err(RelayError::Timeout));
+        assert_eq!(rx3.try_recv().unwrap(), Err(RelayError::Timeout));
+        assert!(rx2.try_recv().is_err());
+    }
+
+    #[test]
+    fn failures_are_told_apart() {
+        let mut p = Pending::default();
+        assert_eq!(p.refusal(), RelayError::Timeout);
+        p.heard = true;
+        assert!(matches!(p.refusal(), RelayError::Refused(0, _)));
+        p.error = Some((401, "Unauthorized".into()));
+        assert_eq!(p.refusal(), RelayError::Auth);
+        p.error = Some((508, "Insufficient Capacity".into()));
+        assert_eq!(
+            p.refusal(),
+            RelayError::Refused(508, "Insufficient Capacity".into())
+        );
+        assert!(!p.auth_failed);
+        inspect(b"\x01\x13\x00\x04garbage!", &mut p);
+        assert!(!p.auth_failed);
+    }
+}
