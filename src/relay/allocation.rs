@@ -16,7 +16,8 @@ use turn_client_proto::tcp::TurnClientTcp;
 use turn_client_proto::types::TurnCredentials;
 use turn_client_proto::udp::TurnClientUdp;
 
-use super::driver::{Command, Driver, Io, Ready};
+use super::driver::{Command, Driver, Ready};
+use super::io::Io;
 use crate::config::TurnServer;
 use crate::timing::{TURN_ALLOCATE_TIMEOUT, TURN_CLOSE_TIMEOUT, TURN_REQUEST_TIMEOUT};
 

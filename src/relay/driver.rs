@@ -8,8 +8,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 use turn_client_proto::api::{
     BindChannelError, CreatePermissionError, TurnClientApi, TurnEvent, TurnPollRet, TurnRecvRet,
@@ -17,11 +15,11 @@ use turn_client_proto::api::{
 use turn_client_proto::stun::agent::Transmit;
 use turn_client_proto::stun::types::attribute::{ErrorCode, XorMappedAddress};
 use turn_client_proto::stun::types::message::{Message, MessageClass, TransactionId};
-use turn_client_proto::stun::Instant;
 use turn_client_proto::types::message::{ALLOCATE, REFRESH};
 use turn_client_proto::types::TransportType;
 
 use super::allocation::{RelayError, RelayStats};
+use super::io::{Clock, Io};
 use crate::timing::{TURN_CLOSE_TIMEOUT, TURN_UDP_SILENCE};
 
 /// Largest datagram read from the server (a 1500-byte MTU with room for TURN's framing).
@@ -44,57 +42,6 @@ pub(super) enum Command {
 pub(super) struct Ready {
     pub relayed: SocketAddr,
     pub mapped: Option<SocketAddr>,
-}
-
-/// The connection to the TURN server.
-pub(super) enum Io {
-    Udp(UdpSocket),
-    Tcp(TcpStream),
-}
-
-impl Io {
-    fn transport(&self) -> TransportType {
-        match self {
-            Io::Udp(_) => TransportType::Udp,
-            Io::Tcp(_) => TransportType::Tcp,
-        }
-    }
-
-    async fn send(&mut self, data: &[u8], to: SocketAddr) -> std::io::Result<()> {
-        match self {
-            Io::Udp(s) => s.send_to(data, to).await.map(drop),
-            Io::Tcp(s) => s.write_all(data).await,
-        }
-    }
-
-    async fn recv(&mut self, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
-        match self {
-            Io::Udp(s) => s.recv_from(buf).await,
-            Io::Tcp(s) => match s.read(buf).await? {
-                0 => Err(std::io::ErrorKind::UnexpectedEof.into()),
-                n => Ok((n, s.peer_addr()?)),
-            },
-        }
-    }
-}
-
-/// The client's clock: real time since the start, plus a skew tests may add.
-struct Clock {
-    base: std::time::Instant,
-    skew: Duration,
-}
-
-impl Clock {
-    fn now(&self) -> Instant {
-        let nanos = (self.base.elapsed() + self.skew).as_nanos();
-        Instant::from_nanos(i64::try_from(nanos).unwrap_or(i64::MAX))
-    }
-
-    /// The real time at which the client's clock reads `at`.
-    fn real(&self, at: Instant) -> tokio::time::Instant {
-        let since = Duration::from_nanos(u64::try_from(at.as_nanos()).unwrap_or(0));
-        tokio::time::Instant::from_std(self.base + since.saturating_sub(self.skew))
-    }
 }
 
 /// One allocation's state beside the sans-IO client.
@@ -424,22 +371,6 @@ fn inspect(data: &[u8], p: &mut Pending) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_skewed_clock_maps_back_to_real_time() {
-        let clock = Clock {
-            base: std::time::Instant::now(),
-            skew: Duration::from_secs(600),
-        };
-        let now = clock.now();
-        assert!(now.as_nanos() >= Duration::from_secs(600).as_nanos() as i64);
-        // A refresh due at client time 610 s is real time base + 10 s.
-        let due = Instant::from_nanos(Duration::from_secs(610).as_nanos() as i64);
-        let real = clock.real(due).into_std();
-        assert_eq!(real - clock.base, Duration::from_secs(10));
-        // Anything already due on the client's clock is due now, not before the start.
-        assert_eq!(clock.real(Instant::ZERO).into_std(), clock.base);
-    }
 
     #[test]
     fn waiters_are_answered_by_key() {

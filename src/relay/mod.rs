@@ -6,5 +6,6 @@
 
 mod allocation;
 mod driver;
+mod io;
 
 pub use allocation::{Allocation, RelayError, RelayStats, RelayTransport};

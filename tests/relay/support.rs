@@ -74,6 +74,26 @@ impl Coturn {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+        // The UDP listener may come up after the TCP one: wait for an answer to a STUN
+        // Binding request, or a test would see a port unreachable and fall back to TCP.
+        if !extra.contains(&"--no-udp") {
+            let probe = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind probe");
+            probe
+                .set_read_timeout(Some(Duration::from_millis(50)))
+                .expect("timeout");
+            let binding = b"\x00\x01\x00\x00\x21\x12\xa4\x42warpgate-stn";
+            let mut buf = [0u8; 512];
+            loop {
+                let _ = probe.send_to(binding, (Ipv4Addr::LOCALHOST, port));
+                if probe.recv(&mut buf).is_ok() {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "turnserver did not answer over UDP on {port}"
+                );
+            }
+        }
         server
     }
 
