@@ -100,6 +100,10 @@ impl<C: TurnClientApi> Driver<C> {
             if self.ready.is_none() && self.stats.relayed.get().is_none() {
                 return; // the allocation failed and was reported
             }
+            if self.ready.is_none() && self.client.relayed_addresses().next().is_none() {
+                tracing::debug!(server = %self.server, "TURN allocation lost");
+                break; // expired: a refresh went unanswered
+            }
             let mut wait = wait;
             if let Some(s) = silent_until.filter(|_| !p.heard && self.ready.is_some()) {
                 wait = wait.min(s);

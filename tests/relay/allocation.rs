@@ -147,3 +147,19 @@ async fn unreachable_server_fails_within_the_bound() {
     assert!(took >= warpgate::timing::TURN_UDP_SILENCE, "{took:?}");
     assert!(took < warpgate::timing::TURN_ALLOCATE_TIMEOUT, "{took:?}");
 }
+
+#[tokio::test]
+async fn a_dead_server_closes_the_allocation() {
+    // Over TCP the connection says so at once: recv_from and send_to answer Closed.
+    let mut server = Coturn::start();
+    let mut a = allocate(&server, true).await;
+    server.kill();
+    let started = Instant::now();
+    let r = tokio::time::timeout(Duration::from_secs(5), a.recv_from()).await;
+    assert!(matches!(r, Ok(Err(RelayError::Closed))), "{r:?}");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    let peer = "127.0.0.1:9".parse().unwrap();
+    assert_eq!(a.send_to(peer, b"x").await, Err(RelayError::Closed));
+    assert_eq!(a.permit(LOOPBACK).await, Err(RelayError::Closed));
+    a.close().await;
+}

@@ -113,12 +113,18 @@ impl Coturn {
     }
 }
 
-impl Drop for Coturn {
-    fn drop(&mut self) {
+impl Coturn {
+    pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+impl Drop for Coturn {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 
