@@ -94,18 +94,31 @@ impl std::fmt::Display for HostPort {
     }
 }
 
-/// A TURN server with long-term credentials: `turn://USER:PASS@HOST:PORT`.
+/// A TURN server with long-term credentials: `turn://USER:PASS@HOST:PORT[?transport=tcp]`.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct TurnServer {
     pub user: String,
     #[serde(skip)]
     pub password: String,
     pub server: HostPort,
+    /// `?transport=tcp`: talk to the server over TCP only (otherwise UDP, then TCP if UDP is
+    /// silent).
+    pub tcp: bool,
 }
 
 impl TurnServer {
     pub fn parse(text: &str) -> Option<Self> {
         let rest = text.trim().strip_prefix("turn://")?;
+        let (rest, query) = match rest.split_once('?') {
+            Some((rest, query)) => (rest, Some(query)),
+            None => (rest, None),
+        };
+        let tcp = match query {
+            None => false,
+            Some("transport=tcp") => true,
+            Some("transport=udp") => false,
+            Some(_) => return None,
+        };
         let (creds, server) = rest.rsplit_once('@')?;
         let (user, password) = creds.split_once(':')?;
         if user.is_empty() {
@@ -116,6 +129,7 @@ impl TurnServer {
             user: user.to_string(),
             password: password.to_string(),
             server,
+            tcp,
         })
     }
 }
@@ -192,8 +206,13 @@ impl Settings {
         let turn = pick(&o.turn, file.turn, &[])
             .iter()
             .map(|t| {
-                TurnServer::parse(t)
-                    .ok_or_else(|| invalid("TURN server", t, "expected turn://USER:PASS@HOST:PORT"))
+                TurnServer::parse(t).ok_or_else(|| {
+                    invalid(
+                        "TURN server",
+                        t,
+                        "expected turn://USER:PASS@HOST:PORT[?transport=tcp]",
+                    )
+                })
             })
             .collect::<Result<_, _>>()?;
         let registries = pick(&o.registries, file.registries, &[]);
@@ -276,6 +295,16 @@ mod tests {
             (t.user.as_str(), t.password.as_str(), t.server.port),
             ("u", "p", 3478)
         );
+        assert!(!t.tcp);
+        let t = TurnServer::parse("turn://u:p@198.51.100.1:3478?transport=tcp").unwrap();
+        assert!(t.tcp);
+        assert_eq!(t.server.port, 3478);
+        assert!(
+            !TurnServer::parse("turn://u:p@h:1?transport=udp")
+                .unwrap()
+                .tcp
+        );
+        assert!(TurnServer::parse("turn://u:p@h:1?transport=sctp").is_none());
         assert!(TurnServer::parse("turn://nopass@h:1").is_none());
         assert!(TurnServer::parse("stun://u:p@h:1").is_none());
     }

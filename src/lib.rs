@@ -19,6 +19,8 @@
 //!   pinned to the peer's key; the round trip that verifies a link end to end; closing with a
 //!   reason the peer sees; a UDP socket shared by STUN and QUIC for punching.
 //! - [`health`]: reachability of relay servers and brokers (nat-info's server checks).
+//! - [`relay`]: a long-lived TURN allocation (turn-client-proto, sans-IO, driven by one task):
+//!   refresh, permissions, channel bindings, data to and from peers, deallocation.
 //! - [`signal`]: end-to-end sealed, acknowledged messages between nodes over several MQTT brokers.
 //! - [`splice`]: stdio, files and TCP sockets ↔ link streams, with half-close and byte counts.
 //! - [`discovery`]: what the network in front of this machine does (nat-info's report: the probe
@@ -47,6 +49,7 @@ pub mod nat;
 pub mod net;
 pub mod portmap;
 pub mod registry;
+pub mod relay;
 pub mod report;
 pub mod signal;
 pub mod splice;

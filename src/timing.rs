@@ -172,3 +172,18 @@ pub const NAME_ADDRESS_CHECK: Duration = Duration::from_secs(60);
 /// accepted: often enough to recover soon from a registry restart, rare enough to stay well
 /// inside a registry's write rate limit (30 a minute by default).
 pub const NAME_RETRY: Duration = Duration::from_secs(60);
+
+// The TURN relay (`relay`).
+
+/// An allocation over UDP that hears nothing from its server in this long tries TCP instead:
+/// a loopback or LAN server answers in milliseconds, a WAN one in a few hundred.
+pub const TURN_UDP_SILENCE: Duration = Duration::from_millis(1500);
+/// Making an allocation (resolving, the 401 round trip, the UDP silence and TCP) takes this
+/// long at most before it is given up.
+pub const TURN_ALLOCATE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A permission or channel binding is answered within this, or given up (one request with
+/// the crate's retransmissions over a lossy path).
+pub const TURN_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// `close()` waits this long for the server to confirm the deallocation; exit is never held
+/// up longer.
+pub const TURN_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);

@@ -1,0 +1,283 @@
+//! [`Allocation`]: the handle to one TURN allocation on a configured server. Making it resolves
+//! the server, allocates over UDP (or TCP: `?transport=tcp`, or UDP silent for
+//! [`TURN_UDP_SILENCE`](crate::timing::TURN_UDP_SILENCE)) and starts the
+//! [driver](super::driver) task that keeps it; every method is a bounded message to that task.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use turn_client_proto::api::TurnConfig;
+use turn_client_proto::tcp::TurnClientTcp;
+use turn_client_proto::types::TurnCredentials;
+use turn_client_proto::udp::TurnClientUdp;
+
+use super::driver::{Command, Driver, Ready};
+use super::io::Io;
+use crate::config::TurnServer;
+use crate::timing::{TURN_ALLOCATE_TIMEOUT, TURN_CLOSE_TIMEOUT, TURN_REQUEST_TIMEOUT};
+
+/// Datagrams queued towards the relay (the sender waits when it is full) and from it (dropped
+/// when the reader falls this far behind, as a socket buffer would).
+const QUEUE: usize = 1024;
+
+/// Why an allocation, or something asked of it, failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RelayError {
+    #[error("TURN server unreachable: {0}")]
+    Unreachable(String),
+    #[error("the TURN server rejected the credentials")]
+    Auth,
+    #[error("the TURN server refused: {0} {1}")]
+    Refused(u16, String),
+    #[error("no answer from the TURN server in time")]
+    Timeout,
+    #[error("the TURN allocation is closed")]
+    Closed,
+}
+
+/// Which transport the allocation talks to its server over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RelayTransport {
+    Udp,
+    Tcp,
+}
+
+/// Counters of one allocation, shared with its driver.
+#[derive(Debug, Default)]
+pub struct RelayStats {
+    pub(super) relayed: OnceLock<SocketAddr>,
+    /// Refresh requests sent (allocation refreshes and the deallocation).
+    pub refreshes: AtomicU64,
+    /// Datagrams handed to the relay for a peer.
+    pub sent: AtomicU64,
+    /// Of those, sent as ChannelData (a channel was bound to the peer).
+    pub via_channel: AtomicU64,
+    /// Datagrams that could not be sent (no permission, or the connection would block).
+    pub unsendable: AtomicU64,
+    /// Datagrams from peers handed to `recv_from`.
+    pub received: AtomicU64,
+    /// Datagrams from peers dropped because `recv_from` fell behind.
+    pub dropped: AtomicU64,
+}
+
+/// One TURN allocation, kept alive until [`Allocation::close`] or drop (which deallocates with
+/// one best-effort request).
+pub struct Allocation {
+    commands: mpsc::Sender<Command>,
+    incoming: mpsc::Receiver<(SocketAddr, Vec<u8>)>,
+    relayed: SocketAddr,
+    mapped: Option<SocketAddr>,
+    transport: RelayTransport,
+    stats: Arc<RelayStats>,
+    /// Ends by itself once `commands` is dropped (one deallocation request, bounded); aborted
+    /// if it is still there after `close`.
+    task: Option<JoinHandle<()>>,
+}
+
+impl Allocation {
+    /// Allocates a UDP relay on `server` within [`TURN_ALLOCATE_TIMEOUT`].
+    pub async fn connect(server: &TurnServer) -> Result<Self, RelayError> {
+        let deadline = tokio::time::Instant::now() + TURN_ALLOCATE_TIMEOUT;
+        let host = (server.server.host.as_str(), server.server.port);
+        let addr = match tokio::time::timeout_at(deadline, tokio::net::lookup_host(host)).await {
+            Err(_) => return Err(RelayError::Timeout),
+            Ok(Err(e)) => return Err(RelayError::Unreachable(format!("{}: {e}", server.server))),
+            Ok(Ok(mut addrs)) => addrs
+                .next()
+                .ok_or_else(|| RelayError::Unreachable(format!("{}: no address", server.server)))?,
+        };
+        if !server.tcp {
+            match Self::start(server, addr, RelayTransport::Udp, deadline).await {
+                // Silence or a port unreachable over UDP: perhaps UDP is blocked, try TCP.
+                Err(RelayError::Timeout | RelayError::Unreachable(_)) => {
+                    tracing::debug!(%addr, "no TURN answer over UDP, trying TCP")
+                }
+                other => return other,
+            }
+        }
+        Self::start(server, addr, RelayTransport::Tcp, deadline).await
+    }
+
+    /// Connects to `addr` over `transport` and runs the driver until the allocation is made.
+    async fn start(
+        server: &TurnServer,
+        addr: SocketAddr,
+        transport: RelayTransport,
+        deadline: tokio::time::Instant,
+    ) -> Result<Self, RelayError> {
+        let unreachable = |e: std::io::Error| RelayError::Unreachable(format!("{addr}: {e}"));
+        let io = match transport {
+            RelayTransport::Udp => {
+                let any: SocketAddr = match addr {
+                    SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
+                    SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+                };
+                let socket = UdpSocket::bind(any).await.map_err(unreachable)?;
+                // Connected: the local address is the one the server sees from us.
+                socket.connect(addr).await.map_err(unreachable)?;
+                Io::Udp(socket)
+            }
+            RelayTransport::Tcp => {
+                match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
+                    Err(_) => return Err(RelayError::Timeout),
+                    Ok(Err(e)) => return Err(unreachable(e)),
+                    Ok(Ok(stream)) => {
+                        let _ = stream.set_nodelay(true);
+                        Io::Tcp(stream)
+                    }
+                }
+            }
+        };
+        let local = match &io {
+            Io::Udp(s) => s.local_addr(),
+            Io::Tcp(s) => s.local_addr(),
+        }
+        .map_err(unreachable)?;
+        let config = TurnConfig::new(TurnCredentials::new(&server.user, &server.password));
+        let (commands, commands_rx) = mpsc::channel(QUEUE);
+        let (incoming_tx, incoming) = mpsc::channel(QUEUE);
+        let (ready_tx, ready) = oneshot::channel();
+        let stats = Arc::new(RelayStats::default());
+        let task = match transport {
+            RelayTransport::Udp => tokio::spawn(
+                Driver {
+                    client: TurnClientUdp::allocate(local, addr, config),
+                    io,
+                    server: addr,
+                    local,
+                    commands: commands_rx,
+                    incoming: incoming_tx,
+                    stats: stats.clone(),
+                    ready: Some(ready_tx),
+                }
+                .run(),
+            ),
+            RelayTransport::Tcp => tokio::spawn(
+                Driver {
+                    client: TurnClientTcp::allocate(local, addr, config),
+                    io,
+                    server: addr,
+                    local,
+                    commands: commands_rx,
+                    incoming: incoming_tx,
+                    stats: stats.clone(),
+                    ready: Some(ready_tx),
+                }
+                .run(),
+            ),
+        };
+        let ready: Result<Ready, RelayError> = match tokio::time::timeout_at(deadline, ready).await
+        {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => Err(RelayError::Closed),
+            Err(_) => Err(RelayError::Timeout),
+        };
+        match ready {
+            Ok(Ready { relayed, mapped }) => Ok(Self {
+                commands,
+                incoming,
+                relayed,
+                mapped,
+                transport,
+                stats,
+                task: Some(task),
+            }),
+            Err(e) => {
+                task.abort();
+                Err(e)
+            }
+        }
+    }
+
+    /// The relayed transport address peers send to.
+    pub fn relayed_addr(&self) -> SocketAddr {
+        self.relayed
+    }
+
+    /// Our address as the TURN server saw it (XOR-MAPPED-ADDRESS), when it said.
+    pub fn mapped_addr(&self) -> Option<SocketAddr> {
+        self.mapped
+    }
+
+    /// The transport the allocation talks to its server over.
+    pub fn transport(&self) -> RelayTransport {
+        self.transport
+    }
+
+    pub fn stats(&self) -> &RelayStats {
+        &self.stats
+    }
+
+    /// Lets datagrams from `ip` in (and ours out to it), until closed; refreshed by the driver.
+    pub async fn permit(&self, ip: IpAddr) -> Result<(), RelayError> {
+        self.request(|reply| Command::Permit(ip, reply)).await
+    }
+
+    /// Binds a channel to `peer`: datagrams to and from it use 4-byte ChannelData framing.
+    /// Also installs the permission for its IP.
+    pub async fn bind_channel(&self, peer: SocketAddr) -> Result<(), RelayError> {
+        self.request(|reply| Command::Bind(peer, reply)).await
+    }
+
+    async fn request(
+        &self,
+        command: impl FnOnce(oneshot::Sender<Result<(), RelayError>>) -> Command,
+    ) -> Result<(), RelayError> {
+        let (reply, answer) = oneshot::channel();
+        let work = async {
+            self.commands
+                .send(command(reply))
+                .await
+                .map_err(|_| RelayError::Closed)?;
+            answer.await.map_err(|_| RelayError::Closed)?
+        };
+        tokio::time::timeout(TURN_REQUEST_TIMEOUT, work)
+            .await
+            .map_err(|_| RelayError::Timeout)?
+    }
+
+    /// Sends `data` to `peer` through the relay (needs a permission for its IP). Waits only
+    /// while the queue to the driver is full.
+    pub async fn send_to(&self, peer: SocketAddr, data: &[u8]) -> Result<(), RelayError> {
+        let send = self.commands.send(Command::Send(peer, data.to_vec()));
+        match tokio::time::timeout(TURN_REQUEST_TIMEOUT, send).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(RelayError::Closed),
+            Err(_) => Err(RelayError::Timeout),
+        }
+    }
+
+    /// The next datagram a peer sent through the relay; `Closed` once the allocation is gone.
+    /// Cancel-safe; the caller bounds the wait.
+    pub async fn recv_from(&mut self) -> Result<(SocketAddr, Vec<u8>), RelayError> {
+        self.incoming.recv().await.ok_or(RelayError::Closed)
+    }
+
+    /// Deallocates (a refresh with lifetime 0) and waits for the server's answer, at most
+    /// [`TURN_CLOSE_TIMEOUT`] (plus a little).
+    pub async fn close(mut self) {
+        let (done, finished) = oneshot::channel();
+        let bound = TURN_CLOSE_TIMEOUT + Duration::from_millis(200);
+        let _ = tokio::time::timeout(bound, async {
+            if self.commands.send(Command::Close(done)).await.is_ok() {
+                let _ = finished.await;
+            }
+        })
+        .await;
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+
+    /// Moves the client's clock forward by `by`, so refreshes fall due without waiting for them
+    /// (tests only: the server's clock does not move).
+    #[doc(hidden)]
+    pub async fn skew_clock(&self, by: Duration) {
+        let _ = self.commands.send(Command::Skew(by)).await;
+    }
+}
