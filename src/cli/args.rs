@@ -38,7 +38,7 @@ pub struct Global {
     #[arg(
         long = "turn",
         global = true,
-        value_name = "turn://USER:PASS@HOST:PORT"
+        value_name = "turn://USER:PASS@HOST:PORT[?transport=tcp]"
     )]
     pub turn: Vec<String>,
     /// Name registry, replaces the configured list (repeatable)
