@@ -144,11 +144,26 @@ def client_map(a, b):
     out({"local_port": sock.getsockname()[1], "seen": seen})
 
 
+def bind_quiet(fam):
+    """A socket on a port no other lab traffic uses: above the ephemeral range (32768-60999)
+    and warpgate's derived listen ports (10000-31999). A full-cone NAT keeps a mapping for 3
+    minutes after its socket closed; a quiet socket that reused such a port would receive the
+    "unsolicited" packet through that stale mapping and report a full cone as open."""
+    import random
+    for _ in range(50):
+        s = socket.socket(fam, socket.SOCK_DGRAM)
+        try:
+            s.bind(("", random.randint(61000, 64999)))
+            return s
+        except OSError:
+            s.close()
+    raise SystemExit("no free quiet port in 61000-64999")
+
+
 def client_filter(a, b):
     sock = socket.socket(family(a), socket.SOCK_DGRAM)
     sock.bind(("", 0))
-    quiet = socket.socket(family(a), socket.SOCK_DGRAM)
-    quiet.bind(("", 0))
+    quiet = bind_quiet(family(a))
     control = (lab_only(a), 4000)
     mapped = request(sock, control, "ECHO %s" % nonce())
     result = {"mapped": mapped, "from": {}}
