@@ -143,32 +143,26 @@ impl Allocation {
         let (incoming_tx, incoming) = mpsc::channel(QUEUE);
         let (ready_tx, ready) = oneshot::channel();
         let stats = Arc::new(RelayStats::default());
+        let wired = Driver {
+            client: (),
+            io,
+            server: addr,
+            local,
+            commands: commands_rx,
+            incoming: incoming_tx,
+            stats: stats.clone(),
+            ready: Some(ready_tx),
+        };
         let task = match transport {
             RelayTransport::Udp => tokio::spawn(
-                Driver {
-                    client: TurnClientUdp::allocate(local, addr, config),
-                    io,
-                    server: addr,
-                    local,
-                    commands: commands_rx,
-                    incoming: incoming_tx,
-                    stats: stats.clone(),
-                    ready: Some(ready_tx),
-                }
-                .run(),
+                wired
+                    .with_client(TurnClientUdp::allocate(local, addr, config))
+                    .run(),
             ),
             RelayTransport::Tcp => tokio::spawn(
-                Driver {
-                    client: TurnClientTcp::allocate(local, addr, config),
-                    io,
-                    server: addr,
-                    local,
-                    commands: commands_rx,
-                    incoming: incoming_tx,
-                    stats: stats.clone(),
-                    ready: Some(ready_tx),
-                }
-                .run(),
+                wired
+                    .with_client(TurnClientTcp::allocate(local, addr, config))
+                    .run(),
             ),
         };
         let ready: Result<Ready, RelayError> = match tokio::time::timeout_at(deadline, ready).await

@@ -74,6 +74,22 @@ struct Pending {
     auth_failed: bool,
 }
 
+impl<C> Driver<C> {
+    /// The same wiring around another TURN client: one per transport, the rest shared.
+    pub fn with_client<D>(self, client: D) -> Driver<D> {
+        Driver {
+            client,
+            io: self.io,
+            server: self.server,
+            local: self.local,
+            commands: self.commands,
+            incoming: self.incoming,
+            stats: self.stats,
+            ready: self.ready,
+        }
+    }
+}
+
 impl<C: TurnClientApi> Driver<C> {
     /// Runs until the allocation is gone; every wait is bounded by the client's own timers,
     /// the UDP silence bound or the close timeout.
