@@ -3,6 +3,7 @@
 //! failures (wrong password, nothing listening) and deallocation releasing the relayed port.
 //!
 //! Index:
+//! - `daemon`     — waiting for a server started here to listen (tests/common/daemon.rs)
 //! - `support`    — a `turnserver` process on free loopback ports, its files in a tempdir,
 //!   killed on drop; allocation helpers
 //! - `allocation` — allocate over UDP, over TCP, over TCP when UDP is refused or silent;
@@ -14,6 +15,8 @@
 
 #[path = "relay/allocation.rs"]
 mod allocation;
+#[path = "common/daemon.rs"]
+mod daemon;
 #[path = "relay/data.rs"]
 mod data;
 #[path = "relay/support.rs"]

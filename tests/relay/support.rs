@@ -1,7 +1,7 @@
 //! Test support: coturn (`turnserver`) on 127.0.0.1 with long-term credentials, a free port
 //! (found by binding port 0), a relay port range and its log and user database in a tempdir; killed on drop.
 
-use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -66,17 +66,11 @@ impl Coturn {
             child: Some(child),
             _dir: dir,
         };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "turnserver did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        crate::daemon::wait_listening(port, "turnserver");
         // The UDP listener may come up after the TCP one: wait for an answer to a STUN
         // Binding request, or a test would see a port unreachable and fall back to TCP.
         if !extra.contains(&"--no-udp") {
+            let deadline = Instant::now() + Duration::from_secs(5);
             let probe = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind probe");
             probe
                 .set_read_timeout(Some(Duration::from_millis(50)))

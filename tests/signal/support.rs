@@ -1,7 +1,7 @@
 //! Test support: mosquitto on 127.0.0.1 (a free port found by binding port 0), killed on drop;
 //! signalling nodes; a raw rumqttc client that publishes whatever a test wants.
 
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, TcpListener};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -58,14 +58,7 @@ impl Mosquitto {
             child: Some(child),
             _dir: dir,
         };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while TcpStream::connect((Ipv4Addr::LOCALHOST, port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "mosquitto did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        crate::daemon::wait_listening(port, "mosquitto");
         broker
     }
 
