@@ -140,6 +140,52 @@ impl Reporter {
         });
     }
 
+    /// A relayed link moved to another path (`{"event":"path",…}`).
+    pub fn path_changed(&self, change: &crate::link::PathChange) {
+        #[derive(Serialize)]
+        struct PathEvent<'a> {
+            path: &'static str,
+            method: &'a str,
+            remote: String,
+            after_ms: u64,
+        }
+        let after = change.after;
+        let event = PathEvent {
+            path: change.path.as_str(),
+            method: change.method,
+            remote: change.remote.to_string(),
+            after_ms: after.as_millis() as u64,
+        };
+        self.emit("path", event, || {
+            format!(
+                "warpgate: now {} via {} after {:.1} s ({})",
+                change.path.as_str(),
+                change.method,
+                after.as_secs_f64(),
+                change.remote
+            )
+        });
+    }
+
+    /// Reports `link`'s moves to another path (a relayed link's) for as long as the returned
+    /// handle is kept; `None` for a link that cannot move.
+    pub fn follow_path(
+        &self,
+        link: &crate::link::Link,
+    ) -> Option<tokio_util::task::AbortOnDropHandle<()>> {
+        let mut changes = link.path_changes()?;
+        let reporter = *self;
+        let task = tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                let change = changes.borrow_and_update().clone();
+                if let Some(change) = change {
+                    reporter.path_changed(&change);
+                }
+            }
+        });
+        Some(tokio_util::task::AbortOnDropHandle::new(task))
+    }
+
     pub fn forwarding(&self, local: &str, direction: &str) {
         #[derive(Serialize)]
         struct Forwarding<'a> {

@@ -187,3 +187,21 @@ pub const TURN_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// `close()` waits this long for the server to confirm the deallocation; exit is never held
 /// up longer.
 pub const TURN_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+/// UDP gets this head start over TCP when allocating: past it TCP is tried beside UDP (UDP may
+/// be blocked), so a UDP-blocked host has its relay in a few hundred ms, not after the silence.
+pub const TURN_TCP_HEAD_START: Duration = Duration::from_millis(250);
+/// A punching kit waits at most this long for its TURN allocation; past it the offer or answer
+/// goes without a relayed candidate (a dead TURN server must not hold up the direct strategies).
+pub const KIT_RELAY_WAIT: Duration = Duration::from_millis(1000);
+/// A relayed link is made at once but tried (and so selected) only this long after the punch
+/// fires, so a direct link that is about to come up wins: a cone↔cone punch takes tens of ms.
+pub const RELAY_GRACE: Duration = Duration::from_millis(300);
+/// Behind a relayed link, punching goes on for this long after the rendezvous fired ...
+pub const UPGRADE_PROBING: Duration = Duration::from_secs(30);
+/// ... at this pace once the first punch window is over (a hole that opens late is found
+/// within half a second, at 2 probes a second per candidate) ...
+pub const UPGRADE_PROBE_INTERVAL: Duration = Duration::from_millis(500);
+/// ... then again every minute for the life of the link ...
+pub const UPGRADE_RETRY_EVERY: Duration = Duration::from_secs(60);
+/// ... a short burst each time at the punching pace.
+pub const UPGRADE_RETRY_WINDOW: Duration = Duration::from_secs(2);

@@ -117,6 +117,10 @@ pub async fn run(
         event.signal = Some(used);
     }
     reporter.connected(&event);
+    let _path = reporter.follow_path(&link);
+    // The rendezvous (its sockets, its signalling) is done with; a relayed link keeps what it
+    // needs itself.
+    drop(ctx);
     // From here on there is a link to close when told to stop.
     let _holding = shutdown.hold();
     let stop = shutdown.token();

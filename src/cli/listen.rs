@@ -86,6 +86,7 @@ pub async fn run(
             creds: node.creds.clone(),
             allowed,
             stun: node.settings.stun.clone(),
+            turn: node.settings.turn.first().cloned(),
             strategies: traversal::registry(),
             inbound: listener.inbound(),
         };
@@ -154,6 +155,7 @@ async fn serve_transfers(
         };
         let (link, method) = accepted.context("listener stopped")?;
         reporter.connected(&inbound_event(&link, method));
+        let _path = reporter.follow_path(&link);
         let peer = link.info().peer.id().to_string();
         // The connector opens its stream right after selecting the link.
         let opened = tokio::time::timeout(HANDSHAKE_TIMEOUT, link.accept());
@@ -205,7 +207,12 @@ async fn serve_forward(
             link = listener.accept() => {
                 let (link, method) = link.context("listener stopped")?;
                 reporter.connected(&inbound_event(&link, method));
+                let path = reporter.follow_path(&link);
                 let forwarding = forward_link(link, target.clone(), stop.child_token());
+                let forwarding = async move {
+                    let _path = path;
+                    forwarding.await
+                };
                 if keep_open {
                     peers.spawn(forwarding);
                 } else {

@@ -65,6 +65,17 @@ impl Path {
     }
 }
 
+/// A relayed link moved to another path (DESIGN §1: the `path` event).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathChange {
+    pub path: Path,
+    /// The strategy that found the new path.
+    pub method: &'static str,
+    pub remote: SocketAddr,
+    /// Counted from when the link was made.
+    pub after: std::time::Duration,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
     #[error("timed out during {0}")]
@@ -84,6 +95,8 @@ pub enum LinkError {
     Io(io::Error),
     #[error("TLS setup failed: {0}")]
     Tls(#[from] rustls::Error),
+    #[error("no relay: {0}")]
+    Relay(String),
 }
 
 /// What a refused connector is told.
@@ -201,11 +214,53 @@ enum Inner {
 pub struct Link {
     inner: Inner,
     info: LinkInfo,
+    relayed: Option<Relayed>,
+}
+
+/// What a relayed link carries besides the connection.
+struct Relayed {
+    /// Whatever its path needs (the relay, the probing for a direct path), dropped with it.
+    _keeper: Box<dyn Send + Sync>,
+    changes: tokio::sync::watch::Receiver<Option<PathChange>>,
 }
 
 impl Link {
     pub fn info(&self) -> &LinkInfo {
         &self.info
+    }
+
+    /// Makes this QUIC link a relayed one: shown with the peer at `remote`, keeping `keeper`
+    /// for as long as it lives, its moves to another path reported on `changes`.
+    pub fn into_relayed(
+        mut self,
+        remote: SocketAddr,
+        keeper: Box<dyn Send + Sync>,
+        changes: tokio::sync::watch::Receiver<Option<PathChange>>,
+    ) -> Self {
+        self.info.path = Path::Relayed;
+        self.info.remote = remote;
+        if let Inner::Quic(quic) = &mut self.inner {
+            // The kit's endpoint goes with the link: let the close get out first.
+            quic.owns_endpoint = true;
+        }
+        self.relayed = Some(Relayed {
+            _keeper: keeper,
+            changes,
+        });
+        self
+    }
+
+    /// A relayed link's moves to another path (`None` for a link that is not relayed).
+    pub fn path_changes(&self) -> Option<tokio::sync::watch::Receiver<Option<PathChange>>> {
+        self.relayed.as_ref().map(|r| r.changes.clone())
+    }
+
+    /// The QUIC connection under the link, if it is one.
+    pub(crate) fn quic_connection(&self) -> Option<quinn::Connection> {
+        match &self.inner {
+            Inner::Quic(quic) => Some(quic.connection.clone()),
+            Inner::Tcp(_) => None,
+        }
     }
 
     /// Opens a new bidirectional stream (connector side).
@@ -242,6 +297,7 @@ impl Link {
     /// [`CloseReason::Shutdown`] abandons whatever is still in flight (the peer's streams fail
     /// with the reason) and is bounded by [`SHUTDOWN_CLOSE_TIMEOUT`].
     pub async fn close_with(self, reason: CloseReason) {
+        let _relayed = self.relayed;
         let done = async {
             match self.inner {
                 Inner::Tcp(l) => l.close(reason).await,

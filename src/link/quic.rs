@@ -67,16 +67,6 @@ pub fn endpoint(
     quinn::Endpoint::new(config, server, socket, runtime)
 }
 
-/// A QUIC endpoint on a socket it shares with STUN ([`super::demux`]): punch probes go out and
-/// come in beside the QUIC connection that later runs through the hole they opened.
-pub fn endpoint_with_stun(
-    socket: std::net::UdpSocket,
-    server: Option<quinn::ServerConfig>,
-) -> std::io::Result<(quinn::Endpoint, super::demux::StunSide)> {
-    let (socket, stun) = super::demux::split(socket)?;
-    Ok((endpoint_on(socket, server)?, stun))
-}
-
 /// A QUIC endpoint on a custom socket ([`super::demux`], [`super::paths`]), configured as
 /// [`endpoint`] configures one on a plain socket.
 pub(super) fn endpoint_on(
@@ -106,10 +96,10 @@ pub(super) fn client_config(
 }
 
 pub(super) struct QuicLink {
-    connection: quinn::Connection,
+    pub(super) connection: quinn::Connection,
     endpoint: quinn::Endpoint,
     /// An endpoint made for this link alone is closed with it.
-    owns_endpoint: bool,
+    pub(super) owns_endpoint: bool,
 }
 
 /// The address this side of the connection uses. quinn knows the local IP only on sockets that
@@ -232,6 +222,7 @@ pub async fn connect(
             remote,
             started,
         },
+        relayed: None,
     })
 }
 
@@ -264,6 +255,7 @@ pub async fn accept(
             remote,
             started,
         },
+        relayed: None,
     })
 }
 

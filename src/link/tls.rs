@@ -108,6 +108,7 @@ pub async fn connect(
             remote,
             started,
         },
+        relayed: None,
     })
 }
 
@@ -160,6 +161,7 @@ pub async fn accept(
             remote,
             started,
         },
+        relayed: None,
     })
 }
 

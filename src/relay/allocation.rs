@@ -1,7 +1,8 @@
 //! [`Allocation`]: the handle to one TURN allocation on a configured server. Making it resolves
-//! the server, allocates over UDP (or TCP: `?transport=tcp`, or UDP silent for
-//! [`TURN_UDP_SILENCE`](crate::timing::TURN_UDP_SILENCE)) and starts the
-//! [driver](super::driver) task that keeps it; every method is a bounded message to that task.
+//! the server, allocates over UDP (or TCP: `?transport=tcp`; or when UDP has not answered within
+//! [`TURN_TCP_HEAD_START`] TCP is tried beside it, and the first allocation made is kept) and
+//! starts the [driver](super::driver) task that keeps it; every method is a bounded message to
+//! that task. [`RelaySender`] hands datagrams over without ever waiting, for a socket's send path.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::AtomicU64;
@@ -19,7 +20,9 @@ use turn_client_proto::udp::TurnClientUdp;
 use super::driver::{Command, Driver, Ready};
 use super::io::Io;
 use crate::config::TurnServer;
-use crate::timing::{TURN_ALLOCATE_TIMEOUT, TURN_CLOSE_TIMEOUT, TURN_REQUEST_TIMEOUT};
+use crate::timing::{
+    TURN_ALLOCATE_TIMEOUT, TURN_CLOSE_TIMEOUT, TURN_REQUEST_TIMEOUT, TURN_TCP_HEAD_START,
+};
 
 /// Datagrams queued towards the relay (the sender waits when it is full) and from it (dropped
 /// when the reader falls this far behind, as a socket buffer would).
@@ -69,7 +72,8 @@ pub struct RelayStats {
 /// one best-effort request).
 pub struct Allocation {
     commands: mpsc::Sender<Command>,
-    incoming: mpsc::Receiver<(SocketAddr, Vec<u8>)>,
+    /// Taken by [`Allocation::take_incoming`] when another task reads what peers send.
+    incoming: Option<mpsc::Receiver<(SocketAddr, Vec<u8>)>>,
     relayed: SocketAddr,
     mapped: Option<SocketAddr>,
     transport: RelayTransport,
@@ -91,16 +95,30 @@ impl Allocation {
                 .next()
                 .ok_or_else(|| RelayError::Unreachable(format!("{}: no address", server.server)))?,
         };
-        if !server.tcp {
-            match Self::start(server, addr, RelayTransport::Udp, deadline).await {
-                // Silence or a port unreachable over UDP: perhaps UDP is blocked, try TCP.
-                Err(RelayError::Timeout | RelayError::Unreachable(_)) => {
-                    tracing::debug!(%addr, "no TURN answer over UDP, trying TCP")
-                }
-                other => return other,
-            }
+        if server.tcp {
+            return Self::start(server, addr, RelayTransport::Tcp, deadline).await;
         }
-        Self::start(server, addr, RelayTransport::Tcp, deadline).await
+        // UDP first; TCP joins in when UDP is still silent after a head start (UDP may be
+        // blocked here), and the first allocation made wins. The loser's driver sees its
+        // handle gone and deallocates by itself.
+        let udp = Self::start(server, addr, RelayTransport::Udp, deadline);
+        let tcp = async {
+            tokio::time::sleep(TURN_TCP_HEAD_START).await;
+            tracing::debug!(%addr, "no TURN answer over UDP yet, trying TCP too");
+            Self::start(server, addr, RelayTransport::Tcp, deadline).await
+        };
+        tokio::pin!(udp, tcp);
+        tokio::select! {
+            over_udp = &mut udp => match over_udp {
+                // Silence or a port unreachable over UDP: perhaps UDP is blocked, TCP decides.
+                Err(RelayError::Timeout | RelayError::Unreachable(_)) => tcp.await,
+                other => other,
+            },
+            over_tcp = &mut tcp => match over_tcp {
+                Ok(allocation) => Ok(allocation),
+                Err(e) => udp.await.map_err(|_| e),
+            },
+        }
     }
 
     /// Connects to `addr` over `transport` and runs the driver until the allocation is made.
@@ -128,7 +146,7 @@ impl Allocation {
                     Ok(Err(e)) => return Err(unreachable(e)),
                     Ok(Ok(stream)) => {
                         let _ = stream.set_nodelay(true);
-                        Io::Tcp(stream)
+                        Io::Tcp(super::io::Tcp::new(stream))
                     }
                 }
             }
@@ -152,6 +170,7 @@ impl Allocation {
             incoming: incoming_tx,
             stats: stats.clone(),
             ready: Some(ready_tx),
+            gone: false,
         };
         let task = match transport {
             RelayTransport::Udp => tokio::spawn(
@@ -174,7 +193,7 @@ impl Allocation {
         match ready {
             Ok(Ready { relayed, mapped }) => Ok(Self {
                 commands,
-                incoming,
+                incoming: Some(incoming),
                 relayed,
                 mapped,
                 transport,
@@ -205,6 +224,20 @@ impl Allocation {
 
     pub fn stats(&self) -> &RelayStats {
         &self.stats
+    }
+
+    /// A handle that hands datagrams to this allocation without waiting.
+    pub fn sender(&self) -> RelaySender {
+        RelaySender {
+            commands: self.commands.clone(),
+            stats: self.stats.clone(),
+        }
+    }
+
+    /// What peers send, for a task of its own to read; [`Allocation::recv_from`] then reports
+    /// `Closed`. The channel ends when the allocation does.
+    pub fn take_incoming(&mut self) -> Option<mpsc::Receiver<(SocketAddr, Vec<u8>)>> {
+        self.incoming.take()
     }
 
     /// Lets datagrams from `ip` in (and ours out to it), until closed; refreshed by the driver.
@@ -249,7 +282,10 @@ impl Allocation {
     /// The next datagram a peer sent through the relay; `Closed` once the allocation is gone.
     /// Cancel-safe; the caller bounds the wait.
     pub async fn recv_from(&mut self) -> Result<(SocketAddr, Vec<u8>), RelayError> {
-        self.incoming.recv().await.ok_or(RelayError::Closed)
+        match self.incoming.as_mut() {
+            Some(incoming) => incoming.recv().await.ok_or(RelayError::Closed),
+            None => Err(RelayError::Closed),
+        }
     }
 
     /// Deallocates (a refresh with lifetime 0) and waits for the server's answer, at most
@@ -273,5 +309,41 @@ impl Allocation {
     #[doc(hidden)]
     pub async fn skew_clock(&self, by: Duration) {
         let _ = self.commands.send(Command::Skew(by)).await;
+    }
+}
+
+impl Drop for Allocation {
+    /// Deallocates even while [`RelaySender`]s are still around (a path socket may hold one).
+    fn drop(&mut self) {
+        let _ = self.commands.try_send(Command::Release);
+    }
+}
+
+/// Hands datagrams to an allocation without waiting: a full queue drops the datagram (counted
+/// as unsendable), as a full socket buffer would.
+#[derive(Clone)]
+pub struct RelaySender {
+    commands: mpsc::Sender<Command>,
+    stats: Arc<RelayStats>,
+}
+
+impl RelaySender {
+    /// Queues `data` for `peer`; `Closed` once the allocation is gone.
+    pub fn try_send_to(&self, peer: SocketAddr, data: &[u8]) -> Result<(), RelayError> {
+        match self.commands.try_send(Command::Send(peer, data.to_vec())) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.stats
+                    .unsendable
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(RelayError::Closed),
+        }
+    }
+
+    /// Whether the allocation is gone (its driver ended).
+    pub fn is_closed(&self) -> bool {
+        self.commands.is_closed()
     }
 }

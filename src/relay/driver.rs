@@ -22,8 +22,8 @@ use super::allocation::{RelayError, RelayStats};
 use super::io::{Clock, Io};
 use crate::timing::{TURN_CLOSE_TIMEOUT, TURN_UDP_SILENCE};
 
-/// Largest datagram read from the server (a 1500-byte MTU with room for TURN's framing).
-const RECV_BUFFER: usize = 4096;
+/// Largest message read from the server: a ChannelData of the largest UDP payload.
+const RECV_BUFFER: usize = 65_536 + 4;
 
 /// Replies to a command that waits for the server.
 pub(super) type Reply = oneshot::Sender<Result<(), RelayError>>;
@@ -34,6 +34,9 @@ pub(super) enum Command {
     Bind(SocketAddr, Reply),
     Send(SocketAddr, Vec<u8>),
     Close(oneshot::Sender<()>),
+    /// The handle was dropped: deallocate (one best-effort request) and end, even while
+    /// senders of datagrams are still around.
+    Release,
     /// Moves the client's clock forward (tests: refreshes without waiting minutes).
     Skew(Duration),
 }
@@ -54,6 +57,8 @@ pub(super) struct Driver<C> {
     pub incoming: mpsc::Sender<(SocketAddr, Vec<u8>)>,
     pub stats: Arc<RelayStats>,
     pub ready: Option<oneshot::Sender<Result<Ready, RelayError>>>,
+    /// A send found the server gone (its host answered that nothing listens).
+    pub gone: bool,
 }
 
 /// Bookkeeping the loop keeps while it runs.
@@ -86,6 +91,7 @@ impl<C> Driver<C> {
             incoming: self.incoming,
             stats: self.stats,
             ready: self.ready,
+            gone: self.gone,
         }
     }
 }
@@ -109,7 +115,7 @@ impl<C: TurnClientApi> Driver<C> {
                 TurnPollRet::Closed => break,
                 _ => tokio::time::Instant::now() + Duration::from_millis(10),
             };
-            if self.flush(&clock).await.is_err() {
+            if self.flush(&clock).await.is_err() || self.gone {
                 break;
             }
             self.events(&mut p);
@@ -145,18 +151,23 @@ impl<C: TurnClientApi> Driver<C> {
                             return;
                         }
                     }
+                    // After it answered: the server is gone (its host says nothing listens).
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                        tracing::debug!(server = %self.server, "TURN server gone: {e}");
+                        break;
+                    }
                     Err(_) => {}
                 },
                 command = self.commands.recv(), if p.closing.is_none() => match command {
                     Some(Command::Skew(by)) => clock.skew += by,
-                    Some(command) => self.command(command, &clock, &mut p),
-                    None => {
+                    Some(Command::Release) | None => {
                         // The handle is gone: one best-effort deallocation, no wait.
                         if self.client.delete(clock.now()).is_ok() {
                             let _ = tokio::time::timeout(TURN_CLOSE_TIMEOUT, self.flush(&clock)).await;
                         }
                         break;
                     }
+                    Some(command) => self.command(command, &clock, &mut p),
                 },
                 _ = tokio::time::sleep_until(wait) => {
                     let now = tokio::time::Instant::now();
@@ -302,12 +313,12 @@ impl<C: TurnClientApi> Driver<C> {
                     let _ = done.send(());
                 }
             }
-            Command::Skew(_) => {}
+            Command::Skew(_) | Command::Release => {}
         }
     }
 
-    /// Sends a datagram to the server without waiting: UDP sends never block for long, and a
-    /// TCP connection that cannot take it is as good as lost, so it is dropped and counted.
+    /// Sends a datagram to the server without waiting: a full UDP buffer or a TCP connection
+    /// too far behind drops it (counted), as a full socket buffer would.
     fn queue_send(&mut self, mut data: Vec<u8>, to: SocketAddr) {
         // Over TCP a ChannelData message is padded to a multiple of 4 bytes (RFC 8656 §12.5);
         // turn-client-proto 0.7 leaves that to us, and coturn loses the stream without it.
@@ -318,16 +329,17 @@ impl<C: TurnClientApi> Driver<C> {
                 data.resize(data.len().next_multiple_of(4), 0);
             }
         }
-        let sent = match &mut self.io {
-            Io::Udp(s) => s.try_send_to(&data, to).map(drop),
-            Io::Tcp(s) => match s.try_write(&data) {
-                Ok(n) if n == data.len() => Ok(()),
-                Ok(_) => Err(std::io::ErrorKind::WriteZero.into()),
-                Err(e) => Err(e),
-            },
-        };
-        if sent.is_err() {
-            self.stats.unsendable.fetch_add(1, Ordering::Relaxed);
+        let sent = self.io.try_send(&data, to);
+        match &sent {
+            Ok(true) => {}
+            Ok(false) => drop(self.stats.unsendable.fetch_add(1, Ordering::Relaxed)),
+            Err(e) => {
+                self.stats.unsendable.fetch_add(1, Ordering::Relaxed);
+                // UDP: the server's host says nothing listens; TCP: the connection is broken.
+                let tcp = matches!(self.io, Io::Tcp(_));
+                self.gone |= self.ready.is_none()
+                    && (tcp || e.kind() == std::io::ErrorKind::ConnectionRefused);
+            }
         }
     }
 }

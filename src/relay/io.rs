@@ -1,10 +1,12 @@
 //! The relay's connection to its TURN server (UDP socket or TCP stream) and the clock the
 //! sans-IO client is driven by (real time, plus a skew tests use to make refreshes fall due).
+//! Over TCP, what arrives is cut into whole messages here (STUN, or ChannelData without the
+//! padding to 4 bytes the server adds on TCP, RFC 8656 §12.5): turn-client-proto 0.7 keeps the
+//! padding as the start of the next message and loses the stream.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use turn_client_proto::stun::Instant;
 use turn_client_proto::types::TransportType;
@@ -12,7 +14,83 @@ use turn_client_proto::types::TransportType;
 /// The connection to the TURN server.
 pub(super) enum Io {
     Udp(UdpSocket),
-    Tcp(TcpStream),
+    Tcp(Tcp),
+}
+
+/// Most bytes waiting to be written to a TCP server; a message that would go past it is
+/// dropped whole (as a full UDP buffer drops a datagram), so the stream stays framed.
+const TCP_OUT_LIMIT: usize = 1 << 20;
+
+/// A TCP connection to the server: whole messages in, whole messages out.
+pub(super) struct Tcp {
+    stream: TcpStream,
+    framer: Framer,
+    /// Written bytes the kernel has not taken yet (a partial write must be finished before
+    /// anything else goes, or the stream loses its framing).
+    out: Vec<u8>,
+}
+
+impl Tcp {
+    pub fn new(stream: TcpStream) -> Self {
+        Self {
+            stream,
+            framer: Framer::default(),
+            out: Vec::new(),
+        }
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.stream.local_addr()
+    }
+
+    /// Writes what waits, as much as the kernel takes now.
+    fn flush(&mut self) -> std::io::Result<()> {
+        while !self.out.is_empty() {
+            match self.stream.try_write(&self.out) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => drop(self.out.drain(..n)),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Bytes read from a TCP connection to a TURN server, not yet a whole message.
+#[derive(Default)]
+pub(super) struct Framer {
+    buf: Vec<u8>,
+}
+
+impl Framer {
+    /// The length of the first message in the buffer and of its padding, once it is all there;
+    /// an error for bytes that are neither STUN nor ChannelData.
+    fn next(&self) -> std::io::Result<Option<(usize, usize)>> {
+        let Some(head) = self.buf.get(..4) else {
+            return Ok(None);
+        };
+        let length = usize::from(u16::from_be_bytes([head[2], head[3]]));
+        let (message, padded) = match head[0] >> 6 {
+            0 => (20 + length, 20 + length),
+            1 => (4 + length, (4 + length).next_multiple_of(4)),
+            _ => return Err(std::io::Error::other("TURN server sent neither STUN nor ChannelData")),
+        };
+        Ok((self.buf.len() >= padded).then_some((message, padded)))
+    }
+
+    /// Moves the first whole message into `out` (without padding); its length.
+    fn take(&mut self, out: &mut [u8]) -> std::io::Result<Option<usize>> {
+        let Some((message, padded)) = self.next()? else {
+            return Ok(None);
+        };
+        let into = out
+            .get_mut(..message)
+            .ok_or_else(|| std::io::Error::other("TURN message larger than the buffer"))?;
+        into.copy_from_slice(&self.buf[..message]);
+        self.buf.drain(..padded);
+        Ok(Some(message))
+    }
 }
 
 impl Io {
@@ -23,19 +101,60 @@ impl Io {
         }
     }
 
+    /// Sends a control message to the server (UDP: waiting for room; TCP: queued whole).
     pub async fn send(&mut self, data: &[u8], to: SocketAddr) -> std::io::Result<()> {
         match self {
             Io::Udp(s) => s.send_to(data, to).await.map(drop),
-            Io::Tcp(s) => s.write_all(data).await,
+            Io::Tcp(_) => self.try_send(data, to).map(drop),
         }
     }
 
+    /// Sends without waiting. UDP: now, or not at all when the buffer is full. TCP: queued
+    /// whole after what already waits, unless that is over [`TCP_OUT_LIMIT`]. `Ok(false)`
+    /// when it was dropped.
+    pub fn try_send(&mut self, data: &[u8], to: SocketAddr) -> std::io::Result<bool> {
+        match self {
+            Io::Udp(s) => match s.try_send_to(data, to) {
+                Ok(_) => Ok(true),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(false),
+                Err(e) => Err(e),
+            },
+            Io::Tcp(tcp) => {
+                if tcp.out.len() + data.len() > TCP_OUT_LIMIT {
+                    return Ok(false);
+                }
+                tcp.out.extend_from_slice(data);
+                tcp.flush().map(|()| true)
+            }
+        }
+    }
+
+    /// The next datagram (UDP) or whole message (TCP) from the server. Cancel-safe: over TCP
+    /// what was read stays in the framer. Over TCP it also writes what waits to be written
+    /// whenever the connection takes more.
     pub async fn recv(&mut self, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
         match self {
             Io::Udp(s) => s.recv_from(buf).await,
-            Io::Tcp(s) => match s.read(buf).await? {
-                0 => Err(std::io::ErrorKind::UnexpectedEof.into()),
-                n => Ok((n, s.peer_addr()?)),
+            Io::Tcp(tcp) => loop {
+                if let Some(n) = tcp.framer.take(buf)? {
+                    return Ok((n, tcp.stream.peer_addr()?));
+                }
+                tokio::select! {
+                    readable = tcp.stream.readable() => {
+                        readable?;
+                        let mut chunk = [0u8; 8192];
+                        match tcp.stream.try_read(&mut chunk) {
+                            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                            Ok(n) => tcp.framer.buf.extend_from_slice(&chunk[..n]),
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    writable = tcp.stream.writable(), if !tcp.out.is_empty() => {
+                        writable?;
+                        tcp.flush()?;
+                    }
+                }
             },
         }
     }
@@ -63,6 +182,28 @@ impl Clock {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tcp_messages_are_cut_whole_and_channel_data_loses_its_padding() {
+        let mut framer = Framer::default();
+        let mut out = [0u8; 64];
+        // ChannelData of 5 bytes (padded to 12), then a STUN message with a 4-byte body.
+        framer.buf.extend_from_slice(&[0x40, 0x00, 0x00, 0x05, 1, 2, 3, 4]);
+        assert_eq!(framer.take(&mut out).unwrap(), None, "not all there yet");
+        framer.buf.extend_from_slice(&[5, 0, 0, 0]);
+        let mut stun = vec![0x01, 0x01, 0x00, 0x04];
+        stun.extend_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
+        stun.extend_from_slice(&[9; 12]);
+        stun.extend_from_slice(&[7; 4]);
+        framer.buf.extend_from_slice(&stun);
+        assert_eq!(framer.take(&mut out).unwrap(), Some(9));
+        assert_eq!(&out[..9], &[0x40, 0, 0, 5, 1, 2, 3, 4, 5]);
+        assert_eq!(framer.take(&mut out).unwrap(), Some(24));
+        assert_eq!(&out[..24], &stun[..]);
+        assert_eq!(framer.take(&mut out).unwrap(), None);
+        framer.buf.extend_from_slice(&[0xff, 0, 0, 0]);
+        assert!(framer.take(&mut out).is_err());
+    }
 
     #[test]
     fn the_skewed_clock_maps_back_to_real_time() {

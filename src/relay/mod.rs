@@ -8,4 +8,4 @@ mod allocation;
 mod driver;
 mod io;
 
-pub use allocation::{Allocation, RelayError, RelayStats, RelayTransport};
+pub use allocation::{Allocation, RelayError, RelaySender, RelayStats, RelayTransport};

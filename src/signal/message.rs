@@ -26,6 +26,8 @@ use p256::elliptic_curve::sec1::ToEncodedPoint;
 use p256::pkcs8::DecodePrivateKey;
 use serde::{Deserialize, Serialize};
 
+use std::net::SocketAddr;
+
 use crate::addr::{Candidate, CandidateKind};
 use crate::identity::{Identity, NodeId, PublicKey, NODE_ID_LEN, PUBLIC_KEY_LEN};
 
@@ -150,6 +152,9 @@ pub struct Offer {
     pub strategies: Vec<String>,
     /// Ties the answer to this offer; also the token of the session's punch probes.
     pub nonce: [u8; 16],
+    /// The connector's relayed addresses (its TURN allocation), when it has one. Only the
+    /// address: the TURN credentials never leave the node.
+    pub relayed: Vec<SocketAddr>,
 }
 
 /// The listener's reply to an [`Offer`] with the same nonce.
@@ -163,6 +168,8 @@ pub struct Answer {
     /// Both sides start punching this long after the answer arrives (the listener adds half
     /// the round trip it measures).
     pub fire_in_ms: u32,
+    /// The listener's relayed addresses, when it has a TURN allocation.
+    pub relayed: Vec<SocketAddr>,
 }
 
 /// A round-trip probe (for punch timing).
@@ -549,6 +556,7 @@ mod tests {
             ],
             strategies: vec!["reverse".into(), "tcp_punch".into()],
             nonce: [7; 16],
+            relayed: vec!["198.51.100.1:49152".parse().unwrap()],
         })
     }
 
@@ -572,6 +580,7 @@ mod tests {
                 tcp: vec![],
                 nonce: [1; 16],
                 fire_in_ms: 100,
+                relayed: vec![],
             }),
             Payload::Ping(Ping {
                 nonce: 9,

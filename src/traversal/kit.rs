@@ -1,23 +1,32 @@
 //! The punching kit: this side's fresh sockets for one rendezvous. A UDP socket that carries
-//! both STUN (the probes) and QUIC (the link through the hole), and a TCP port shared by a
+//! both STUN (the probes) and QUIC (the link through the hole) on a path-switching socket, so
+//! a QUIC connection can run through a relay and move to the direct path later; a TURN
+//! allocation when a TURN server is configured ([`KitRelay`]); and a TCP port shared by a
 //! listener and the simultaneous-open connects (SO_REUSEADDR/PORT). Preparing it binds the
 //! sockets, learns their public mappings with STUN on those very sockets (so the mapping
-//! announced is the mapping used), and turns what was learned into candidates for the peer.
+//! announced is the mapping used), allocates the relay meanwhile, and turns what was learned
+//! into candidates for the peer.
 //!
-//! Neighbours: [`super::rendezvous`] owns a kit per side; the punch strategies use its sockets.
+//! Neighbours: [`super::rendezvous`] owns a kit per side; the punch strategies use its sockets;
+//! [`super::probing`] probes on its UDP socket and relay.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use std::sync::Arc;
 
 use futures_util::FutureExt;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
+use super::kit_relay::KitRelay;
 use crate::addr::{Candidate, CandidateKind};
-use crate::config::HostPort;
+use crate::config::{HostPort, TurnServer};
 use crate::identity::PublicKey;
 use crate::link::demux::StunSide;
+use crate::link::paths::{self, PathSocket};
 use crate::link::pin::Credentials;
 use crate::link::quic;
+use crate::relay::RelayError;
 use crate::stun::{self, Timing};
 use crate::timing::KIT_STUN_GRACE;
 
@@ -30,26 +39,44 @@ const MAX_SEQUENTIAL_STEP: u16 = 16;
 /// How many ports ahead to predict.
 const PREDICTED_PORTS: u16 = 3;
 
-/// This side's fresh sockets for one rendezvous.
-pub struct Kit {
+/// The kit's UDP side: what a QUIC link through the kit needs for as long as it lives (a
+/// relayed link keeps it, with its relay, after the rest of the kit is gone).
+pub struct UdpSide {
     /// QUIC on the UDP socket whose mapping was learned; it accepts only the peer.
     pub endpoint: quinn::Endpoint,
+    /// The same socket's routes: straight to a peer, or through a relay.
+    pub paths: Arc<PathSocket>,
     /// The STUN side of the same socket (punch probes).
     pub stun: tokio::sync::Mutex<StunSide>,
+    /// This side's TURN allocation, when TURN is configured and the relay allowed.
+    pub relay: Option<KitRelay>,
+}
+
+/// This side's fresh sockets for one rendezvous.
+pub struct Kit {
+    pub socket: Arc<UdpSide>,
     /// Accepts on the punching TCP port (reverse connects, and punches that land as accepts).
     pub tcp_listener: tokio::sync::Mutex<TcpListener>,
     pub tcp_port: u16,
     pub udp: Vec<Candidate>,
     pub tcp: Vec<Candidate>,
+    /// The relayed address of this side's allocation, offered to the peer.
+    pub relayed: Option<SocketAddr>,
+    /// Why there is no allocation although a TURN server was configured.
+    pub relay_error: Option<RelayError>,
+    /// Whether this NAT mapped the socket to different ports for different servers (its
+    /// mapping depends on the destination: a symmetric NAT).
+    pub mapping_varies: bool,
 }
 
 impl Kit {
-    /// Binds the sockets, learns their public mappings from `stun_servers` (IPv4) and makes the
-    /// QUIC endpoint that accepts only `peer`.
+    /// Binds the sockets, learns their public mappings from `stun_servers` (IPv4), allocates on
+    /// `turn` meanwhile (if given) and makes the QUIC endpoint that accepts only `peer`.
     pub async fn prepare(
         creds: &Credentials,
         peer: &PublicKey,
         stun_servers: &[HostPort],
+        turn: Option<&TurnServer>,
     ) -> std::io::Result<Self> {
         let udp = crate::net::bind_udp((Ipv4Addr::UNSPECIFIED, 0).into())?;
         udp.set_nonblocking(true)?;
@@ -59,8 +86,18 @@ impl Kit {
         let tcp_port = listener.local_addr()?.port();
         let tcp_listener = listener.listen(16)?;
 
-        let (udp_public, tcp_public) = learn_mappings(&udp, tcp_port, stun_servers).await;
+        let allocating = async {
+            match turn {
+                Some(server) => Some(KitRelay::allocate(server).await),
+                None => None,
+            }
+        };
+        let ((udp_public, tcp_public), allocated) = tokio::join!(
+            learn_mappings(&udp, tcp_port, stun_servers),
+            allocating
+        );
         tracing::debug!(?udp_public, ?tcp_public, "kit mappings");
+        let mapping_varies = varies(&udp_public);
         let local_ips: Vec<IpAddr> = crate::net::interface_ips()?
             .into_iter()
             .filter(|ip| ip.is_ipv4() && !ip.is_loopback())
@@ -70,16 +107,41 @@ impl Kit {
 
         let server = quic::server_config(creds, Some(vec![peer.id()]))
             .map_err(|e| std::io::Error::other(e.to_string()))?;
-        let (endpoint, stun_side) = quic::endpoint_with_stun(udp.into_std()?, Some(server))?;
+        let (endpoint, paths, stun_side) = paths::endpoint(udp.into_std()?, Some(server))?;
+        let (relay, relay_error) = match allocated {
+            None => (None, None),
+            Some(Ok(allocation)) => match KitRelay::new(allocation, paths.relay_inbound()) {
+                Ok(relay) => (Some(relay), None),
+                Err(e) => (None, Some(e)),
+            },
+            Some(Err(e)) => {
+                tracing::warn!("TURN relay unavailable for this connection: {e}");
+                (None, Some(e))
+            }
+        };
         Ok(Self {
-            endpoint,
-            stun: tokio::sync::Mutex::new(stun_side),
+            relayed: relay.as_ref().map(|r| r.relayed),
+            socket: Arc::new(UdpSide {
+                endpoint,
+                paths,
+                stun: tokio::sync::Mutex::new(stun_side),
+                relay,
+            }),
             tcp_listener: tokio::sync::Mutex::new(tcp_listener),
             tcp_port,
             udp: udp_candidates,
             tcp: tcp_candidates,
+            relay_error,
+            mapping_varies,
         })
     }
+}
+
+/// Whether two servers saw the socket on the same IP at different ports.
+pub(super) fn varies(mapped: &[SocketAddr]) -> bool {
+    mapped
+        .iter()
+        .any(|a| mapped.iter().any(|b| a.ip() == b.ip() && a.port() != b.port()))
 }
 
 /// The public mappings of the kit's UDP socket and TCP port, as the STUN servers saw them.

@@ -14,13 +14,17 @@
 pub mod cascade;
 pub mod direct;
 pub mod kit;
+pub mod kit_relay;
 pub mod offer;
+pub mod probing;
 pub mod punch;
+pub mod relay;
 pub mod rendezvous;
 pub mod respond;
 pub mod reverse;
 pub mod tcp_punch;
 pub mod udp_punch;
+pub mod upgrade;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, OnceLock};
@@ -40,6 +44,8 @@ pub enum Phase {
     Direct,
     /// Coordinated hole punching through NATs.
     Punch,
+    /// Through a TURN relay, the last resort.
+    Relay,
 }
 
 impl Phase {
@@ -47,7 +53,8 @@ impl Phase {
     pub fn offset(self) -> Duration {
         match self {
             Phase::Direct => Duration::ZERO,
-            Phase::Punch => crate::timing::PUNCH_PHASE_OFFSET,
+            // Signalled strategies are timed from the rendezvous, not by their phase.
+            Phase::Punch | Phase::Relay => crate::timing::PUNCH_PHASE_OFFSET,
         }
     }
 }
@@ -150,6 +157,7 @@ pub fn registry() -> Vec<Arc<dyn Strategy>> {
         Arc::new(reverse::Reverse),
         Arc::new(tcp_punch::TcpPunch),
         Arc::new(udp_punch::UdpPunch),
+        Arc::new(relay::Relay),
     ]
 }
 

@@ -13,7 +13,9 @@ use futures_util::FutureExt;
 use tokio::time::Instant;
 
 use super::kit::Kit;
-use super::rendezvous::{fire_delay, rand_bytes, usable, Rendezvous, RendezvousError, Role};
+use super::rendezvous::{
+    fire_delay, rand_bytes, usable, usable_relayed, Agreed, Rendezvous, RendezvousError, Role,
+};
 use super::{LocalFacts, Phase};
 use crate::addr::Address;
 use crate::config::Settings;
@@ -31,7 +33,8 @@ pub type Exchange = BoxFuture<'static, Result<Rendezvous, RendezvousError>>;
 /// peer reachable directly costs no signalling at all; otherwise it starts at once. The brokers are those the
 /// peer's address names, else the ones its key picks from our configured list. The
 /// signalling keys are derived from `identity` only when there is an exchange to run (it costs
-/// a scalar multiplication, which a direct connection need not pay).
+/// a scalar multiplication, which a direct connection need not pay). When the relay is among
+/// `strategies` and a TURN server is configured, the kit allocates on the first one.
 pub fn exchange(
     settings: &Settings,
     identity: &Identity,
@@ -56,6 +59,11 @@ pub fn exchange(
         Duration::ZERO
     };
     let (peer, stun) = (peer.clone(), settings.stun.clone());
+    let turn = settings
+        .turn
+        .first()
+        .filter(|_| strategies.iter().any(|s| s == "relay"))
+        .cloned();
     // Brokers that cannot be reached are reported as such while half the time is still left,
     // not hidden behind the deadline as a peer that never answered.
     let mut config = SignalConfig::default();
@@ -65,7 +73,7 @@ pub fn exchange(
         async move {
             tokio::time::sleep(wait).await;
             let signal = Signal::start_with(keys, &brokers, config).await?;
-            let kit = Kit::prepare(&creds, &peer.key, &stun).await?;
+            let kit = Kit::prepare(&creds, &peer.key, &stun, turn.as_ref()).await?;
             offer(signal, creds, &peer, kit, strategies).await
         }
         .boxed(),
@@ -86,6 +94,7 @@ async fn offer(
         tcp: kit.tcp.clone(),
         strategies: strategies.clone(),
         nonce,
+        relayed: kit.relayed.into_iter().collect(),
     };
     let sent = Instant::now();
     signal.send(&peer.key, Payload::Offer(offer)).await?;
@@ -104,7 +113,7 @@ async fn offer(
     .ok_or(SignalError::Closed)?;
     let asked = Duration::from_millis(u64::from(answer.fire_in_ms)).min(FIRE_IN * 10);
     let fire_in = fire_delay(asked, round_trip);
-    Ok(Rendezvous {
+    Ok(Rendezvous::new(Agreed {
         role: Role::Connector,
         peer: peer.key,
         creds,
@@ -112,8 +121,9 @@ async fn offer(
         kit,
         peer_udp: usable(&answer.udp),
         peer_tcp: usable(&answer.tcp),
+        peer_relayed: usable_relayed(&answer.relayed),
         strategies,
         fire_at: Instant::now() + fire_in,
         signal: Some(signal),
-    })
+    }))
 }

@@ -5,16 +5,22 @@
 //! listener from its sending plus half the round trip its acknowledgement took (DESIGN §3:
 //! synchronise by a signalling round trip, not by clocks).
 //!
-//! Neighbours: [`crate::signal`] carries the messages; the `reverse`, `tcp_punch` and
-//! `udp_punch` strategies use the kit, the peer's candidates and the links made here.
+//! Neighbours: [`crate::signal`] carries the messages; the `reverse`, `tcp_punch`, `udp_punch`
+//! and `relay` strategies use the kit, the peer's candidates, the [`Probing`] and the links
+//! made here.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::kit::Kit;
+use super::probing::{self, Probing};
 use crate::addr::{Candidate, CandidateKind};
+use crate::link::paths::Route;
+use crate::link::Path;
 use crate::identity::PublicKey;
 use crate::link::pin::{self, Credentials};
 use crate::link::{quic, tls, Link, LinkError};
@@ -78,15 +84,97 @@ pub struct Rendezvous {
     pub kit: Kit,
     pub peer_udp: Vec<SocketAddr>,
     pub peer_tcp: Vec<SocketAddr>,
+    /// The peer's relayed addresses (its TURN allocation), when it has one.
+    pub peer_relayed: Vec<SocketAddr>,
     /// The strategies the connector asked for.
     pub strategies: Vec<String>,
     /// When both sides start punching.
     pub fire_at: Instant,
+    /// The UDP probing, when a strategy that needs it was asked for.
+    pub probing: Option<Arc<Probing>>,
+    /// QUIC connections accepted on the kit's endpoint, sorted by path, waiting for the
+    /// strategy that takes that path (listener).
+    accepted: tokio::sync::Mutex<Accepted>,
     /// The connector's signalling channel, kept open while the rendezvous runs.
     pub(super) signal: Option<Signal>,
 }
 
+/// Accepted QUIC connections not yet taken, by path.
+#[derive(Default)]
+struct Accepted {
+    direct: VecDeque<quinn::Incoming>,
+    relayed: VecDeque<quinn::Incoming>,
+}
+
+impl Accepted {
+    fn queue(&mut self, path: Path) -> &mut VecDeque<quinn::Incoming> {
+        match path {
+            Path::Direct => &mut self.direct,
+            Path::Relayed => &mut self.relayed,
+        }
+    }
+}
+
+/// What each side knows when its half of the rendezvous is agreed.
+pub struct Agreed {
+    pub role: Role,
+    pub peer: PublicKey,
+    pub creds: Credentials,
+    pub nonce: [u8; 16],
+    pub kit: Kit,
+    pub peer_udp: Vec<SocketAddr>,
+    pub peer_tcp: Vec<SocketAddr>,
+    pub peer_relayed: Vec<SocketAddr>,
+    pub strategies: Vec<String>,
+    pub fire_at: Instant,
+    pub signal: Option<Signal>,
+}
+
 impl Rendezvous {
+    /// The rendezvous, with its probing started when `udp_punch` or `relay` was asked for and
+    /// there is a path to probe.
+    pub fn new(a: Agreed) -> Self {
+        let asked = |name: &str| a.strategies.iter().any(|s| s == name);
+        let direct = asked("udp_punch");
+        let relay = asked("relay") && (a.kit.socket.relay.is_some() || !a.peer_relayed.is_empty());
+        let probing = (direct && !a.peer_udp.is_empty() || relay).then(|| {
+            Arc::new(Probing::start(
+                a.kit.socket.clone(),
+                probing::Plan {
+                    own_token: a.role.token(&a.nonce),
+                    peer_token: a.role.other().token(&a.nonce),
+                    peer_direct: if direct {
+                        a.peer_udp.clone()
+                    } else {
+                        Vec::new()
+                    },
+                    peer_relayed: if relay {
+                        a.peer_relayed.clone()
+                    } else {
+                        Vec::new()
+                    },
+                    fire_at: a.fire_at,
+                    upgrade: direct && relay,
+                },
+            ))
+        });
+        Self {
+            role: a.role,
+            peer: a.peer,
+            creds: a.creds,
+            nonce: a.nonce,
+            kit: a.kit,
+            peer_udp: a.peer_udp,
+            peer_tcp: a.peer_tcp,
+            peer_relayed: a.peer_relayed,
+            strategies: a.strategies,
+            fire_at: a.fire_at,
+            probing,
+            accepted: Default::default(),
+            signal: a.signal,
+        }
+    }
+
     /// Makes a link of a TCP connection with the peer, however it came about: the connector is
     /// always the TLS client, the listener the server (accepting only the peer).
     pub async fn secure_tcp(&self, tcp: tokio::net::TcpStream) -> Result<Link, LinkError> {
@@ -119,21 +207,46 @@ impl Rendezvous {
         }
     }
 
-    /// The first QUIC connection the peer makes to the kit's endpoint.
-    pub async fn accept_quic(&self) -> Result<Link, LinkError> {
-        let endpoint = self.kit.endpoint.clone();
-        let incoming = endpoint
-            .accept()
-            .await
-            .ok_or(LinkError::Protocol("punching endpoint closed"))?;
+    /// The first QUIC connection the peer makes to the kit's endpoint on `path`: whoever waits
+    /// accepts for both paths and queues what is the other's.
+    pub async fn accept_quic(&self, path: Path) -> Result<Link, LinkError> {
+        let endpoint = self.kit.socket.endpoint.clone();
+        let incoming = loop {
+            let mut accepted = self.accepted.lock().await;
+            if let Some(incoming) = accepted.queue(path).pop_front() {
+                break incoming;
+            }
+            let incoming = endpoint
+                .accept()
+                .await
+                .ok_or(LinkError::Protocol("punching endpoint closed"))?;
+            let arrived_on = self.path_of(incoming.remote_address());
+            if arrived_on == path {
+                break incoming;
+            }
+            accepted.queue(arrived_on).push_back(incoming);
+        };
         tokio::time::timeout(HANDSHAKE_TIMEOUT, quic::accept(incoming, endpoint))
             .await
             .map_err(|_| LinkError::Timeout("QUIC handshake"))?
     }
 
+    /// Whether datagrams from `remote` (as quinn sees it) come through a relay.
+    fn path_of(&self, remote: SocketAddr) -> Path {
+        let ours = matches!(
+            self.kit.socket.paths.route(remote),
+            Some(Route::Relayed { .. })
+        );
+        if ours || self.peer_relayed.contains(&remote) {
+            Path::Relayed
+        } else {
+            Path::Direct
+        }
+    }
+
     /// A QUIC connection from the kit's endpoint to the peer at `remote`.
     pub async fn dial_quic(&self, remote: SocketAddr) -> Result<Link, LinkError> {
-        let endpoint = self.kit.endpoint.clone();
+        let endpoint = self.kit.socket.endpoint.clone();
         tokio::time::timeout(
             HANDSHAKE_TIMEOUT,
             quic::connect(endpoint, false, remote, &self.creds, self.peer),
@@ -171,6 +284,21 @@ pub(super) fn usable(candidates: &[Candidate]) -> Vec<SocketAddr> {
     let mut addrs: Vec<SocketAddr> = list.into_iter().map(|c| c.addr).collect();
     addrs.dedup();
     addrs.truncate(MAX_PEER_CANDIDATES);
+    addrs
+}
+
+/// The peer's relayed addresses worth trying: as [`usable`], at most two.
+pub(super) fn usable_relayed(relayed: &[SocketAddr]) -> Vec<SocketAddr> {
+    let mut addrs: Vec<SocketAddr> = relayed
+        .iter()
+        .filter(|a| {
+            let ip = a.ip();
+            ip.is_ipv4() && !ip.is_unspecified() && !ip.is_multicast() && a.port() != 0
+        })
+        .copied()
+        .collect();
+    addrs.dedup();
+    addrs.truncate(2);
     addrs
 }
 

@@ -14,9 +14,11 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::kit::Kit;
-use super::rendezvous::{fire_delay, usable, Rendezvous, RendezvousError, Role};
+use super::rendezvous::{
+    fire_delay, usable, usable_relayed, Agreed, Rendezvous, RendezvousError, Role,
+};
 use super::Strategy;
-use crate::config::HostPort;
+use crate::config::{HostPort, TurnServer};
 use crate::identity::{NodeId, PublicKey};
 use crate::link::listener::Inbound;
 use crate::link::pin::Credentials;
@@ -31,6 +33,8 @@ pub struct Responder {
     pub creds: Credentials,
     pub allowed: Option<Vec<NodeId>>,
     pub stun: Vec<HostPort>,
+    /// Where a session allocates its relay when the offer asks for the relay.
+    pub turn: Option<TurnServer>,
     pub strategies: Vec<Arc<dyn Strategy>>,
     pub inbound: Inbound,
 }
@@ -89,14 +93,7 @@ async fn run_session(
     from: PublicKey,
     offer: Offer,
 ) {
-    let session = match answer(
-        &signal,
-        responder.creds.clone(),
-        from,
-        offer,
-        &responder.stun,
-    )
-    .await
+    let session = match answer(&signal, &responder, from, offer).await
     {
         Ok(session) => Arc::new(session),
         Err(e) => return tracing::info!(peer = %from.id(), "cannot answer the offer: {e}"),
@@ -131,22 +128,27 @@ async fn run_session(
 /// names, or more on a slow path).
 async fn answer(
     signal: &Signal,
-    creds: Credentials,
+    responder: &Responder,
     peer: PublicKey,
     offer: Offer,
-    stun_servers: &[HostPort],
 ) -> Result<Rendezvous, RendezvousError> {
-    let kit = Kit::prepare(&creds, &peer, stun_servers).await?;
+    let creds = responder.creds.clone();
+    let turn = responder
+        .turn
+        .as_ref()
+        .filter(|_| offer.strategies.iter().any(|s| s == "relay"));
+    let kit = Kit::prepare(&creds, &peer, &responder.stun, turn).await?;
     let answer = Answer {
         udp: kit.udp.clone(),
         tcp: kit.tcp.clone(),
         nonce: offer.nonce,
         fire_in_ms: FIRE_IN.as_millis() as u32,
+        relayed: kit.relayed.into_iter().collect(),
     };
     let sent = Instant::now();
     signal.send(&peer, Payload::Answer(answer)).await?;
     let round_trip = sent.elapsed();
-    Ok(Rendezvous {
+    Ok(Rendezvous::new(Agreed {
         role: Role::Listener,
         peer,
         creds,
@@ -154,8 +156,9 @@ async fn answer(
         kit,
         peer_udp: usable(&offer.udp),
         peer_tcp: usable(&offer.tcp),
+        peer_relayed: usable_relayed(&offer.relayed),
         strategies: offer.strategies,
         fire_at: (sent + round_trip / 2 + fire_delay(FIRE_IN, round_trip)).max(Instant::now()),
         signal: None,
-    })
+    }))
 }

@@ -51,7 +51,7 @@ impl Strategy for Reverse {
             let rendezvous = ctx.rendezvous()?;
             match attempt.transport {
                 Transport::Tcp => rendezvous.accept_tcp().await,
-                Transport::Quic => rendezvous.accept_quic().await,
+                Transport::Quic => rendezvous.accept_quic(crate::link::Path::Direct).await,
             }
         }
         .boxed()

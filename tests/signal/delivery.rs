@@ -24,6 +24,7 @@ fn offer() -> Payload {
         ],
         strategies: vec!["reverse".into(), "tcp_punch".into(), "udp_punch".into()],
         nonce: [42; 16],
+        relayed: Vec::new(),
     })
 }
 
@@ -36,6 +37,7 @@ fn answer() -> Payload {
         tcp: Vec::new(),
         nonce: [42; 16],
         fire_in_ms: 100,
+        relayed: vec!["198.51.100.1:49152".parse().unwrap()],
     })
 }
 

@@ -195,5 +195,6 @@ pub fn note(n: u8) -> Payload {
         tcp: Vec::new(),
         nonce: [n; 16],
         fire_in_ms: 0,
+        relayed: Vec::new(),
     })
 }

@@ -2,15 +2,17 @@
 //! probes every [`PROBE_INTERVAL`] (one to each peer candidate) until [`PUNCH_WINDOW`](crate::timing::PUNCH_WINDOW) has
 //! passed; probes are STUN binding requests whose USERNAME is this side's role token
 //! ([`crate::traversal::rendezvous::Role::token`]). Throughout, and after the window too, it
-//! answers every probe that carries the peer's token. It reports, once, the first address the
-//! peer was heard from: the source of a peer probe or of an answer to one of our own probes,
-//! whatever port that is (a peer-reflexive source counts). Its own probes looped back, answers
-//! to requests it never sent and anything else are ignored.
+//! answers every probe that carries the peer's token. It reports each address the peer is heard
+//! from: the source of a peer probe or of an answer to one of our own probes, whatever port that
+//! is (a peer-reflexive source counts), and again when an answer *confirms* it (our probe got
+//! there and its answer came back). Its own probes looped back, answers to requests it never
+//! sent and anything else are ignored. [`Prober::rearm`] starts another window (the background
+//! probing of a relayed link, looking for a direct path).
 //!
 //! Neighbours: [`crate::stun::codec`] encodes and reads the probes; `udp_punch` drives a
 //! prober over the kit's STUN side and dials QUIC to the address heard.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -28,8 +30,9 @@ pub struct Transmit {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Event {
-    /// The peer was heard for the first time, from this address.
-    Heard(SocketAddr),
+    /// The peer was heard from `from`: first heard (`confirmed` false unless the first datagram
+    /// was an answer), or now confirmed by an answer to one of our probes.
+    Heard { from: SocketAddr, confirmed: bool },
 }
 
 pub struct Prober {
@@ -37,13 +40,17 @@ pub struct Prober {
     peer_token: String,
     peers: Vec<SocketAddr>,
     fire_at: Instant,
-    /// Rounds are sent at `fire_at + k × PROBE_INTERVAL` while that is before this.
+    /// Rounds are sent at `fire_at + k × interval` while that is before this.
     stop_sending: Instant,
+    interval: Duration,
     next_round: Option<Instant>,
     rounds: u32,
     /// Transaction ids of every probe sent: only answers to these count.
     sent: HashSet<TransactionId>,
+    /// The first address the peer was heard from.
     heard: Option<SocketAddr>,
+    /// Every address heard, and whether an answer confirmed it.
+    sources: HashMap<SocketAddr, bool>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
 }
@@ -65,10 +72,12 @@ impl Prober {
             peers,
             fire_at,
             stop_sending,
+            interval: PROBE_INTERVAL,
             next_round: (fire_at < stop_sending).then_some(fire_at),
             rounds: 0,
             sent: HashSet::new(),
             heard: None,
+            sources: HashMap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
         }
@@ -84,31 +93,47 @@ impl Prober {
         self.heard
     }
 
+    /// Whether the peer was heard from `from` and an answer confirmed it.
+    pub fn confirmed(&self, from: SocketAddr) -> bool {
+        self.sources.get(&from).copied().unwrap_or(false)
+    }
+
+    /// Probes again from `at` for `window`, a round every `interval`; what was heard stays.
+    pub fn rearm(&mut self, at: Instant, window: Duration, interval: Duration) {
+        self.stop_sending = at + window;
+        self.interval = interval.max(Duration::from_millis(1));
+        self.next_round = (at < self.stop_sending).then_some(at);
+    }
+
     /// A datagram arrived on the punching socket from `from`.
     pub fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
-        match codec::read_punch(data) {
+        let confirmed = match codec::read_punch(data) {
             Some(Punch::Request { token }) if token == self.peer_token => {
                 match codec::punch_response(data, from) {
                     Ok(bytes) => self.transmits.push_back(Transmit { to: from, bytes }),
                     Err(e) => tracing::trace!(%from, "probe not answered: {e}"),
                 }
+                false
             }
-            Some(Punch::Response { id, .. }) if self.sent.contains(&id) => {}
+            Some(Punch::Response { id, .. }) if self.sent.contains(&id) => true,
             _ => return,
+        };
+        let known = self.sources.get(&from).copied();
+        if known == Some(true) || (known == Some(false) && !confirmed) {
+            return;
         }
-        if self.heard.is_none() {
-            let after_ms = now.saturating_duration_since(self.fire_at).as_millis();
-            tracing::debug!(%from, after_ms, "udp_punch: peer heard");
-            self.heard = Some(from);
-            self.events.push_back(Event::Heard(from));
-        }
+        self.sources.insert(from, confirmed);
+        let after_ms = now.saturating_duration_since(self.fire_at).as_millis();
+        tracing::debug!(%from, confirmed, after_ms, "udp_punch: peer heard");
+        self.heard.get_or_insert(from);
+        self.events.push_back(Event::Heard { from, confirmed });
     }
 
     /// Sends the rounds that are due by `now` (several at once if the caller was late).
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(at) = self.next_round.filter(|&at| at <= now) {
             self.round();
-            let next = at + PROBE_INTERVAL;
+            let next = at + self.interval;
             self.next_round = (next < self.stop_sending).then_some(next);
         }
     }
@@ -229,14 +254,21 @@ mod tests {
             codec::read_punch(&answer[0].bytes),
             Some(Punch::Response { id, mapped: from })
         );
-        assert_eq!(p.poll_event(), Some(Event::Heard(from)));
+        let heard = |from, confirmed| Some(Event::Heard { from, confirmed });
+        assert_eq!(p.poll_event(), heard(from, false));
 
-        // A second probe, from elsewhere, is answered too but heard is not reported again.
+        // The same source again is answered but not reported again.
+        p.handle_datagram(late, from, &codec::punch_request(PEER).unwrap().1);
+        assert_eq!(transmits(&mut p).len(), 1);
+        assert_eq!(p.poll_event(), None);
+
+        // A probe from elsewhere is answered and reported as another source; the first stays.
         let other = addr("198.51.100.1:5000");
         p.handle_datagram(late, other, &codec::punch_request(PEER).unwrap().1);
         assert_eq!(transmits(&mut p)[0].to, other);
-        assert_eq!(p.poll_event(), None);
+        assert_eq!(p.poll_event(), heard(other, false));
         assert_eq!(p.heard(), Some(from));
+        assert!(!p.confirmed(from));
     }
 
     #[test]
@@ -256,8 +288,61 @@ mod tests {
         // The answer to the probe we did send.
         let answer = codec::punch_response(&probe.bytes, addr("203.0.113.1:1")).unwrap();
         p.handle_datagram(fire, peer, &answer);
-        assert_eq!(p.poll_event(), Some(Event::Heard(peer)));
+        let confirmed = Some(Event::Heard {
+            from: peer,
+            confirmed: true,
+        });
+        assert_eq!(p.poll_event(), confirmed);
+        assert!(p.confirmed(peer));
         assert!(transmits(&mut p).is_empty(), "answers are not answered");
+        p.handle_datagram(fire, peer, &answer);
+        assert_eq!(p.poll_event(), None, "confirmed once");
+    }
+
+    #[test]
+    fn a_heard_source_is_reported_again_when_an_answer_confirms_it() {
+        let fire = Instant::now();
+        let peer = addr("198.51.100.1:4000");
+        let mut p = prober(&["198.51.100.1:4000"], fire);
+        p.handle_timeout(fire);
+        let probe = transmits(&mut p).remove(0);
+        p.handle_datagram(fire, peer, &codec::punch_request(PEER).unwrap().1);
+        assert_eq!(
+            p.poll_event(),
+            Some(Event::Heard {
+                from: peer,
+                confirmed: false
+            })
+        );
+        let answer = codec::punch_response(&probe.bytes, addr("203.0.113.1:1")).unwrap();
+        p.handle_datagram(fire, peer, &answer);
+        assert_eq!(
+            p.poll_event(),
+            Some(Event::Heard {
+                from: peer,
+                confirmed: true
+            })
+        );
+    }
+
+    #[test]
+    fn rearming_starts_another_window_at_its_own_pace() {
+        let fire = Instant::now();
+        let mut p = prober(&["198.51.100.1:4000"], fire);
+        let after = fire + PUNCH_WINDOW + Duration::from_secs(5);
+        p.handle_timeout(after);
+        let sent = transmits(&mut p).len();
+        assert_eq!(p.poll_timeout(), None);
+        p.rearm(after, Duration::from_secs(2), Duration::from_millis(500));
+        assert_eq!(p.poll_timeout(), Some(after));
+        let mut now = after;
+        while let Some(at) = p.poll_timeout() {
+            now = at;
+            p.handle_timeout(now);
+        }
+        assert_eq!(now, after + Duration::from_millis(1500));
+        assert_eq!(transmits(&mut p).len(), 4, "rounds at 0, 0.5, 1 and 1.5 s");
+        assert!(sent > 0);
     }
 
     #[test]
