@@ -9,7 +9,8 @@
 //! - `address`  — public candidates and NAT facts in the address
 //! - `nat`      — each router maps and filters as its NAT type promises (IPv4, IPv6), loss
 //! - `services` — STUN, TURN, MQTT, UPnP and NAT-PMP work from behind every router
-//! - `matrix`   — `warpgate connect` between every ordered pair of hosts
+//! - `matrix`   — `warpgate connect` between every ordered pair of hosts (240/240 with the relay)
+//! - `relay`    — 1 GiB each way relayed, relayed→direct upgrade, TURN killed, misconfigured TURN
 //! - `natinfo`  — `warpgate nat-info` reports each router's behaviours; broken servers
 //! - `traversal` — punching between NATs: repeated runs, bulk data, a dead broker, no listener
 //! - `names`    — claim and connect by name across sites, a taken name, a claim race, a
@@ -29,6 +30,8 @@ mod nat;
 mod natinfo;
 #[path = "common/process.rs"]
 mod process;
+#[path = "lab/relay.rs"]
+mod relay;
 #[path = "lab/services.rs"]
 mod services;
 #[path = "lab/traversal.rs"]

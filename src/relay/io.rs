@@ -74,7 +74,11 @@ impl Framer {
         let (message, padded) = match head[0] >> 6 {
             0 => (20 + length, 20 + length),
             1 => (4 + length, (4 + length).next_multiple_of(4)),
-            _ => return Err(std::io::Error::other("TURN server sent neither STUN nor ChannelData")),
+            _ => {
+                return Err(std::io::Error::other(
+                    "TURN server sent neither STUN nor ChannelData",
+                ))
+            }
         };
         Ok((self.buf.len() >= padded).then_some((message, padded)))
     }
@@ -188,7 +192,9 @@ mod tests {
         let mut framer = Framer::default();
         let mut out = [0u8; 64];
         // ChannelData of 5 bytes (padded to 12), then a STUN message with a 4-byte body.
-        framer.buf.extend_from_slice(&[0x40, 0x00, 0x00, 0x05, 1, 2, 3, 4]);
+        framer
+            .buf
+            .extend_from_slice(&[0x40, 0x00, 0x00, 0x05, 1, 2, 3, 4]);
         assert_eq!(framer.take(&mut out).unwrap(), None, "not all there yet");
         framer.buf.extend_from_slice(&[5, 0, 0, 0]);
         let mut stun = vec![0x01, 0x01, 0x00, 0x04];

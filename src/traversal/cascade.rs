@@ -73,11 +73,18 @@ impl Failure {
     }
 }
 
-/// The failures most worth reading first: signalling and remote failures before loopback
-/// refusals; attempts still waiting at the deadline are counted.
+/// The failures most worth reading first: signalling, then the relay, then remote failures,
+/// loopback refusals last; attempts still waiting at the deadline are counted.
 fn summarize(failures: &[Failure], unanswered: usize, timeout: Duration) -> String {
     let mut ordered: Vec<&Failure> = failures.iter().collect();
-    ordered.sort_by_key(|f| (f.loopback, f.what != "signalling"));
+    // The relay is the last resort: why it failed is worth reading right after signalling.
+    ordered.sort_by_key(|f| {
+        (
+            f.loopback,
+            f.what != "signalling",
+            !f.what.starts_with("relay"),
+        )
+    });
     let mut parts: Vec<String> = ordered
         .iter()
         .take(4)

@@ -92,10 +92,8 @@ impl Kit {
                 None => None,
             }
         };
-        let ((udp_public, tcp_public), allocated) = tokio::join!(
-            learn_mappings(&udp, tcp_port, stun_servers),
-            allocating
-        );
+        let ((udp_public, tcp_public), allocated) =
+            tokio::join!(learn_mappings(&udp, tcp_port, stun_servers), allocating);
         tracing::debug!(?udp_public, ?tcp_public, "kit mappings");
         let mapping_varies = varies(&udp_public);
         let local_ips: Vec<IpAddr> = crate::net::interface_ips()?
@@ -139,9 +137,11 @@ impl Kit {
 
 /// Whether two servers saw the socket on the same IP at different ports.
 pub(super) fn varies(mapped: &[SocketAddr]) -> bool {
-    mapped
-        .iter()
-        .any(|a| mapped.iter().any(|b| a.ip() == b.ip() && a.port() != b.port()))
+    mapped.iter().any(|a| {
+        mapped
+            .iter()
+            .any(|b| a.ip() == b.ip() && a.port() != b.port())
+    })
 }
 
 /// The public mappings of the kit's UDP socket and TCP port, as the STUN servers saw them.

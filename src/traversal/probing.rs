@@ -267,8 +267,8 @@ fn publish(
     quic_addr: SocketAddr,
 ) {
     tracing::debug!(%from, ?side, confirmed, relayed, "probing: peer heard");
-    heard.send_modify(|all| {
-        match all.iter_mut().find(|h| h.side == side && h.from == from) {
+    heard.send_modify(
+        |all| match all.iter_mut().find(|h| h.side == side && h.from == from) {
             Some(known) => known.confirmed |= confirmed,
             None => all.push(Heard {
                 from,
@@ -277,8 +277,8 @@ fn publish(
                 relayed,
                 quic_addr,
             }),
-        }
-    });
+        },
+    );
 }
 
 /// Sleeps until `at`, or forever when there is nothing to wait for.

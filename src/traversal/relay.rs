@@ -48,7 +48,11 @@ impl Strategy for Relay {
             return Vec::new();
         }
         let hopeless = r.kit.mapping_varies && kit::varies(&r.peer_udp);
-        let grace = if hopeless { Duration::ZERO } else { RELAY_GRACE };
+        let grace = if hopeless {
+            Duration::ZERO
+        } else {
+            RELAY_GRACE
+        };
         vec![Attempt {
             strategy: self.name(),
             transport: Transport::Quic,

@@ -93,8 +93,7 @@ async fn run_session(
     from: PublicKey,
     offer: Offer,
 ) {
-    let session = match answer(&signal, &responder, from, offer).await
-    {
+    let session = match answer(&signal, &responder, from, offer).await {
         Ok(session) => Arc::new(session),
         Err(e) => return tracing::info!(peer = %from.id(), "cannot answer the offer: {e}"),
     };

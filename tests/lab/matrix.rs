@@ -3,13 +3,16 @@
 //! table (pair, outcome, winning method, transport, direct/relayed, setup ms) and writes
 //! it to $CARGO_TARGET_TMPDIR/lab-matrix.txt (scripts/matrix shows it).
 //!
-//! Both ends use the lab's broker and STUN servers. It asserts what must work: every host
-//! reaches a listener on a public host (over TCP from behind the UDP-blocking firewall), every
-//! ordered pair among public, full-cone, address-restricted, port-restricted, CGNAT and UPnP
-//! hosts gets a direct link, and the firewall and port-restricted hosts reach each other over
-//! TCP. The rest (symmetric NATs, firewall pairs) is recorded for the relay to win.
+//! Both ends use the lab's broker, STUN servers and TURN server. It asserts what must work:
+//! every ordered pair connects with the data intact (the relay gets the rest through); every
+//! host reaches a listener on a public host directly (over TCP from behind the UDP-blocking
+//! firewall), every ordered pair among public, full-cone, address-restricted,
+//! port-restricted, CGNAT and UPnP hosts gets a direct link, and the firewall and
+//! port-restricted hosts reach each other directly over TCP.
 //! Env: LAB_MATRIX_HOSTS="pub1h pr1h ..." limits the hosts, LAB_MATRIX_TIMEOUT the
-//! connect timeout in seconds (default 8), LAB_MATRIX_OFFLINE=1 runs `--offline` (direct only).
+//! connect timeout in seconds (default 8), LAB_MATRIX_OFFLINE=1 runs `--offline` (direct only;
+//! only what must be direct to a public host is asserted), LAB_MATRIX_NO_TURN=1 leaves the relay
+//! out (only what must be direct is asserted).
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -161,7 +164,16 @@ fn render(cells: &[Cell], hosts: &[&Host]) -> String {
         let _ = writeln!(s);
     }
     let ok = cells.iter().filter(|c| c.outcome == "ok").count();
-    let _ = writeln!(s, "\n{ok} of {} ordered pairs connected", cells.len());
+    let relayed = cells
+        .iter()
+        .filter(|c| c.outcome == "ok" && c.path == "relayed")
+        .count();
+    let _ = writeln!(
+        s,
+        "\n{ok} of {} ordered pairs connected: {} direct, {relayed} relayed",
+        cells.len(),
+        ok - relayed
+    );
     s
 }
 
@@ -184,7 +196,11 @@ fn connectivity_matrix() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(8);
     let offline = std::env::var("LAB_MATRIX_OFFLINE").is_ok_and(|v| v == "1");
-    let infra = infra();
+    let relay = !offline && !std::env::var("LAB_MATRIX_NO_TURN").is_ok_and(|v| v == "1");
+    let mut infra = infra();
+    if relay {
+        infra.extend(["--turn".to_string(), crate::relay::lab_turn()]);
+    }
     let global: Vec<&str> = if offline {
         vec!["--offline"]
     } else {
@@ -216,13 +232,15 @@ fn connectivity_matrix() {
     for c in &cells {
         let listener = lab.host(&c.listener);
         let connector = lab.host(&c.connector);
-        let Some(tcp_only) = must_connect(connector, listener) else {
-            continue;
+        let direct =
+            must_connect(connector, listener).filter(|_| !offline || listener.nat == "public");
+        let good = match direct {
+            Some(tcp_only) => {
+                c.outcome == "ok" && c.path == "direct" && (!tcp_only || c.transport == "tcp")
+            }
+            None if relay => c.outcome == "ok",
+            None => continue,
         };
-        if offline && listener.nat != "public" {
-            continue;
-        }
-        let good = c.outcome == "ok" && c.path == "direct" && (!tcp_only || c.transport == "tcp");
         if !good {
             missing.push(format!(
                 "{}->{}: {} {}",
