@@ -222,6 +222,9 @@ struct Relayed {
     /// Whatever its path needs (the relay, the probing for a direct path), dropped with it.
     _keeper: Box<dyn Send + Sync>,
     changes: tokio::sync::watch::Receiver<Option<PathChange>>,
+    /// Set once the link is the one in use: only then may its path move (before, another link
+    /// to the same peer may be using the direct path it would take over).
+    selected: tokio::sync::watch::Sender<bool>,
 }
 
 impl Link {
@@ -230,12 +233,14 @@ impl Link {
     }
 
     /// Makes this QUIC link a relayed one: shown with the peer at `remote`, keeping `keeper`
-    /// for as long as it lives, its moves to another path reported on `changes`.
+    /// for as long as it lives, its moves to another path reported on `changes`; `selected`
+    /// is set once the link is the one in use ([`Link::mark_selected`]).
     pub fn into_relayed(
         mut self,
         remote: SocketAddr,
         keeper: Box<dyn Send + Sync>,
         changes: tokio::sync::watch::Receiver<Option<PathChange>>,
+        selected: tokio::sync::watch::Sender<bool>,
     ) -> Self {
         self.info.path = Path::Relayed;
         self.info.remote = remote;
@@ -246,8 +251,16 @@ impl Link {
         self.relayed = Some(Relayed {
             _keeper: keeper,
             changes,
+            selected,
         });
         self
+    }
+
+    /// Says this link is the one in use (the connector selected it, the listener took it).
+    pub fn mark_selected(&self) {
+        if let Some(relayed) = &self.relayed {
+            relayed.selected.send_replace(true);
+        }
     }
 
     /// A relayed link's moves to another path (`None` for a link that is not relayed).
@@ -361,7 +374,9 @@ impl Link {
         };
         tokio::time::timeout(SELECT_TIMEOUT, answer)
             .await
-            .map_err(|_| LinkError::Timeout("link selection"))?
+            .map_err(|_| LinkError::Timeout("link selection"))??;
+        self.mark_selected();
+        Ok(())
     }
 }
 

@@ -167,6 +167,7 @@ pub async fn run(
                             failures.push(Failure::of(&attempt, e));
                             continue;
                         }
+                        link.mark_selected();
                         tracing::info!(%attempt, ms = took.as_millis() as u64, total_ms = start.elapsed().as_millis() as u64, "won");
                         // Dropping `running` cancels every other attempt.
                         return Ok(Winner { link, method: attempt.strategy });

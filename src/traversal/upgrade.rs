@@ -6,6 +6,10 @@
 //! as the peer was heard there, so it may move first. The move is reported as a
 //! [`PathChange`].
 //!
+//! Nothing moves before the link is the one in use: until then another link to the same peer
+//! (a `udp_punch` one racing it) may be using the direct path, and taking that path's datagrams
+//! over would break it. When the link goes, its routes go with it.
+//!
 //! While the link still runs through our relay, losing the relay ends it at once with the reason
 //! (nothing else could carry it); once direct, the relay is no longer needed.
 
@@ -25,29 +29,40 @@ use crate::link::{Link, Path, PathChange};
 
 /// What a relayed link keeps alive.
 struct Keeper {
-    _socket: Arc<UdpSide>,
+    socket: Arc<UdpSide>,
+    /// The address quinn knows the peer by: its routes are dropped with the link.
+    link_addr: SocketAddr,
     _probing: Option<Arc<Probing>>,
     _watch: AbortOnDropHandle<()>,
+}
+
+impl Drop for Keeper {
+    fn drop(&mut self) {
+        self.socket.paths.forget(self.link_addr);
+    }
 }
 
 /// Makes `link` (made through the relayed path `heard`) a relayed link that moves to the direct
 /// path when one opens.
 pub fn relayed(link: Link, rendezvous: &Rendezvous, heard: Heard) -> Link {
     let (changes_tx, changes) = watch::channel(None);
+    let (selected, in_use) = watch::channel(false);
     let socket = rendezvous.kit.socket.clone();
     let watcher = watch_paths(
         socket.clone(),
         rendezvous.probing.clone(),
         heard,
         link.quic_connection(),
+        in_use,
         changes_tx,
     );
     let keeper = Keeper {
-        _socket: socket,
+        socket,
+        link_addr: heard.quic_addr,
         _probing: rendezvous.probing.clone(),
         _watch: AbortOnDropHandle::new(tokio::spawn(watcher)),
     };
-    link.into_relayed(heard.from, Box::new(keeper), changes)
+    link.into_relayed(heard.from, Box::new(keeper), changes, selected)
 }
 
 /// Follows what the probing hears until the link is direct, or its relay is gone.
@@ -56,9 +71,13 @@ async fn watch_paths(
     probing: Option<Arc<Probing>>,
     relayed: Heard,
     connection: Option<quinn::Connection>,
+    mut in_use: watch::Receiver<bool>,
     changes: watch::Sender<Option<PathChange>>,
 ) {
     let made = Instant::now();
+    if in_use.wait_for(|selected| *selected).await.is_err() {
+        return; // never selected: the link is gone
+    }
     let through_ours = relayed.side == Side::Relay;
     let lost = socket.relay.as_ref().map(|r| r.lost.clone());
     let relay_lost = async {
