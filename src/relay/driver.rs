@@ -339,6 +339,7 @@ impl<C: TurnClientApi> Driver<C> {
                 let tcp = matches!(self.io, Io::Tcp(_));
                 self.gone |= self.ready.is_none()
                     && (tcp || e.kind() == std::io::ErrorKind::ConnectionRefused);
+                tracing::debug!(server = %self.server, gone = self.gone, "TURN send failed: {e}");
             }
         }
     }

@@ -138,7 +138,25 @@ impl Io {
     /// whenever the connection takes more.
     pub async fn recv(&mut self, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
         match self {
-            Io::Udp(s) => s.recv_from(buf).await,
+            // An ICMP error (the server's port closed: it died) makes no datagram, so a plain
+            // recv would never wake for it; waiting for error readiness reports it at once.
+            Io::Udp(s) => loop {
+                tokio::select! {
+                    received = s.recv_from(buf) => return received,
+                    ready = s.ready(tokio::io::Interest::ERROR) => {
+                        ready?;
+                        let pending = s.try_io(tokio::io::Interest::ERROR, || {
+                            s.take_error()?
+                                .ok_or_else(|| std::io::ErrorKind::WouldBlock.into())
+                        });
+                        match pending {
+                            Ok(e) => return Err(e),
+                            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+            },
             Io::Tcp(tcp) => loop {
                 if let Some(n) = tcp.framer.take(buf)? {
                     return Ok((n, tcp.stream.peer_addr()?));

@@ -118,9 +118,11 @@ pub fn relayable(ip: IpAddr) -> bool {
         IpAddr::V6(v6) => {
             let unique_local = (v6.segments()[0] & 0xfe00) == 0xfc00;
             let link_local = (v6.segments()[0] & 0xffc0) == 0xfe80;
-            !(v6.is_loopback() || v6.is_unspecified() || v6.is_multicast())
-                && !unique_local
-                && !link_local
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || unique_local
+                || link_local)
         }
     }
 }

@@ -163,3 +163,32 @@ async fn a_dead_server_closes_the_allocation() {
     assert_eq!(a.permit(LOOPBACK).await, Err(RelayError::Closed));
     a.close().await;
 }
+
+#[tokio::test]
+async fn a_dead_server_closes_a_udp_allocation_on_the_next_send() {
+    // Over UDP the server's host answers the next datagram with a port unreachable.
+    let mut server = Coturn::start();
+    let mut a = allocate(&server, false).await;
+    let peer = "127.0.0.1:9".parse().unwrap();
+    a.permit(LOOPBACK).await.expect("permission");
+    server.kill();
+    let started = Instant::now();
+    let sender = a.sender();
+    let closed = async {
+        loop {
+            let _ = sender.try_send_to(peer, b"still there?");
+            tokio::select! {
+                r = a.recv_from() => return r,
+                () = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+        }
+    };
+    let r = tokio::time::timeout(Duration::from_secs(5), closed).await;
+    assert!(matches!(r, Ok(Err(RelayError::Closed))), "{r:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(sender.is_closed());
+}
