@@ -18,7 +18,7 @@ use turn_client_proto::stun::types::message::{Message, MessageClass, Transaction
 use turn_client_proto::types::message::{ALLOCATE, REFRESH};
 use turn_client_proto::types::TransportType;
 
-use super::allocation::{RelayError, RelayStats};
+use super::state::{RelayError, RelayStats};
 use super::io::{Clock, Io};
 use crate::timing::{TURN_CLOSE_TIMEOUT, TURN_UDP_SILENCE};
 

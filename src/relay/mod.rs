@@ -7,5 +7,7 @@
 mod allocation;
 mod driver;
 mod io;
+mod state;
 
-pub use allocation::{Allocation, RelayError, RelaySender, RelayStats, RelayTransport};
+pub use allocation::{Allocation, RelaySender};
+pub use state::{RelayError, RelayStats, RelayTransport};
