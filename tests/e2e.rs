@@ -10,7 +10,8 @@
 //! - `forward`  — `listen --forward` + `connect --local` with many concurrent clients; the
 //!   warning that a forward without `--allow` is open to anyone with the address
 //! - `auth`     — `--allow`, and a listener whose key does not match the address
-//! - `failure`  — malformed input (exit 2), a peer killed mid-transfer (exit 1), no listener
+//! - `failure`  — malformed input (exit 2), a peer killed mid-transfer (exit 1), no listener;
+//!   a stale or symlinked `.part` and an identity key others can read refused (exit 1)
 //! - `interrupt` — SIGINT/SIGTERM in each long-running mode: links closed with a reason the
 //!   peer sees at once, `.part` kept, services exit 0 and interrupted transfers 1
 //! - `docs`     — committed completions and man pages match the clap definition
