@@ -1,12 +1,17 @@
 //! The node's identity: a P-256 key pair kept under the home directory (mode 0600), and the
 //! short printable node id derived from its public key.
 //!
+//! Like ssh, a key file that other users can open at all, a home directory they can write to
+//! (and so replace the key in), or either belonging to someone else, is refused. A new key is written to a temporary file beside it, synced,
+//! and linked into place: the key file is either absent or whole, and of two processes
+//! starting on a fresh home, one key wins and both use it.
+//!
 //! Neighbours: [`crate::addr`] carries the public key, [`crate::link`] makes certificates from
 //! the secret key and pins peers by their public key.
 
 use std::fmt;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use p256::elliptic_curve::sec1::ToEncodedPoint;
@@ -40,6 +45,61 @@ pub enum IdentityError {
     },
     #[error("identity key {path} is not a valid P-256 PKCS#8 key")]
     Invalid { path: PathBuf },
+    #[error(
+        "{what} {path} is open to other users (mode {mode:03o}); fix it with: chmod {fix} {path}"
+    )]
+    Exposed {
+        what: &'static str,
+        path: PathBuf,
+        mode: u32,
+        fix: &'static str,
+    },
+    #[error("{what} {path} belongs to another user (uid {uid}), not to this one")]
+    NotOwned {
+        what: &'static str,
+        path: PathBuf,
+        uid: u32,
+    },
+}
+
+/// The modes a new home and a new key get.
+const HOME_MODE: u32 = 0o700;
+const KEY_MODE: u32 = 0o600;
+
+/// What the home's existing mode must not allow: writing by group or others (they could
+/// replace the key). Reading is allowed, as ssh allows it for ~/.ssh: the key is private by
+/// its own mode, and homes made by tools (tempfile's directories are 0755) stay usable.
+const HOME_FORBIDDEN: (u32, &str) = (0o022, "go-w");
+/// What the key's mode must not allow: anything by group or others, as ssh demands of a
+/// private key.
+const KEY_FORBIDDEN: (u32, &str) = (0o077, "600");
+
+/// Refuses `meta` (of `path`, a `what`) if it belongs to another user or its mode has any of
+/// the `forbidden` bits; the error suggests the `chmod` that fixes it.
+fn check_private(
+    meta: &std::fs::Metadata,
+    what: &'static str,
+    path: &Path,
+    (forbidden, fix): (u32, &'static str),
+) -> Result<(), IdentityError> {
+    let uid = meta.uid();
+    if uid != rustix::process::geteuid().as_raw() {
+        return Err(IdentityError::NotOwned {
+            what,
+            path: path.to_path_buf(),
+            uid,
+        });
+    }
+    let mode = meta.mode() & 0o777;
+    if mode & forbidden != 0 {
+        return Err(IdentityError::Exposed {
+            what,
+            path: path.to_path_buf(),
+            mode,
+            fix,
+        });
+    }
+    Ok(())
 }
 
 /// The node's key pair.
@@ -49,28 +109,53 @@ pub struct Identity {
 
 impl Identity {
     /// Loads the key from `home`, creating the home (0700) and a new key (0600) on first use.
+    /// A home or key that is not private to this user is refused.
     pub fn load_or_create(home: &Path) -> Result<Self, IdentityError> {
-        let path = home.join(KEY_FILE);
-        match std::fs::read_to_string(&path) {
-            Ok(pem) => {
-                let secret = p256::SecretKey::from_pkcs8_pem(&pem)
-                    .map_err(|_| IdentityError::Invalid { path: path.clone() })?;
-                Ok(Self { secret })
+        match std::fs::metadata(home) {
+            Ok(meta) => check_private(&meta, "home directory", home, HOME_FORBIDDEN)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_home(home)?,
+            Err(source) => {
+                return Err(IdentityError::Read {
+                    path: home.to_path_buf(),
+                    source,
+                })
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Self::create(home, &path),
-            Err(source) => Err(IdentityError::Read { path, source }),
+        }
+        let path = home.join(KEY_FILE);
+        match Self::load(&path) {
+            Err(IdentityError::Read { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Self::create(home, &path, |file, pem| file.write_all(pem))
+            }
+            loaded => loaded,
         }
     }
 
-    fn create(home: &Path, path: &Path) -> Result<Self, IdentityError> {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(home)
-            .map_err(|source| IdentityError::CreateHome {
-                path: home.to_path_buf(),
-                source,
-            })?;
+    fn load(path: &Path) -> Result<Self, IdentityError> {
+        let read_err = |source| IdentityError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut file = std::fs::File::open(path).map_err(read_err)?;
+        let meta = file.metadata().map_err(read_err)?;
+        check_private(&meta, "identity key", path, KEY_FORBIDDEN)?;
+        let mut pem = String::new();
+        file.read_to_string(&mut pem).map_err(read_err)?;
+        let secret = p256::SecretKey::from_pkcs8_pem(&pem).map_err(|_| IdentityError::Invalid {
+            path: path.to_path_buf(),
+        })?;
+        Ok(Self { secret })
+    }
+
+    /// Makes a new key and puts it at `path` whole: written by `write` to a temporary file in
+    /// `home`, synced, then hard-linked to `path`, which fails if the file exists. If another
+    /// process got there first, its key is the one.
+    fn create(
+        home: &Path,
+        path: &Path,
+        write: impl FnOnce(&mut std::fs::File, &[u8]) -> std::io::Result<()>,
+    ) -> Result<Self, IdentityError> {
         let Self { secret } = Self::generate();
         let pem = secret
             .to_pkcs8_pem(LineEnding::LF)
@@ -81,19 +166,28 @@ impl Identity {
             path: path.to_path_buf(),
             source,
         };
-        // create_new: two processes starting on a fresh home must not overwrite each other's key.
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-        {
-            Ok(mut file) => {
-                file.write_all(pem.as_bytes()).map_err(write_err)?;
-                file.sync_all().map_err(write_err)?;
+        let temp = home.join(format!(".{KEY_FILE}.{:016x}.tmp", rand_u64()));
+        let linked = (|| {
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(KEY_MODE)
+                .open(&temp)?;
+            write(&mut file, pem.as_bytes())?;
+            file.sync_all()?;
+            std::fs::hard_link(&temp, path)
+        })();
+        // The temporary name goes whatever happened; the key, if linked, stays.
+        let _ = std::fs::remove_file(&temp);
+        match linked {
+            Ok(()) => {
+                // The new name must survive a crash too.
+                std::fs::File::open(home)
+                    .and_then(|dir| dir.sync_all())
+                    .map_err(write_err)?;
                 Ok(Self { secret })
             }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::load_or_create(home),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Self::load(path),
             Err(e) => Err(write_err(e)),
         }
     }
@@ -129,6 +223,22 @@ impl Identity {
             .map(|doc| doc.as_bytes().to_vec())
             .expect("a valid P-256 secret key always encodes as PKCS#8")
     }
+}
+
+fn create_home(home: &Path) -> Result<(), IdentityError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(HOME_MODE)
+        .create(home)
+        .map_err(|source| IdentityError::CreateHome {
+            path: home.to_path_buf(),
+            source,
+        })
+}
+
+fn rand_u64() -> u64 {
+    use rand_core::RngCore;
+    rand_core::OsRng.next_u64()
 }
 
 /// A peer's P-256 public key.
@@ -281,9 +391,86 @@ mod tests {
     }
 
     #[test]
+    fn processes_racing_on_a_fresh_home_share_one_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        let keys: Vec<_> = (0..8)
+            .map(|_| {
+                let home = home.clone();
+                std::thread::spawn(move || Identity::load_or_create(&home).unwrap().public_key())
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect();
+        assert!(keys.iter().all(|k| *k == keys[0]));
+        // Nothing but the key is left behind.
+        let names: Vec<_> = std::fs::read_dir(&home)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, [KEY_FILE]);
+    }
+
+    #[test]
+    fn a_key_write_cut_short_leaves_no_key_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(KEY_FILE);
+        // The disk fills up half-way through the key.
+        let failed = Identity::create(dir.path(), &path, |file, pem| {
+            file.write_all(&pem[..pem.len() / 2])?;
+            Err(std::io::Error::other("no space left on device"))
+        });
+        assert!(matches!(failed, Err(IdentityError::Write { .. })));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        // The next start makes a whole key.
+        let identity = Identity::load_or_create(dir.path()).unwrap();
+        let again = Identity::load_or_create(dir.path()).unwrap();
+        assert_eq!(identity.public_key(), again.public_key());
+    }
+
+    #[test]
+    fn a_key_others_can_open_or_a_home_they_can_write_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        Identity::load_or_create(&home).unwrap();
+        let key = home.join(KEY_FILE);
+        let chmod = |path: &Path, mode| {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+        };
+        chmod(&key, 0o644);
+        let refused = Identity::load_or_create(&home).err().expect("refused");
+        assert_eq!(
+            refused.to_string(),
+            format!(
+                "identity key {} is open to other users (mode 644); fix it with: chmod 600 {}",
+                key.display(),
+                key.display()
+            )
+        );
+        chmod(&key, 0o640);
+        assert!(Identity::load_or_create(&home).is_err());
+        chmod(&key, 0o600);
+        // Others could replace the key in a home they can write to.
+        chmod(&home, 0o775);
+        let refused = Identity::load_or_create(&home).err().expect("refused");
+        let fix = format!("chmod go-w {}", home.display());
+        assert!(refused.to_string().ends_with(&fix), "{refused}");
+        // A home others can only read is fine: the key in it is private by itself.
+        chmod(&home, 0o755);
+        assert!(Identity::load_or_create(&home).is_ok());
+    }
+
+    #[test]
     fn corrupt_key_is_an_error_not_a_panic() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(KEY_FILE), "garbage").unwrap();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(dir.path().join(KEY_FILE))
+            .and_then(|mut f| f.write_all(b"garbage"))
+            .unwrap();
         assert!(matches!(
             Identity::load_or_create(dir.path()),
             Err(IdentityError::Invalid { .. })

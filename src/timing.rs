@@ -15,6 +15,12 @@ pub const VERIFY_TIMEOUT: Duration = Duration::from_secs(5);
 /// The listener waits this long for the connector to select (or drop) a verified link; the
 /// connector's cascade may be busy with other attempts meanwhile.
 pub const SELECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// A selected link waits this long for the listener's driver to take it (a `-k` transfer in
+/// progress, a driver that takes no more), then the connector is told the listener is busy:
+/// it learns within its wait for the selection's confirmation ([`VERIFY_TIMEOUT`]) and has
+/// sent nothing but the selection meanwhile. A driver that takes links takes them in
+/// microseconds.
+pub const HANDOFF_TIMEOUT: Duration = Duration::from_secs(3);
 /// Closing a link politely (flushing, telling the peer) never holds up exit longer than this.
 pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 /// A close on shutdown: nothing is left to deliver, only the notice, so a peer that never

@@ -5,9 +5,13 @@
 //! - `process`  — the warpgate process driver shared with the lab (tests/common/process.rs)
 //! - `support`  — nodes (homes, loopback-only commands, listeners), test data and digests
 //! - `transfer` — stdio both ways at once over TCP and QUIC, files, half-close, `| head`
-//! - `forward`  — `listen --forward` + `connect --local` with many concurrent clients
+//! - `flood`    — a listener without `--allow` under 1000 silent TCP connections, blind QUIC
+//!   Initials and garbage datagrams: a real peer still connects within 2 s, RSS stays small
+//! - `forward`  — `listen --forward` + `connect --local` with many concurrent clients; the
+//!   warning that a forward without `--allow` is open to anyone with the address
 //! - `auth`     — `--allow`, and a listener whose key does not match the address
-//! - `failure`  — malformed input (exit 2), a peer killed mid-transfer (exit 1), no listener
+//! - `failure`  — malformed input (exit 2), a peer killed mid-transfer (exit 1), no listener;
+//!   a stale or symlinked `.part` and an identity key others can read refused (exit 1)
 //! - `interrupt` — SIGINT/SIGTERM in each long-running mode: links closed with a reason the
 //!   peer sees at once, `.part` kept, services exit 0 and interrupted transfers 1
 //! - `docs`     — committed completions and man pages match the clap definition
@@ -24,6 +28,8 @@ mod auth;
 mod docs;
 #[path = "e2e/failure.rs"]
 mod failure;
+#[path = "e2e/flood.rs"]
+mod flood;
 #[path = "e2e/forward.rs"]
 mod forward;
 #[path = "e2e/interrupt.rs"]

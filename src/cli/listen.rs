@@ -49,6 +49,7 @@ pub async fn run(
         });
         Some(ids.collect::<anyhow::Result<Vec<_>>>()?)
     };
+    let open_to_all = allowed.is_none();
     let forward = match args.forward.as_deref() {
         Some(text) => Some(
             HostPort::parse_local(text, "localhost")
@@ -107,6 +108,11 @@ pub async fn run(
         port,
         name.map(|n| n.to_string()).as_deref(),
     );
+    if let (Some(target), true) = (&forward, open_to_all) {
+        tracing::warn!(
+            "no --allow: anyone with this address can reach {target} through it (add --allow PEER to restrict)"
+        );
+    }
 
     let serving = async {
         match forward {

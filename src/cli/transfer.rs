@@ -2,6 +2,10 @@
 //! FILE`, or nothing with `--recv` alone) and where the peer's go (stdout or `--recv FILE`,
 //! written to `FILE.part` and renamed only once complete), with a progress bar on a TTY. A
 //! transfer stopped by a signal keeps its `FILE.part` and says it was interrupted.
+//!
+//! `FILE.part` is always a file this transfer created: it is opened create-new and never
+//! through a symlink, so a link planted at that name (in a shared directory, say) cannot make
+//! us write or truncate something else. One left by an earlier run is refused, naming it.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -40,8 +44,34 @@ impl Ends {
                 path.display(),
                 dir.display()
             );
+            let part = part_path(path);
+            // symlink_metadata: a dangling link is there too.
+            if std::fs::symlink_metadata(&part).is_ok() {
+                return Err(part_exists(&part));
+            }
         }
         Ok(())
+    }
+}
+
+fn part_exists(part: &Path) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{} already exists (left by an earlier transfer?): move it away or delete it first",
+        part.display()
+    )
+}
+
+/// Creates `part` for writing: a new file (mode 0666 less the umask, like any created file),
+/// never an existing one and never through a symlink.
+fn create_part(part: &Path) -> anyhow::Result<std::fs::File> {
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    match rustix::fs::open(part, flags, Mode::from_raw_mode(0o666)) {
+        Ok(fd) => Ok(std::fs::File::from(fd)),
+        Err(rustix::io::Errno::EXIST) => Err(part_exists(part)),
+        Err(e) => {
+            Err(std::io::Error::from(e)).with_context(|| format!("cannot write {}", part.display()))
+        }
     }
 }
 
@@ -165,10 +195,7 @@ pub async fn run(
             (None, None) => (stdin(), None),
         };
     let output: Box<dyn AsyncWrite + Unpin + Send> = match &ends.recv {
-        Some(path) => Box::new(splice::Inline(
-            std::fs::File::create(part_path(path))
-                .with_context(|| format!("cannot write {}", part_path(path).display()))?,
-        )),
+        Some(path) => Box::new(splice::Inline(create_part(&part_path(path))?)),
         None => stdout(),
     };
     let progress = progress_bar(len, reporter, ends);
@@ -200,5 +227,59 @@ pub async fn run(
             part_path(path).display()
         ))),
         (Err(e), None) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_planted_symlink_is_neither_followed_nor_truncated() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("precious");
+        std::fs::write(&victim, b"keep me").unwrap();
+        let target = dir.path().join("received.bin");
+        let part = part_path(&target);
+        std::os::unix::fs::symlink(&victim, &part).unwrap();
+        let ends = Ends {
+            send: None,
+            recv: Some(target),
+        };
+        let refused = ends.check().unwrap_err().to_string();
+        assert!(refused.contains(&part.display().to_string()), "{refused}");
+        // Even if the link appears after the check, the open does not go through it.
+        let refused = create_part(&part).unwrap_err().to_string();
+        assert!(refused.contains("already exists"), "{refused}");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep me");
+        // A dangling link is no way through either.
+        std::fs::remove_file(&victim).unwrap();
+        assert!(create_part(&part).is_err());
+        assert!(!victim.exists());
+    }
+
+    #[test]
+    fn a_part_left_by_an_earlier_run_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("received.bin");
+        let part = part_path(&target);
+        std::fs::write(&part, b"half of it").unwrap();
+        let ends = Ends {
+            send: None,
+            recv: Some(target),
+        };
+        assert_eq!(
+            ends.check().unwrap_err().to_string(),
+            format!(
+                "{} already exists (left by an earlier transfer?): move it away or delete it first",
+                part.display()
+            )
+        );
+        assert!(create_part(&part).is_err());
+        assert_eq!(std::fs::read(&part).unwrap(), b"half of it");
+        // Once it is gone, the transfer creates its own.
+        std::fs::remove_file(&part).unwrap();
+        create_part(&part).unwrap();
+        assert_eq!(std::fs::read(&part).unwrap(), b"");
     }
 }

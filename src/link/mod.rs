@@ -10,6 +10,7 @@
 //! [`crate::traversal`] makes outbound ones; [`crate::splice`] moves bytes over the streams.
 
 pub mod demux;
+pub mod limits;
 pub mod listener;
 pub mod paths;
 pub mod pin;
@@ -150,17 +151,23 @@ pub enum CloseReason {
     Done,
     /// This side was told to stop (SIGINT or SIGTERM) and abandons what is in flight.
     Shutdown,
+    /// The listener serves as many peers as it will at once (or its driver took no new link
+    /// in time): this link is turned away before any stream was opened on it.
+    Busy,
 }
 
 /// The application error code of [`CloseReason::Shutdown`]: outside HTTP/2's own codes
 /// (0x0-0xd) and QUIC's codes in use here (0: done, 1: stream abandoned).
 const SHUTDOWN_CODE: u32 = 0x7767_0001;
+/// The application error code of [`CloseReason::Busy`], beside [`SHUTDOWN_CODE`].
+const BUSY_CODE: u32 = 0x7767_0002;
 
 impl CloseReason {
     fn code(self) -> u32 {
         match self {
             CloseReason::Done => 0,
             CloseReason::Shutdown => SHUTDOWN_CODE,
+            CloseReason::Busy => BUSY_CODE,
         }
     }
 
@@ -168,19 +175,22 @@ impl CloseReason {
         match self {
             CloseReason::Done => "done",
             CloseReason::Shutdown => "shutting down",
+            CloseReason::Busy => "busy (serving other peers), try again later",
         }
     }
 
     /// What the peer meant by `code` on a stream it abandoned, if it was a reason of ours.
     fn from_stream_code(code: u64) -> Option<Self> {
-        (code == u64::from(SHUTDOWN_CODE)).then_some(CloseReason::Shutdown)
+        [CloseReason::Shutdown, CloseReason::Busy]
+            .into_iter()
+            .find(|reason| u64::from(reason.code()) == code)
     }
 
     /// How long closing for this reason may take.
     fn bound(self) -> std::time::Duration {
         match self {
             CloseReason::Done => CLOSE_TIMEOUT,
-            CloseReason::Shutdown => SHUTDOWN_CLOSE_TIMEOUT,
+            CloseReason::Shutdown | CloseReason::Busy => SHUTDOWN_CLOSE_TIMEOUT,
         }
     }
 }
@@ -215,6 +225,8 @@ pub struct Link {
     inner: Inner,
     info: LinkInfo,
     relayed: Option<Relayed>,
+    /// The listener's count of links handed out ([`limits::MAX_LINKS`]), released with the link.
+    held: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// What a relayed link carries besides the connection.
@@ -228,6 +240,20 @@ struct Relayed {
 }
 
 impl Link {
+    /// Counts this link against `slot` until it is dropped or closed.
+    fn hold(&mut self, slot: tokio::sync::OwnedSemaphorePermit) {
+        self.held = Some(slot);
+    }
+
+    /// Listener: the driver took the link; its flow-control window opens from
+    /// [`limits::UNTAKEN_WINDOW`] to [`limits::CONNECTION_WINDOW`].
+    fn widen(&self) {
+        match &self.inner {
+            Inner::Tcp(l) => l.widen(),
+            Inner::Quic(l) => l.widen(),
+        }
+    }
+
     pub fn info(&self) -> &LinkInfo {
         &self.info
     }
@@ -307,8 +333,8 @@ impl Link {
     }
 
     /// Closes and tells the peer why. [`CloseReason::Done`] is [`Link::close`];
-    /// [`CloseReason::Shutdown`] abandons whatever is still in flight (the peer's streams fail
-    /// with the reason) and is bounded by [`SHUTDOWN_CLOSE_TIMEOUT`].
+    /// [`CloseReason::Shutdown`] and [`CloseReason::Busy`] abandon whatever is still in flight
+    /// (the peer's streams fail with the reason) and are bounded by [`SHUTDOWN_CLOSE_TIMEOUT`].
     pub async fn close_with(self, reason: CloseReason) {
         let _relayed = self.relayed;
         let done = async {
@@ -344,8 +370,9 @@ impl Link {
     }
 
     /// Listener: answers the connector's verification, then waits until this link is selected.
-    /// An error means the connector chose another link or went away.
-    pub async fn answer(&self) -> Result<(), LinkError> {
+    /// An error means the connector chose another link or went away. The connector waits for
+    /// [`Selected::confirm`] before it opens a stream, so a link nobody takes holds no data.
+    pub async fn answer(&self) -> Result<Selected, LinkError> {
         let answer = async {
             let mut control = self
                 .accept()
@@ -369,14 +396,32 @@ impl Link {
             if word != SELECT_WORD {
                 return Err(LinkError::Protocol("bad select word"));
             }
-            control.send.finish().await?;
-            Ok(())
+            Ok(Selected { control })
         };
         tokio::time::timeout(SELECT_TIMEOUT, answer)
             .await
-            .map_err(|_| LinkError::Timeout("link selection"))??;
-        self.mark_selected();
+            .map_err(|_| LinkError::Timeout("link selection"))?
+    }
+}
+
+/// Listener: a link the connector selected; [`Selected::confirm`] tells it the link is taken.
+pub struct Selected {
+    control: Stream,
+}
+
+impl Selected {
+    /// Ends our side of the control stream: the connector's selection is acknowledged and it
+    /// opens its streams.
+    pub async fn confirm(mut self) -> Result<(), LinkError> {
+        self.control.send.finish().await?;
         Ok(())
+    }
+
+    /// Turns the selection down for `reason`: the connector's wait for the confirmation fails
+    /// with it. Close the link with the same reason next.
+    pub fn refuse(mut self, reason: CloseReason) {
+        self.control.send.reset_with(reason);
+        self.control.recv.stop_with(reason);
     }
 }
 
@@ -393,8 +438,13 @@ impl Verified {
         let exchange = async {
             self.control.send.write_all(SELECT_WORD).await?;
             self.control.send.finish().await?;
+            // The listener's side ends with nothing more: one byte is enough to know it did not,
+            // and a listener that keeps sending is not read into memory.
             let mut rest = Vec::new();
-            self.control.recv.read_to_end(&mut rest).await?;
+            (&mut self.control.recv)
+                .take(1)
+                .read_to_end(&mut rest)
+                .await?;
             if rest.is_empty() {
                 Ok(())
             } else {
@@ -494,7 +544,12 @@ impl SendStream {
     /// Abandons the stream because this side is shutting down: the peer's reads fail with
     /// "the peer closed the link: shutting down" rather than a bare reset.
     pub fn cancel(&mut self) {
-        let code = CloseReason::Shutdown.code();
+        self.reset_with(CloseReason::Shutdown);
+    }
+
+    /// Abandons the stream for `reason`, which the peer's reads fail with.
+    fn reset_with(&mut self, reason: CloseReason) {
+        let code = reason.code();
         match &mut self.0 {
             SendInner::Tcp(s) => s.reset(h2::Reason::from(code)),
             SendInner::Quic(s) => {
@@ -555,11 +610,16 @@ impl RecvStream {
 
     /// Stops reading because this side is shutting down: the peer's writes fail with the reason.
     pub fn cancel(&mut self) {
+        self.stop_with(CloseReason::Shutdown);
+    }
+
+    /// Stops reading for `reason`, which the peer's writes fail with.
+    fn stop_with(&mut self, reason: CloseReason) {
         match &mut self.0 {
             // h2 has no stop of its own: the send half's reset ends both directions.
             RecvInner::Tcp(r) => r.stop(),
             RecvInner::Quic(r) => {
-                let _ = r.stop(quinn::VarInt::from_u32(CloseReason::Shutdown.code()));
+                let _ = r.stop(quinn::VarInt::from_u32(reason.code()));
             }
         }
     }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 
+use super::limits::{CONNECTION_WINDOW, UNTAKEN_WINDOW};
 use super::{
     pin, CloseReason, Inner, Link, LinkError, LinkInfo, Path, RecvInner, RecvStream, SendInner,
     SendStream, Stream, Transport,
@@ -14,21 +15,34 @@ use super::{
 use crate::identity::PublicKey;
 use crate::timing::{QUIC_CLOSE_LINGER, QUIC_IDLE_TIMEOUT, QUIC_KEEP_ALIVE};
 
-const STREAM_WINDOW: u32 = 16 << 20;
-const CONNECTION_WINDOW: u32 = 32 << 20;
-const MAX_STREAMS: u32 = 4096;
+/// Per-stream flow-control window: a stream may use the whole connection window.
+const STREAM_WINDOW: u32 = CONNECTION_WINDOW;
+/// Data sent and not yet acknowledged, over all streams: a peer that stops acknowledging holds
+/// no more of ours than it may send us.
+const SEND_WINDOW: u32 = CONNECTION_WINDOW;
+/// Streams a peer may have open at once: [`super::limits::MAX_STREAMS`].
+const MAX_STREAMS: u32 = super::limits::MAX_STREAMS;
+/// Connection attempts quinn holds before the listener decides on each (it decides as they
+/// come; more than this waiting means it is swamped, and quinn refuses the rest itself).
+const MAX_INCOMING: usize = 2 * super::limits::MAX_HANDSHAKES;
+/// Bytes quinn buffers for one connection attempt before it is decided: a client's first
+/// flight is a few KiB (no 0-RTT here), so a client cannot park more.
+const INCOMING_BUFFER: u64 = 64 << 10;
+/// The same for all attempts at once.
+const INCOMING_BUFFER_TOTAL: u64 = 2 << 20;
 /// Largest UDP payload probed for and accepted.
 const MAX_UDP_PAYLOAD: u16 = 6_000;
 
-fn transport_config() -> Arc<quinn::TransportConfig> {
+/// The transport settings; `receive_window` is the connection-wide flow-control window.
+fn transport_config(receive_window: u32) -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
     t.max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
         QUIC_IDLE_TIMEOUT.as_millis() as u32,
     ))));
     t.keep_alive_interval(Some(QUIC_KEEP_ALIVE));
     t.stream_receive_window(quinn::VarInt::from_u32(STREAM_WINDOW));
-    t.receive_window(quinn::VarInt::from_u32(CONNECTION_WINDOW));
-    t.send_window(u64::from(CONNECTION_WINDOW));
+    t.receive_window(quinn::VarInt::from_u32(receive_window));
+    t.send_window(u64::from(SEND_WINDOW));
     t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(MAX_STREAMS));
     t.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
     // Probe for datagrams larger than 1500 bytes: loopback and many LANs carry them, and QUIC's
@@ -40,16 +54,39 @@ fn transport_config() -> Arc<quinn::TransportConfig> {
     Arc::new(t)
 }
 
-/// The server half of an endpoint, for listeners.
+/// The server half of an endpoint that only the peer `allowed` names reaches (a punching kit:
+/// either side may be the QUIC server there, so its windows are open from the start).
 pub fn server_config(
     creds: &pin::Credentials,
     allowed: Option<Vec<crate::identity::NodeId>>,
+) -> Result<quinn::ServerConfig, LinkError> {
+    server_config_with(creds, allowed, CONNECTION_WINDOW)
+}
+
+/// The server half of a listener's endpoint, open to whoever has the address: a connection's
+/// window is [`UNTAKEN_WINDOW`] until the listener's driver takes its link
+/// ([`QuicLink::widen`]).
+pub fn listener_config(
+    creds: &pin::Credentials,
+    allowed: Option<Vec<crate::identity::NodeId>>,
+) -> Result<quinn::ServerConfig, LinkError> {
+    server_config_with(creds, allowed, UNTAKEN_WINDOW)
+}
+
+fn server_config_with(
+    creds: &pin::Credentials,
+    allowed: Option<Vec<crate::identity::NodeId>>,
+    receive_window: u32,
 ) -> Result<quinn::ServerConfig, LinkError> {
     let tls = pin::server_config(creds, allowed)?;
     let crypto = QuicServerConfig::try_from(tls)
         .map_err(|_| LinkError::Protocol("TLS config unfit for QUIC"))?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    config.transport_config(transport_config());
+    config
+        .transport_config(transport_config(receive_window))
+        .max_incoming(MAX_INCOMING)
+        .incoming_buffer_size(INCOMING_BUFFER)
+        .incoming_buffer_size_total(INCOMING_BUFFER_TOTAL);
     Ok(config)
 }
 
@@ -91,7 +128,7 @@ pub(super) fn client_config(
     let crypto = QuicClientConfig::try_from(tls)
         .map_err(|_| LinkError::Protocol("TLS config unfit for QUIC"))?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-    config.transport_config(transport_config());
+    config.transport_config(transport_config(CONNECTION_WINDOW));
     Ok((config, mismatch))
 }
 
@@ -214,6 +251,7 @@ pub async fn connect(
             endpoint,
             owns_endpoint,
         }),
+        held: None,
         info: LinkInfo {
             peer: expected,
             transport: Transport::Quic,
@@ -247,6 +285,7 @@ pub async fn accept(
             endpoint,
             owns_endpoint: false,
         }),
+        held: None,
         info: LinkInfo {
             peer,
             transport: Transport::Quic,
@@ -285,6 +324,12 @@ impl QuicLink {
 
     pub(super) async fn closed(&self) -> LinkError {
         connection_error(self.connection.closed().await, None)
+    }
+
+    /// Listener: opens the connection window to [`CONNECTION_WINDOW`] (a no-op where it is).
+    pub(super) fn widen(&self) {
+        self.connection
+            .set_receive_window(quinn::VarInt::from_u32(CONNECTION_WINDOW));
     }
 
     pub(super) async fn close(self, reason: CloseReason) {

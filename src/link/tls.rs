@@ -18,6 +18,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch, Mutex};
 use tokio_util::task::AbortOnDropHandle;
 
+use super::limits::{CONNECTION_WINDOW, UNTAKEN_WINDOW};
 use crate::timing::RESET_FLUSH;
 
 use super::{
@@ -25,18 +26,25 @@ use super::{
     SendStream, Stream, Transport,
 };
 
-/// Per-stream flow-control window: large enough to keep a loopback pipe full.
-const STREAM_WINDOW: u32 = 8 << 20;
-/// Connection-wide flow-control window.
-const CONNECTION_WINDOW: u32 = 16 << 20;
-/// Largest DATA frame we accept (the peer's frames are split at this size).
-const MAX_FRAME: u32 = 1 << 20;
-/// Data h2 may buffer per stream before asking the writer to wait.
-const SEND_BUFFER: usize = 4 << 20;
+/// Per-stream flow-control window: a stream may use the whole connection window.
+const STREAM_WINDOW: u32 = CONNECTION_WINDOW;
+/// Largest DATA frame we accept (the peer's frames are split at this size), and so the most a
+/// peer can make h2 buffer of one frame. 64 KiB frames cost no loopback throughput (16 KiB
+/// ones cost ~10%: scripts/bench).
+const MAX_FRAME: u32 = 64 << 10;
+/// Data h2 may buffer per stream before asking the writer to wait, whatever window the peer
+/// advertises: a connector that stops reading makes us hold at most this per stream. 64 KiB
+/// (one frame) keeps loopback throughput (scripts/bench: as fast as 4 MiB was).
+const SEND_BUFFER: usize = 64 << 10;
 /// Most bytes taken from one `poll_write`.
 const MAX_WRITE: usize = 1 << 20;
-/// Streams the listener lets one connector have open at once.
-const MAX_STREAMS: u32 = 4096;
+/// Streams the listener lets one connector have open at once (and streams it queues for the
+/// driver): [`super::limits::MAX_STREAMS`].
+const MAX_STREAMS: u32 = super::limits::MAX_STREAMS;
+/// The largest header list either side accepts. A stream's request is four pseudo-headers
+/// (POST, https, warpgate, /: 175 bytes as HTTP/2 counts them) and its response one (:status,
+/// 42): 1 KiB leaves room and keeps a peer from making h2 buffer headers (16 MiB by default).
+const MAX_HEADER_LIST: u32 = 1 << 10;
 
 pub(super) struct TlsLink {
     role: Role,
@@ -48,8 +56,10 @@ pub(super) struct TlsLink {
 enum Role {
     Client(h2::client::SendRequest<Bytes>),
     Server {
-        incoming: Mutex<mpsc::UnboundedReceiver<Stream>>,
+        incoming: Mutex<mpsc::Receiver<Stream>>,
         shutdown: Mutex<Option<oneshot::Sender<CloseReason>>>,
+        /// Opens the connection window once the driver took the link.
+        widen: std::sync::Mutex<Option<oneshot::Sender<()>>>,
     },
 }
 
@@ -61,6 +71,33 @@ fn map_tls_error(
         Some(m) => LinkError::KeyMismatch(m),
         None => LinkError::from(e),
     }
+}
+
+/// The connector's HTTP/2 settings.
+fn client_builder() -> h2::client::Builder {
+    let mut builder = h2::client::Builder::new();
+    builder
+        .enable_push(false)
+        .max_header_list_size(MAX_HEADER_LIST)
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(MAX_FRAME)
+        .max_send_buffer_size(SEND_BUFFER);
+    builder
+}
+
+/// The listener's HTTP/2 settings: the connection window starts at [`UNTAKEN_WINDOW`] and
+/// opens to [`CONNECTION_WINDOW`] when the driver takes the link ([`TlsLink::widen`]).
+fn server_builder() -> h2::server::Builder {
+    let mut builder = h2::server::Builder::new();
+    builder
+        .max_header_list_size(MAX_HEADER_LIST)
+        .initial_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(UNTAKEN_WINDOW)
+        .max_frame_size(MAX_FRAME)
+        .max_send_buffer_size(SEND_BUFFER)
+        .max_concurrent_streams(MAX_STREAMS);
+    builder
 }
 
 /// Connector side: TLS client handshake pinned to `expected`, then HTTP/2.
@@ -80,11 +117,7 @@ pub async fn connect(
         .connect(name, crate::net::LingeringTcp::new(tcp))
         .await
         .map_err(|e| map_tls_error(e, Some(&mismatch)))?;
-    let (send_request, connection) = h2::client::Builder::new()
-        .initial_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONNECTION_WINDOW)
-        .max_frame_size(MAX_FRAME)
-        .max_send_buffer_size(SEND_BUFFER)
+    let (send_request, connection) = client_builder()
         .handshake::<_, Bytes>(tls)
         .await
         .map_err(h2_error)?;
@@ -100,6 +133,7 @@ pub async fn connect(
             driver: Mutex::new(Some(AbortOnDropHandle::new(driver))),
             lost: lost_rx,
         }),
+        held: None,
         info: LinkInfo {
             peer: expected,
             transport: Transport::Tcp,
@@ -127,20 +161,16 @@ pub async fn accept(
         .map_err(|e| map_tls_error(e, None))?;
     let peer = pin::peer_key(tls.get_ref().1.peer_certificates())
         .ok_or(LinkError::Protocol("peer sent no key"))?;
-    let mut connection = h2::server::Builder::new()
-        .initial_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONNECTION_WINDOW)
-        .max_frame_size(MAX_FRAME)
-        .max_send_buffer_size(SEND_BUFFER)
-        .max_concurrent_streams(MAX_STREAMS)
+    let mut connection = server_builder()
         .handshake::<_, Bytes>(tls)
         .await
         .map_err(h2_error)?;
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mpsc::channel(MAX_STREAMS as usize);
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<CloseReason>();
+    let (widen_tx, widen_rx) = oneshot::channel();
     let (lost_tx, lost_rx) = watch::channel(None);
     let driver = tokio::spawn(async move {
-        let result = serve(&mut connection, tx, shutdown_rx).await;
+        let result = serve(&mut connection, tx, shutdown_rx, widen_rx).await;
         let _ = lost_tx.send(Some(describe_end(&result)));
         result
     });
@@ -149,10 +179,12 @@ pub async fn accept(
             role: Role::Server {
                 incoming: Mutex::new(rx),
                 shutdown: Mutex::new(Some(shutdown_tx)),
+                widen: std::sync::Mutex::new(Some(widen_tx)),
             },
             driver: Mutex::new(Some(AbortOnDropHandle::new(driver))),
             lost: lost_rx,
         }),
+        held: None,
         info: LinkInfo {
             peer,
             transport: Transport::Tcp,
@@ -166,23 +198,36 @@ pub async fn accept(
 }
 
 /// The listener's connection driver: hands each stream the connector opens to `tx` until the
-/// connection ends, closing it when `shutdown` says so.
+/// connection ends, closing it when `shutdown` says so and opening its window when `widen`
+/// does. Streams nobody took yet are at most
+/// [`MAX_STREAMS`]: beyond that (a peer opening and resetting streams the driver does not
+/// take) new ones are refused.
 async fn serve<T>(
     connection: &mut h2::server::Connection<T, Bytes>,
-    tx: mpsc::UnboundedSender<Stream>,
+    tx: mpsc::Sender<Stream>,
     mut shutdown: oneshot::Receiver<CloseReason>,
+    mut widen: oneshot::Receiver<()>,
 ) -> Result<(), h2::Error>
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut shutting_down = false;
+    let (mut shutting_down, mut widened) = (false, false);
     loop {
         let next = tokio::select! {
             next = connection.accept() => next,
+            told = &mut widen, if !widened => {
+                widened = true;
+                if told.is_ok() {
+                    connection.set_target_window_size(CONNECTION_WINDOW);
+                }
+                continue;
+            }
             reason = &mut shutdown, if !shutting_down => {
                 shutting_down = true;
                 match reason {
-                    Ok(CloseReason::Shutdown) => go_away(connection).await,
+                    Ok(reason @ (CloseReason::Shutdown | CloseReason::Busy)) => {
+                        go_away(connection, reason).await
+                    }
                     // GOAWAY, and streams in flight run to their end.
                     Ok(CloseReason::Done) | Err(_) => connection.graceful_shutdown(),
                 }
@@ -191,7 +236,23 @@ where
         };
         let Some(next) = next else { return Ok(()) };
         let (request, mut respond) = next?;
-        let send = respond.send_response(http::Response::new(()), false)?;
+        let queued = match tx.try_reserve() {
+            Ok(queued) => queued,
+            Err(mpsc::error::TrySendError::Full(())) => {
+                respond.send_reset(h2::Reason::REFUSED_STREAM);
+                continue;
+            }
+            // The receiver is gone (link being closed); the stream is dropped (reset).
+            Err(mpsc::error::TrySendError::Closed(())) => continue,
+        };
+        // A stream the connector already reset ends here, not the link with it.
+        let send = match respond.send_response(http::Response::new(()), false) {
+            Ok(send) => send,
+            Err(e) => {
+                tracing::debug!("inbound stream gone before it was answered: {e}");
+                continue;
+            }
+        };
         let stream = Stream {
             send: SendStream(SendInner::Tcp(H2Send {
                 inner: send,
@@ -199,19 +260,18 @@ where
             })),
             recv: RecvStream(RecvInner::Tcp(H2Recv::body(request.into_body()))),
         };
-        // The receiver may be gone (link being closed); the stream is then dropped (reset).
-        let _ = tx.send(stream);
+        queued.send(stream);
     }
 }
 
-/// Closes for [`CloseReason::Shutdown`]: GOAWAY with its code, so the link ends with the reason,
-/// once the streams' resets (already queued with the code, so each stream ends with it too)
-/// are out.
-async fn go_away<T>(connection: &mut h2::server::Connection<T, Bytes>)
+/// Closes for [`CloseReason::Shutdown`] or [`CloseReason::Busy`]: GOAWAY with its code, so the
+/// link ends with the reason, once the streams' resets (already queued with the code, so each
+/// stream ends with it too) are out.
+async fn go_away<T>(connection: &mut h2::server::Connection<T, Bytes>, reason: CloseReason)
 where
     T: AsyncRead + AsyncWrite + Unpin,
 {
-    let code = h2::Reason::from(CloseReason::Shutdown.code());
+    let code = h2::Reason::from(reason.code());
     let flushed = std::future::poll_fn(|cx| {
         loop {
             match connection.poll_accept(cx) {
@@ -311,6 +371,16 @@ impl TlsLink {
         })
     }
 
+    /// Listener: opens the connection window from [`UNTAKEN_WINDOW`] to [`CONNECTION_WINDOW`].
+    pub(super) fn widen(&self) {
+        if let Role::Server { widen, .. } = &self.role {
+            let tx = widen.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(tx) = tx {
+                let _ = tx.send(());
+            }
+        }
+    }
+
     pub(super) async fn accept(&self) -> Result<Option<Stream>, LinkError> {
         let Role::Server { incoming, .. } = &self.role else {
             return Err(LinkError::Protocol("only the listener accepts streams"));
@@ -328,18 +398,21 @@ impl TlsLink {
     }
 
     /// On [`CloseReason::Shutdown`] the streams were already reset with the reason (the
-    /// client cannot send GOAWAY with a code of its own; the server does).
+    /// client cannot send GOAWAY with a code of its own; the server does). The server closes
+    /// for [`CloseReason::Busy`] as for a shutdown.
     pub(super) async fn close(self, reason: CloseReason) {
         match self.role {
             // Dropping the last request handle lets the client connection finish and flush.
             Role::Client(send_request) => drop(send_request),
-            Role::Server { shutdown, incoming } => {
-                if reason == CloseReason::Shutdown {
+            Role::Server {
+                shutdown, incoming, ..
+            } => {
+                if reason != CloseReason::Done {
                     // Streams the connector opened that nobody took yet end with the reason too.
                     let mut incoming = incoming.lock().await;
                     incoming.close();
                     while let Ok(mut stream) = incoming.try_recv() {
-                        stream.send.cancel();
+                        stream.send.reset_with(reason);
                     }
                 }
                 if let Some(tx) = shutdown.lock().await.take() {
@@ -504,5 +577,64 @@ impl AsyncRead for H2Recv {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request as a connector makes it, padded with a header of `pad` bytes.
+    fn request(pad: usize) -> http::Request<()> {
+        let mut request = http::Request::builder()
+            .method(http::Method::POST)
+            .uri("https://warpgate/");
+        if pad > 0 {
+            request = request.header("x-pad", "a".repeat(pad));
+        }
+        request.body(()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_listener_takes_no_headers_beyond_what_a_connector_sends() {
+        let (client_io, server_io) = tokio::io::duplex(1 << 20);
+        let server = tokio::spawn(async move {
+            let mut connection = server_builder()
+                .handshake::<_, Bytes>(server_io)
+                .await
+                .unwrap();
+            let mut answered = 0;
+            while let Some(Ok((_, mut respond))) = connection.accept().await {
+                respond
+                    .send_response(http::Response::new(()), true)
+                    .unwrap();
+                answered += 1;
+            }
+            answered
+        });
+        let (client, connection) = client_builder()
+            .handshake::<_, Bytes>(client_io)
+            .await
+            .unwrap();
+        let driver = tokio::spawn(connection);
+        let status = |pad| {
+            let client = client.clone();
+            async move {
+                let mut ready = client.ready().await.unwrap();
+                let (response, _) = ready.send_request(request(pad), true).unwrap();
+                response.await.map(|r| r.status())
+            }
+        };
+        assert_eq!(status(0).await.unwrap(), http::StatusCode::OK);
+        // 2 KiB of headers: far more than any stream of ours needs; h2 allowed 16 MiB.
+        let refused = status(2048).await;
+        assert!(
+            !matches!(refused, Ok(http::StatusCode::OK)),
+            "an oversized header list was answered: {refused:?}"
+        );
+        assert_eq!(status(0).await.unwrap(), http::StatusCode::OK);
+        drop(client);
+        driver.await.unwrap().unwrap();
+        assert_eq!(server.await.unwrap(), 2);
     }
 }

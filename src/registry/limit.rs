@@ -9,22 +9,8 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The unit a limit applies to: an IPv4 address or an IPv6 /64.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Source(u128);
-
-impl Source {
-    pub fn of(ip: IpAddr) -> Self {
-        match ip {
-            IpAddr::V4(v4) => Self(u128::from(u32::from(v4))),
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => Self(u128::from(u32::from(v4))),
-                // Tagged so no /64 collides with an IPv4 address.
-                None => Self((u128::from(v6) & !u128::from(u64::MAX)) | 1),
-            },
-        }
-    }
-}
+/// The unit a limit applies to: an IPv4 address or an IPv6 /64 (shared with the links' limits).
+pub use crate::link::limits::Source;
 
 #[derive(Clone, Copy, Debug)]
 struct Bucket {

@@ -17,8 +17,8 @@ use turn_client_proto::types::TurnCredentials;
 use turn_client_proto::udp::TurnClientUdp;
 
 use super::driver::{Command, Driver, Ready};
-use super::state::{RelayError, RelayStats, RelayTransport};
 use super::io::Io;
+use super::state::{RelayError, RelayStats, RelayTransport};
 use crate::config::TurnServer;
 use crate::timing::{
     TURN_ALLOCATE_TIMEOUT, TURN_CLOSE_TIMEOUT, TURN_REQUEST_TIMEOUT, TURN_TCP_HEAD_START,

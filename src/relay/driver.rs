@@ -18,8 +18,8 @@ use turn_client_proto::stun::types::message::{Message, MessageClass, Transaction
 use turn_client_proto::types::message::{ALLOCATE, REFRESH};
 use turn_client_proto::types::TransportType;
 
-use super::state::{RelayError, RelayStats};
 use super::io::{Clock, Io};
+use super::state::{RelayError, RelayStats};
 use crate::timing::{TURN_CLOSE_TIMEOUT, TURN_UDP_SILENCE};
 
 /// Largest message read from the server: a ChannelData of the largest UDP payload.

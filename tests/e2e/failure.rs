@@ -1,4 +1,5 @@
-//! Failure paths: bad input exits 2 with one line; a vanished peer exits 1 and says so.
+//! Failure paths: bad input exits 2 with one line; a vanished peer or an unsafe file exits 1
+//! and says so.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -133,4 +134,57 @@ fn listener_killed_mid_transfer_over_tcp() {
 #[test]
 fn listener_killed_mid_transfer_over_quic() {
     killed_mid_transfer("quic", Victim::Listener);
+}
+
+/// A runtime refusal: exit 1 and one line on stderr containing `needle`, nothing on stdout.
+fn assert_refused(node: &Node, args: &[&str], needle: &str) {
+    let out = node.command(args).stdin(Stdio::null()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{args:?} should fail in one line: {stderr}");
+    assert!(lines[0].contains(needle), "{args:?}: {stderr}");
+    assert!(out.stdout.is_empty(), "stdout carries data only");
+}
+
+#[test]
+fn a_part_file_from_an_earlier_run_or_a_planted_link_is_refused_before_listening() {
+    let node = Node::new();
+    let target = node.dir.path().join("received.bin");
+    let part = node.dir.path().join("received.bin.part");
+    let target_arg = target.to_str().unwrap();
+    std::fs::write(&part, b"earlier").unwrap();
+    assert_refused(
+        &node,
+        &["listen", "--port", "0", "--recv", target_arg],
+        "received.bin.part already exists",
+    );
+    assert_eq!(std::fs::read(&part).unwrap(), b"earlier");
+    // A symlink there (someone else's doing, in a shared directory) is not followed.
+    std::fs::remove_file(&part).unwrap();
+    let victim = node.dir.path().join("victim");
+    std::fs::write(&victim, b"untouched").unwrap();
+    std::os::unix::fs::symlink(&victim, &part).unwrap();
+    assert_refused(
+        &node,
+        &["listen", "--port", "0", "--recv", target_arg],
+        "already exists",
+    );
+    assert_eq!(std::fs::read(&victim).unwrap(), b"untouched");
+}
+
+#[test]
+fn an_identity_key_others_can_read_is_refused_like_ssh() {
+    use std::os::unix::fs::PermissionsExt;
+    let node = Node::new();
+    node.id();
+    let key = node.home().join("identity.pem");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    assert_refused(
+        &node,
+        &["addr"],
+        "open to other users (mode 644); fix it with: chmod 600",
+    );
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    node.id();
 }

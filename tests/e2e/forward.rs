@@ -55,3 +55,39 @@ fn twenty_concurrent_clients_echo_through_the_link() {
         connector.stderr()
     );
 }
+
+/// The `WARN` log lines on a `--json` process's stderr.
+fn warnings(running: &Running) -> Vec<String> {
+    running
+        .stderr()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["level"] == "WARN")
+        .filter_map(|v| v["fields"]["message"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn a_forward_without_allow_warns_that_anyone_with_the_address_gets_in() {
+    let (a, friend) = (Node::new(), Node::new());
+    let mut open = a.listen(&["--forward", "9"], Stdio::null(), Stdio::null());
+    // The warning comes out before the service starts.
+    open.wait_event("forwarding");
+    let said = warnings(&open);
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(
+        said[0].contains("anyone with this address can reach localhost:9"),
+        "{}",
+        said[0]
+    );
+    drop(open);
+
+    let friend_id = friend.id();
+    let mut restricted = a.listen(
+        &["--forward", "9", "--allow", &friend_id],
+        Stdio::null(),
+        Stdio::null(),
+    );
+    restricted.wait_event("forwarding");
+    assert_eq!(warnings(&restricted), Vec::<String>::new());
+}
