@@ -145,8 +145,9 @@ async fn unreachable_server_fails_within_the_bound() {
         r.err()
     );
     let took = started.elapsed();
-    assert!(took >= warpgate::timing::TURN_TCP_HEAD_START, "{took:?}");
-    assert!(took < warpgate::timing::TURN_UDP_SILENCE, "{took:?}");
+    // TCP is refused after its head start; UDP may still answer, so it has its silence bound.
+    assert!(took >= warpgate::timing::TURN_UDP_SILENCE, "{took:?}");
+    assert!(took < warpgate::timing::TURN_ALLOCATE_TIMEOUT, "{took:?}");
 }
 
 #[tokio::test]
