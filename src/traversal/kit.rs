@@ -12,6 +12,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
+use std::future::Future;
 use std::sync::Arc;
 
 use futures_util::FutureExt;
@@ -26,6 +27,7 @@ use crate::link::demux::StunSide;
 use crate::link::paths::{self, PathSocket};
 use crate::link::pin::Credentials;
 use crate::link::quic;
+use crate::relay::Allocation;
 use crate::relay::RelayError;
 use crate::stun::{self, Timing};
 use crate::timing::KIT_STUN_GRACE;
@@ -70,13 +72,14 @@ pub struct Kit {
 }
 
 impl Kit {
-    /// Binds the sockets, learns their public mappings from `stun_servers` (IPv4), allocates on
-    /// `turn` meanwhile (if given) and makes the QUIC endpoint that accepts only `peer`.
+    /// Binds the sockets, learns their public mappings from `stun_servers` (IPv4) while
+    /// `relay` makes (or has made) the TURN allocation, if there is to be one, and makes the
+    /// QUIC endpoint that accepts only `peer`.
     pub async fn prepare(
         creds: &Credentials,
         peer: &PublicKey,
         stun_servers: &[HostPort],
-        turn: Option<&TurnServer>,
+        relay: impl Future<Output = Option<Result<Allocation, RelayError>>>,
     ) -> std::io::Result<Self> {
         let udp = crate::net::bind_udp((Ipv4Addr::UNSPECIFIED, 0).into())?;
         udp.set_nonblocking(true)?;
@@ -86,14 +89,8 @@ impl Kit {
         let tcp_port = listener.local_addr()?.port();
         let tcp_listener = listener.listen(16)?;
 
-        let allocating = async {
-            match turn {
-                Some(server) => Some(KitRelay::allocate(server).await),
-                None => None,
-            }
-        };
         let ((udp_public, tcp_public), allocated) =
-            tokio::join!(learn_mappings(&udp, tcp_port, stun_servers), allocating);
+            tokio::join!(learn_mappings(&udp, tcp_port, stun_servers), relay);
         tracing::debug!(?udp_public, ?tcp_public, "kit mappings");
         let mapping_varies = varies(&udp_public);
         let local_ips: Vec<IpAddr> = crate::net::interface_ips()?
@@ -132,6 +129,14 @@ impl Kit {
             relay_error,
             mapping_varies,
         })
+    }
+}
+
+/// The allocation on `turn`, if one is to be made (what [`Kit::prepare`] takes as `relay`).
+pub async fn allocate(turn: Option<&TurnServer>) -> Option<Result<Allocation, RelayError>> {
+    match turn {
+        Some(server) => Some(KitRelay::allocate(server).await),
+        None => None,
     }
 }
 

@@ -12,7 +12,7 @@ use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
 use tokio::time::Instant;
 
-use super::kit::Kit;
+use super::kit::{self, Kit};
 use super::rendezvous::{
     fire_delay, rand_bytes, usable, usable_relayed, Agreed, Rendezvous, RendezvousError, Role,
 };
@@ -71,9 +71,14 @@ pub fn exchange(
     config.start_timeout = config.start_timeout.min(left / 2);
     Ok(Some(
         async move {
-            tokio::time::sleep(wait).await;
-            let signal = Signal::start_with(keys, &brokers, config).await?;
-            let kit = Kit::prepare(&creds, &peer.key, &stun, turn.as_ref()).await?;
+            // The allocation is made meanwhile: ready when the kit is, it delays nothing.
+            let starting = async {
+                tokio::time::sleep(wait).await;
+                Signal::start_with(keys, &brokers, config).await
+            };
+            let (signal, relay) = tokio::join!(starting, kit::allocate(turn.as_ref()));
+            let signal = signal?;
+            let kit = Kit::prepare(&creds, &peer.key, &stun, async { relay }).await?;
             offer(signal, creds, &peer, kit, strategies).await
         }
         .boxed(),

@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 
 use tokio::time::Instant;
 
-use super::kit::Kit;
+use super::kit::{self, Kit};
 use super::rendezvous::{
     fire_delay, usable, usable_relayed, Agreed, Rendezvous, RendezvousError, Role,
 };
@@ -136,7 +136,7 @@ async fn answer(
         .turn
         .as_ref()
         .filter(|_| offer.strategies.iter().any(|s| s == "relay"));
-    let kit = Kit::prepare(&creds, &peer, &responder.stun, turn).await?;
+    let kit = Kit::prepare(&creds, &peer, &responder.stun, kit::allocate(turn)).await?;
     let answer = Answer {
         udp: kit.udp.clone(),
         tcp: kit.tcp.clone(),

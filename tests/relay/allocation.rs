@@ -194,3 +194,26 @@ async fn a_dead_server_closes_a_udp_allocation_on_the_next_send() {
     );
     assert!(sender.is_closed());
 }
+
+#[tokio::test]
+async fn an_allocation_takes_round_trips_not_the_crates_request_cadence() {
+    // turn-client-proto spaces requests 50 ms apart; the driver does not wait for that, so a
+    // loopback allocation (two round trips: the 401, then the authenticated request) is quick.
+    let server = Coturn::start();
+    let started = Instant::now();
+    let a = allocate(&server, false).await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(40), "{took:?}");
+    // A permission and a channel binding right after: each one round trip.
+    let started = Instant::now();
+    a.permit(LOOPBACK).await.expect("permission");
+    a.bind_channel("127.0.0.1:9".parse().unwrap())
+        .await
+        .expect("channel");
+    assert!(
+        started.elapsed() < Duration::from_millis(40),
+        "{:?}",
+        started.elapsed()
+    );
+    a.close().await;
+}
