@@ -238,16 +238,15 @@ pub fn plan(
             } else {
                 s.phase().offset()
             };
-            let mut own: Vec<Attempt> = s
-                .plan(peer, rendezvous, local)
-                .into_iter()
-                .filter(|a| via.allows(a))
-                .collect();
+            let planned = s.plan(peer, rendezvous, local);
+            let start = planned.iter().map(|a| a.delay).min().unwrap_or_default();
+            let mut own: Vec<Attempt> = planned.into_iter().filter(|a| via.allows(a)).collect();
             // What `--via` left starts when the strategy starts: an attempt planned to wait
             // for one that was filtered out (QUIC behind TCP, say) does not wait for nothing.
+            // (The strategy's own start, a relay's grace say, stays.)
             let first = own.iter().map(|a| a.delay).min().unwrap_or_default();
             for a in &mut own {
-                a.delay = a.delay - first + offset;
+                a.delay = a.delay - first + start + offset;
             }
             own
         })
@@ -291,6 +290,50 @@ mod tests {
             ]
         );
         assert_eq!(delays("quic"), vec![(Transport::Quic, Duration::ZERO)]);
+    }
+
+    /// A strategy that starts a while after its phase, as the relay does.
+    struct Late;
+
+    impl Strategy for Late {
+        fn name(&self) -> &'static str {
+            "late"
+        }
+        fn phase(&self) -> Phase {
+            Phase::Direct
+        }
+        fn plan(&self, _: &Address, _: Option<&Rendezvous>, _: &LocalFacts) -> Vec<Attempt> {
+            [Transport::Tcp, Transport::Quic]
+                .into_iter()
+                .zip([300, 325])
+                .map(|(transport, ms)| Attempt {
+                    strategy: "late",
+                    transport,
+                    remote: None,
+                    delay: Duration::from_millis(ms),
+                })
+                .collect()
+        }
+        fn run(&self, _: Attempt, _: Arc<Context>) -> LinkFuture {
+            unreachable!("only planned")
+        }
+    }
+
+    #[test]
+    fn a_strategy_keeps_its_own_start_when_via_filters_its_attempts() {
+        let peer = Address::new(crate::identity::Identity::generate().public_key(), vec![]);
+        let known: Vec<Arc<dyn Strategy>> = vec![Arc::new(Late)];
+        let delays = |via: &[&str]| -> Vec<Duration> {
+            let values: Vec<String> = via.iter().map(|v| v.to_string()).collect();
+            let via = Via::parse(&values, &known).unwrap();
+            plan(&known, &via, &peer, None, &LocalFacts::default())
+                .iter()
+                .map(|a| a.delay)
+                .collect()
+        };
+        let ms = Duration::from_millis;
+        assert_eq!(delays(&[]), vec![ms(300), ms(325)]);
+        assert_eq!(delays(&["quic"]), vec![ms(300)]);
     }
 
     #[test]
