@@ -270,16 +270,28 @@ impl Rendezvous {
 /// candidates could name a third party, so what one offer can make us send is bounded.
 const MAX_PEER_CANDIDATES: usize = 8;
 
-/// The peer's candidates worth trying: IPv4 (the kit's family), no unspecified or multicast
-/// address, no port 0, at most [`MAX_PEER_CANDIDATES`], public ones first.
+/// Whether an offer or answer may make us send to `addr`: anyone can send an offer, so its
+/// addresses must not steer our packets at this machine, its link or a group (loopback,
+/// link-local, multicast, broadcast, unspecified, port 0). Genuine peers never offer these; a
+/// LAN peer's private range is fine. IPv4 only (the kit's family).
+fn may_send_to(addr: &SocketAddr) -> bool {
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) => {
+            !(ip.is_unspecified()
+                || ip.is_loopback()
+                || ip.is_link_local()
+                || ip.is_multicast()
+                || ip.is_broadcast())
+                && addr.port() != 0
+        }
+        std::net::IpAddr::V6(_) => false,
+    }
+}
+
+/// The peer's candidates worth trying: those [`may_send_to`] allows, at most
+/// [`MAX_PEER_CANDIDATES`], public ones first.
 pub(super) fn usable(candidates: &[Candidate]) -> Vec<SocketAddr> {
-    let mut list: Vec<&Candidate> = candidates
-        .iter()
-        .filter(|c| {
-            let ip = c.addr.ip();
-            ip.is_ipv4() && !ip.is_unspecified() && !ip.is_multicast() && c.addr.port() != 0
-        })
-        .collect();
+    let mut list: Vec<&Candidate> = candidates.iter().filter(|c| may_send_to(&c.addr)).collect();
     list.sort_by_key(|c| c.kind != CandidateKind::Public);
     let mut addrs: Vec<SocketAddr> = list.into_iter().map(|c| c.addr).collect();
     addrs.dedup();
@@ -287,16 +299,9 @@ pub(super) fn usable(candidates: &[Candidate]) -> Vec<SocketAddr> {
     addrs
 }
 
-/// The peer's relayed addresses worth trying: as [`usable`], at most two.
+/// The peer's relayed addresses worth trying: those [`may_send_to`] allows, at most two.
 pub(super) fn usable_relayed(relayed: &[SocketAddr]) -> Vec<SocketAddr> {
-    let mut addrs: Vec<SocketAddr> = relayed
-        .iter()
-        .filter(|a| {
-            let ip = a.ip();
-            ip.is_ipv4() && !ip.is_unspecified() && !ip.is_multicast() && a.port() != 0
-        })
-        .copied()
-        .collect();
+    let mut addrs: Vec<SocketAddr> = relayed.iter().filter(|a| may_send_to(a)).copied().collect();
     addrs.dedup();
     addrs.truncate(2);
     addrs
@@ -306,4 +311,42 @@ pub(super) fn rand_bytes() -> [u8; 16] {
     let mut bytes = [0u8; 16];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
     bytes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn candidate(addr: &str) -> Candidate {
+        Candidate {
+            kind: CandidateKind::Local,
+            addr: addr.parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn offers_cannot_steer_packets_at_this_machine_its_link_or_a_group() {
+        let offered: Vec<Candidate> = [
+            "127.0.0.1:4000",
+            "127.8.9.1:4000",
+            "169.254.3.4:4000",
+            "224.0.0.251:5353",
+            "255.255.255.255:4000",
+            "0.0.0.0:4000",
+            "192.168.1.20:0",
+            "[::1]:4000",
+            "192.168.1.20:4000",
+            "203.0.113.9:4000",
+        ]
+        .iter()
+        .map(|a| candidate(a))
+        .collect();
+        let kept: Vec<String> = usable(&offered).iter().map(|a| a.to_string()).collect();
+        assert_eq!(kept, ["192.168.1.20:4000", "203.0.113.9:4000"]);
+        let relayed: Vec<SocketAddr> = ["127.0.0.1:3478", "198.51.100.1:49152"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        assert_eq!(usable_relayed(&relayed), vec![relayed[1]]);
+    }
 }
