@@ -71,12 +71,13 @@ pub fn exchange(
     config.start_timeout = config.start_timeout.min(left / 2);
     Ok(Some(
         async move {
-            // The allocation is made meanwhile: ready when the kit is, it delays nothing.
-            let starting = async {
-                tokio::time::sleep(wait).await;
-                Signal::start_with(keys, &brokers, config).await
-            };
-            let (signal, relay) = tokio::join!(starting, kit::allocate(turn.as_ref()));
+            // A peer reached directly within `wait` costs no signalling and no allocation;
+            // after it, the allocation is made while signalling starts, so it delays nothing.
+            tokio::time::sleep(wait).await;
+            let (signal, relay) = tokio::join!(
+                Signal::start_with(keys, &brokers, config),
+                kit::allocate(turn.as_ref())
+            );
             let signal = signal?;
             let kit = Kit::prepare(&creds, &peer.key, &stun, async { relay }).await?;
             offer(signal, creds, &peer, kit, strategies).await
