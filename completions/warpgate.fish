@@ -61,7 +61,7 @@ complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l forward -d 
 complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l send -d 'Send this file instead of stdin' -r -F
 complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l recv -d 'Write what the peer sends to this file instead of stdout' -r -F
 complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l name -d 'Claim this name on the registries, renew it and republish it when the address changes' -r
-complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l allow -d 'Accept only this peer id (repeatable)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l allow -d 'Accept only this peer: its address, key fingerprint or pinned name (the whole key), or its node id (80 bits of it) (repeatable)' -r
 complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l home -d 'State directory: identity key, config, caches (two homes = two nodes on one machine)' -r -F
 complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l config -d 'TOML config file [default: config.toml in the config directory]' -r -F
 complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l broker -d 'MQTT broker for signalling, replaces the configured list (repeatable)' -r

@@ -306,6 +306,32 @@ pub const NODE_ID_LEN: usize = 10;
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct NodeId([u8; NODE_ID_LEN]);
 
+/// A peer a listener lets in (`--allow`, or the one peer of a punching kit).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Allowed {
+    /// The whole key (given as an address, a pinned name, or to a kit by the rendezvous).
+    Key(PublicKey),
+    /// The key's SHA-256 fingerprint, as `name list` shows it: as strong as the whole key.
+    Fingerprint(String),
+    /// Only the 80-bit node id: shorter than the key, so weaker (the CLI says so).
+    Id(NodeId),
+}
+
+impl Allowed {
+    pub fn admits(&self, key: &PublicKey) -> bool {
+        match self {
+            Allowed::Key(allowed) => allowed == key,
+            Allowed::Fingerprint(fingerprint) => key.fingerprint() == *fingerprint,
+            Allowed::Id(id) => key.id() == *id,
+        }
+    }
+}
+
+/// Whether `allowed` (no list: everyone) lets `key` in.
+pub fn admitted(allowed: Option<&[Allowed]>, key: &PublicKey) -> bool {
+    allowed.is_none_or(|list| list.iter().any(|a| a.admits(key)))
+}
+
 impl NodeId {
     /// Validates user input (`--allow ID`): 16 characters of the base32 alphabet.
     pub fn parse(text: &str) -> Option<Self> {
@@ -475,5 +501,24 @@ mod tests {
             Identity::load_or_create(dir.path()),
             Err(IdentityError::Invalid { .. })
         ));
+    }
+
+    #[test]
+    fn allowed_admits_by_key_fingerprint_or_id() {
+        let (a, b) = (
+            Identity::generate().public_key(),
+            Identity::generate().public_key(),
+        );
+        for allowed in [
+            Allowed::Key(a),
+            Allowed::Fingerprint(a.fingerprint()),
+            Allowed::Id(a.id()),
+        ] {
+            assert!(allowed.admits(&a), "{allowed:?}");
+            assert!(!allowed.admits(&b), "{allowed:?}");
+        }
+        assert!(admitted(None, &b));
+        assert!(!admitted(Some(&[Allowed::Key(a)]), &b));
+        assert!(admitted(Some(&[Allowed::Key(a), Allowed::Key(b)]), &b));
     }
 }

@@ -103,8 +103,9 @@ pub struct ListenArgs {
     /// Claim this name on the registries, renew it and republish it when the address changes
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
-    /// Accept only this peer id (repeatable)
-    #[arg(long = "allow", value_name = "ID")]
+    /// Accept only this peer: its address, key fingerprint or pinned name (the whole key), or
+    /// its node id (80 bits of it) (repeatable)
+    #[arg(long = "allow", value_name = "PEER")]
     pub allow: Vec<String>,
 }
 

@@ -14,10 +14,12 @@ use super::args::{ListenArgs, DEFAULT_NAME_LIFETIME};
 use super::publish::Publisher;
 use super::transfer::{self, Ends};
 use super::{close_reason, names, usage, Interrupted, Node, Shutdown};
+use crate::addr::{Address, TEXT_PREFIX};
 use crate::config::HostPort;
-use crate::identity::NodeId;
+use crate::identity::{Allowed, NodeId};
 use crate::link::listener::Listener;
 use crate::link::{CloseReason, Link};
+use crate::names::{pins::Pins, Name};
 use crate::report::{Connected, Reporter};
 use crate::timing::HANDSHAKE_TIMEOUT;
 use crate::traversal::{self, respond, respond::Responder};
@@ -40,14 +42,9 @@ pub async fn run(
     let allowed = if args.allow.is_empty() {
         None
     } else {
-        let ids = args.allow.iter().map(|a| {
-            NodeId::parse(a).ok_or_else(|| {
-                usage(format!(
-                    "--allow {a:?} is not a node id (16 characters, a-z and 2-7)"
-                ))
-            })
-        });
-        Some(ids.collect::<anyhow::Result<Vec<_>>>()?)
+        let pins = Pins::load_pins(&node.settings.home).context("cannot read the pinned keys")?;
+        let list = args.allow.iter().map(|a| parse_allow(a, &pins));
+        Some(list.collect::<anyhow::Result<Vec<_>>>()?)
     };
     let open_to_all = allowed.is_none();
     let forward = match args.forward.as_deref() {
@@ -132,6 +129,40 @@ pub async fn run(
     };
     listener.shutdown(close_reason(&stop)).await;
     result.map(|()| ExitCode::SUCCESS)
+}
+
+/// One `--allow` value: a peer's address or pinned name (its whole key), its key fingerprint,
+/// or its node id (only 80 bits of the key: allowed, with a warning).
+fn parse_allow(text: &str, pins: &Pins) -> anyhow::Result<Allowed> {
+    let text = text.trim();
+    let lower = text.to_ascii_lowercase();
+    if lower.starts_with(TEXT_PREFIX) && !lower.contains('.') {
+        if let Ok(address) = Address::parse(text) {
+            return Ok(Allowed::Key(address.key));
+        }
+    }
+    if let Some(id) = NodeId::parse(&lower) {
+        tracing::warn!(
+            "--allow {text}: a node id is 80 bits of the key; give the peer's address, key \
+             fingerprint or pinned name to compare the whole key"
+        );
+        return Ok(Allowed::Id(id));
+    }
+    if crate::base32::decode(&lower).is_ok_and(|digest| digest.len() == 32) {
+        return Ok(Allowed::Fingerprint(lower));
+    }
+    if let Ok(name) = Name::parse(text) {
+        return match pins.get(&name) {
+            Some(key) => Ok(Allowed::Key(*key)),
+            None => Err(usage(format!(
+                "--allow {text}: no key is pinned for {name} (connect to it once, or `warpgate \
+                 name add`)"
+            ))),
+        };
+    }
+    Err(usage(format!(
+        "--allow {text:?}: expected a peer's address, key fingerprint, pinned name or node id"
+    )))
 }
 
 /// The `connected` event of an inbound link: setup counted from its handshake's start.

@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 
 use super::limits::{Admission, AdmissionSlot, MAX_LINKS, RETRY_ABOVE};
 use super::{pin, quic, tls, CloseReason, Link, LinkError, Selected};
-use crate::identity::NodeId;
+use crate::identity::Allowed;
 use crate::net;
 use crate::timing::{HANDOFF_TIMEOUT, HANDSHAKE_TIMEOUT, QUIC_CLOSE_LINGER};
 
@@ -99,7 +99,7 @@ impl Listener {
     pub fn bind(
         port: u16,
         creds: &pin::Credentials,
-        allowed: Option<Vec<NodeId>>,
+        allowed: Option<Vec<Allowed>>,
     ) -> Result<Self, ListenError> {
         let sockets = bind(port)?;
         let acceptor =

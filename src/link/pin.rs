@@ -11,7 +11,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, Serve
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
-use crate::identity::{Identity, NodeId, PublicKey};
+use crate::identity::{Allowed, Identity, NodeId, PublicKey};
 
 /// A certificate and key made from the node identity.
 pub struct Credentials {
@@ -153,7 +153,7 @@ impl ServerCertVerifier for PinnedServer {
 /// Server side: every client must present a P-256 key; with an allow list, one of those.
 #[derive(Debug)]
 struct PeerClients {
-    allowed: Option<Vec<NodeId>>,
+    allowed: Option<Vec<Allowed>>,
     provider: Arc<CryptoProvider>,
 }
 
@@ -172,7 +172,7 @@ impl ClientCertVerifier for PeerClients {
             CertificateError::BadEncoding,
         ))?;
         match &self.allowed {
-            Some(allowed) if !allowed.contains(&key.id()) => {
+            Some(allowed) if !crate::identity::admitted(Some(allowed), &key) => {
                 tracing::info!(peer = %key.id(), "refused a peer that is not in the --allow list");
                 Err(rustls::Error::InvalidCertificate(
                     CertificateError::ApplicationVerificationFailure,
@@ -238,7 +238,7 @@ pub fn client_config(
 /// A server config that requires a client key, restricted to `allowed` when given.
 pub fn server_config(
     creds: &Credentials,
-    allowed: Option<Vec<NodeId>>,
+    allowed: Option<Vec<Allowed>>,
 ) -> Result<rustls::ServerConfig, rustls::Error> {
     let provider = provider();
     let verifier = PeerClients {

@@ -58,7 +58,7 @@ fn transport_config(receive_window: u32) -> Arc<quinn::TransportConfig> {
 /// either side may be the QUIC server there, so its windows are open from the start).
 pub fn server_config(
     creds: &pin::Credentials,
-    allowed: Option<Vec<crate::identity::NodeId>>,
+    allowed: Option<Vec<crate::identity::Allowed>>,
 ) -> Result<quinn::ServerConfig, LinkError> {
     server_config_with(creds, allowed, CONNECTION_WINDOW)
 }
@@ -68,14 +68,14 @@ pub fn server_config(
 /// ([`QuicLink::widen`]).
 pub fn listener_config(
     creds: &pin::Credentials,
-    allowed: Option<Vec<crate::identity::NodeId>>,
+    allowed: Option<Vec<crate::identity::Allowed>>,
 ) -> Result<quinn::ServerConfig, LinkError> {
     server_config_with(creds, allowed, UNTAKEN_WINDOW)
 }
 
 fn server_config_with(
     creds: &pin::Credentials,
-    allowed: Option<Vec<crate::identity::NodeId>>,
+    allowed: Option<Vec<crate::identity::Allowed>>,
     receive_window: u32,
 ) -> Result<quinn::ServerConfig, LinkError> {
     let tls = pin::server_config(creds, allowed)?;

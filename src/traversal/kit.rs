@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use super::kit_relay::KitRelay;
 use crate::addr::{Candidate, CandidateKind};
 use crate::config::{HostPort, TurnServer};
-use crate::identity::PublicKey;
+use crate::identity::{Allowed, PublicKey};
 use crate::link::demux::StunSide;
 use crate::link::paths::{self, PathSocket};
 use crate::link::pin::Credentials;
@@ -100,7 +100,7 @@ impl Kit {
         let udp_candidates = candidates(udp_port, &with_predictions(udp_public), &local_ips);
         let tcp_candidates = candidates(tcp_port, &with_predictions(tcp_public), &local_ips);
 
-        let server = quic::server_config(creds, Some(vec![peer.id()]))
+        let server = quic::server_config(creds, Some(vec![Allowed::Key(*peer)]))
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         let (endpoint, paths, stun_side) = paths::endpoint(udp.into_std()?, Some(server))?;
         let (relay, relay_error) = match allocated {

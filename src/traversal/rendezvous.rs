@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use super::kit::Kit;
 use super::probing::{self, Probing};
 use crate::addr::{Candidate, CandidateKind};
-use crate::identity::PublicKey;
+use crate::identity::{Allowed, PublicKey};
 use crate::link::paths::Route;
 use crate::link::pin::{self, Credentials};
 use crate::link::Path;
@@ -182,7 +182,8 @@ impl Rendezvous {
             match self.role {
                 Role::Connector => tls::connect(tcp, &self.creds, self.peer).await,
                 Role::Listener => {
-                    let config = pin::server_config(&self.creds, Some(vec![self.peer.id()]))?;
+                    let config =
+                        pin::server_config(&self.creds, Some(vec![Allowed::Key(self.peer)]))?;
                     let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
                     tls::accept(tcp, &acceptor).await
                 }

@@ -19,7 +19,7 @@ use super::rendezvous::{
 };
 use super::Strategy;
 use crate::config::{HostPort, TurnServer};
-use crate::identity::{NodeId, PublicKey};
+use crate::identity::{self, Allowed, PublicKey};
 use crate::link::listener::Inbound;
 use crate::link::pin::Credentials;
 use crate::signal::{Answer, Keys, Offer, Payload, Signal, SignalConfig};
@@ -31,7 +31,7 @@ pub const MAX_SESSIONS: usize = 8;
 /// What the listener brings to every session.
 pub struct Responder {
     pub creds: Credentials,
-    pub allowed: Option<Vec<NodeId>>,
+    pub allowed: Option<Vec<Allowed>>,
     pub stun: Vec<HostPort>,
     /// Where a session allocates its relay when the offer asks for the relay.
     pub turn: Option<TurnServer>,
@@ -67,7 +67,7 @@ async fn serve(signal: Signal, responder: Arc<Responder>) {
                 None => return,
                 Some((from, Payload::Offer(offer))) => {
                     let id = from.id();
-                    if responder.allowed.as_ref().is_some_and(|ids| !ids.contains(&id)) {
+                    if !identity::admitted(responder.allowed.as_deref(), &from) {
                         tracing::info!(peer = %id, "offer from a peer not in --allow: ignored");
                     } else if sessions.len() >= MAX_SESSIONS {
                         tracing::warn!(peer = %id, "{MAX_SESSIONS} sessions already running: offer ignored");

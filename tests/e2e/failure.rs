@@ -41,7 +41,12 @@ fn malformed_addresses_exit_2_with_one_line() {
         &["connect", "--via", "teleport", &good],
         "unknown --via",
     );
-    assert_usage_error(&node, &["listen", "--allow", "nobody"], "not a node id");
+    assert_usage_error(&node, &["listen", "--allow", "nobody"], "no key is pinned");
+    assert_usage_error(
+        &node,
+        &["listen", "--allow", "no/body"],
+        "expected a peer's address",
+    );
     assert_usage_error(&node, &["listen", "--forward", "host:port"], "--forward");
     assert_usage_error(&node, &["--turn", "nonsense", "addr"], "TURN");
     // Never the public default servers in tests: --offline (always given by `command`) leaves
