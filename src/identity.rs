@@ -329,7 +329,7 @@ impl Allowed {
 
 /// Whether `allowed` (no list: everyone) lets `key` in.
 pub fn admitted(allowed: Option<&[Allowed]>, key: &PublicKey) -> bool {
-    allowed.is_none_or(|list| list.iter().any(|a| a.admits(key)))
+    allowed.map_or(true, |list| list.iter().any(|a| a.admits(key)))
 }
 
 impl NodeId {
