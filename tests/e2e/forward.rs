@@ -82,9 +82,12 @@ fn a_forward_without_allow_warns_that_anyone_with_the_address_gets_in() {
     );
     drop(open);
 
-    let friend_id = friend.id();
+    // The friend by its address (the whole key): a bare node id would warn that it is short.
+    let out = friend.command(&["addr"]).output().unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let friend_addr = doc["text"].as_str().expect("text").to_string();
     let mut restricted = a.listen(
-        &["--forward", "9", "--allow", &friend_id],
+        &["--forward", "9", "--allow", &friend_addr],
         Stdio::null(),
         Stdio::null(),
     );
