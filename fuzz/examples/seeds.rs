@@ -5,9 +5,12 @@ use std::path::Path;
 
 use warpgate_fuzz::{addr, check_samples, names, signal, stun, Sample};
 
+/// A target's name, its samples and its body.
+type Target = (&'static str, fn() -> Vec<Sample>, fn(&[u8]) -> bool);
+
 fn main() -> std::io::Result<()> {
     let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
-    let targets: [(&str, fn() -> Vec<Sample>, fn(&[u8]) -> bool); 4] = [
+    let targets: [Target; 4] = [
         ("addr", addr::samples, addr::run),
         ("stun", stun::samples, stun::run),
         ("signal", signal::samples, signal::run),
