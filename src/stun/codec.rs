@@ -168,9 +168,15 @@ pub fn punch_request(token: &str) -> Result<(TransactionId, Vec<u8>), StunError>
 }
 
 /// The answer to a peer's probe (`request`, as received): a binding success saying where the
-/// probe came `from`.
+/// probe came `from`. Anything but a request is [`StunError::Malformed`] (stun-proto's
+/// response builder panics on one).
 pub fn punch_response(request: &[u8], from: SocketAddr) -> Result<Vec<u8>, StunError> {
     let request = parse(request)?;
+    if !request.has_class(MessageClass::Request) {
+        return Err(StunError::Malformed(
+            "only a request can be answered".into(),
+        ));
+    }
     let mut msg = Message::builder_success(&request, MessageWriteVec::new());
     msg.add_attribute(&XorMappedAddress::new(from, request.transaction_id()))
         .map_err(|e| StunError::Encode(e.to_string()))?;
@@ -340,6 +346,25 @@ mod tests {
                 let _ = read_response(&m);
             }
         }
+    }
+
+    /// Found by the stun fuzz target: answering a response (not a request) panicked inside
+    /// stun-proto instead of being an error.
+    #[test]
+    fn answering_anything_but_a_request_is_an_error() {
+        let (_, probe) = punch_request("abc123").unwrap();
+        let from: SocketAddr = "198.51.100.9:40000".parse().unwrap();
+        let response = punch_response(&probe, from).unwrap();
+        assert!(matches!(
+            punch_response(&response, from),
+            Err(StunError::Malformed(_))
+        ));
+        let reqm = Message::from_bytes(&probe).unwrap();
+        let error = Message::builder_error(&reqm, MessageWriteVec::new()).finish();
+        assert!(matches!(
+            punch_response(&error, from),
+            Err(StunError::Malformed(_))
+        ));
     }
 
     #[test]
