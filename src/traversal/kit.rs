@@ -15,7 +15,6 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::future::Future;
 use std::sync::Arc;
 
-use futures_util::FutureExt;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
@@ -97,6 +96,7 @@ impl Kit {
             .into_iter()
             .filter(|ip| ip.is_ipv4() && !ip.is_loopback())
             .collect();
+        let tcp_public = tcp_public_or_guess(tcp_public, &udp_public, udp_port, tcp_port);
         let udp_candidates = candidates(udp_port, &with_predictions(udp_public), &local_ips);
         let tcp_candidates = candidates(tcp_port, &with_predictions(tcp_public), &local_ips);
 
@@ -167,41 +167,70 @@ async fn learn_mappings(
             change: stun::Change::NONE,
         })
         .collect();
+    // TCP mappings are kept as each server answers: when the grace runs out while one
+    // exchange is still retransmitting a lost segment, the other server's answer still counts.
+    let tcp_found = std::sync::Mutex::new(Vec::new());
     let tcp_binding = futures_util::future::join_all(servers.iter().map(|&to| {
-        let counter = &counter;
+        let (counter, tcp_found) = (&counter, &tcp_found);
         async move {
-            let socket = crate::net::shared_tcp_socket(tcp_port).ok()?;
-            stun::tcp::binding_from(Some(socket), to, KIT_STUN.total(), counter)
-                .await
-                .ok()
-                .map(|(binding, _)| binding.mapped)
+            let Ok(socket) = crate::net::shared_tcp_socket(tcp_port) else {
+                return;
+            };
+            if let Ok((binding, _)) =
+                stun::tcp::binding_from(Some(socket), to, KIT_STUN.total(), counter).await
+            {
+                if let Ok(mut found) = tcp_found.lock() {
+                    found.push(binding.mapped);
+                }
+            }
         }
-    }))
-    .map(|found| found.into_iter().flatten().collect::<Vec<SocketAddr>>());
+    }));
     // Once one transport's mapping is known, the other gets a grace of twice the time that
     // took (TCP needs a round trip more than UDP): behind a firewall that drops UDP, waiting
     // out UDP's retransmissions would delay the offer.
     let started = Instant::now();
     let grace = || (started.elapsed() * 2).max(KIT_STUN_GRACE);
-    let (udp_results, tcp_public) = {
+    let udp_results = {
         let udp_binding = stun::udp::run(udp, &udp_probes, KIT_STUN, &counter);
         tokio::pin!(udp_binding, tcp_binding);
         tokio::select! {
             udp = &mut udp_binding => {
-                let tcp = tokio::time::timeout(grace(), &mut tcp_binding).await;
-                (udp, tcp.unwrap_or_default())
+                let _ = tokio::time::timeout(grace(), &mut tcp_binding).await;
+                udp
             }
-            tcp = &mut tcp_binding => {
+            _ = &mut tcp_binding => {
                 let udp = tokio::time::timeout(grace(), &mut udp_binding).await;
-                (udp.unwrap_or_default(), tcp)
+                udp.unwrap_or_default()
             }
         }
     };
+    let tcp_public = tcp_found.into_inner().unwrap_or_default();
     let udp_public = udp_results
         .into_iter()
         .filter_map(|r| r.outcome.ok().map(|b| b.mapped))
         .collect();
     (udp_public, tcp_public)
+}
+
+/// The TCP mappings, or, when none came back in time (a segment lost and waiting out TCP's
+/// retransmission) but the NAT kept the UDP socket's own port, the guess that it keeps the
+/// TCP port as well, on the same public IP: port-preserving NATs do so per protocol (Linux
+/// masquerade, most home routers). A wrong guess costs one more candidate to try.
+fn tcp_public_or_guess(
+    tcp_public: Vec<SocketAddr>,
+    udp_public: &[SocketAddr],
+    udp_port: u16,
+    tcp_port: u16,
+) -> Vec<SocketAddr> {
+    if !tcp_public.is_empty() {
+        return tcp_public;
+    }
+    match udp_public {
+        [first, rest @ ..] if first.port() == udp_port && rest.iter().all(|a| a == first) => {
+            vec![SocketAddr::new(first.ip(), tcp_port)]
+        }
+        _ => Vec::new(),
+    }
 }
 
 /// The candidates of a kit socket on `port`: its public mappings first, then each interface
@@ -266,6 +295,23 @@ mod tests {
             "203.0.113.5:40010",
         ]);
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_lost_tcp_mapping_is_guessed_only_behind_a_port_preserving_nat() {
+        let kept = addrs(&["203.0.113.5:4000", "203.0.113.5:4000"]);
+        let guessed = tcp_public_or_guess(Vec::new(), &kept, 4000, 5000);
+        assert_eq!(guessed, addrs(&["203.0.113.5:5000"]));
+        let learned = addrs(&["203.0.113.5:6000"]);
+        assert_eq!(
+            tcp_public_or_guess(learned.clone(), &kept, 4000, 5000),
+            learned
+        );
+        let moved = addrs(&["203.0.113.5:4100", "203.0.113.5:4100"]);
+        assert!(tcp_public_or_guess(Vec::new(), &moved, 4000, 5000).is_empty());
+        let varies = addrs(&["203.0.113.5:4000", "203.0.113.5:4001"]);
+        assert!(tcp_public_or_guess(Vec::new(), &varies, 4000, 5000).is_empty());
+        assert!(tcp_public_or_guess(Vec::new(), &[], 4000, 5000).is_empty());
     }
 
     #[test]
