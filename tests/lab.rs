@@ -12,12 +12,16 @@
 //! - `matrix`   — `warpgate connect` between every ordered pair of hosts (240/240 with the relay)
 //! - `relay`    — 1 GiB each way relayed, relayed→direct upgrade, TURN killed, misconfigured TURN
 //! - `natinfo`  — `warpgate nat-info` reports each router's behaviours; broken servers
+//! - `faults`   — 1 GiB through 5% loss (TCP, QUIC) and 1% loss relayed; a broker killed
+//!   mid-transfer and back; a peer killed mid-transfer
 //! - `traversal` — punching between NATs: repeated runs, bulk data, a dead broker, no listener
 //! - `names`    — claim and connect by name across sites, a taken name, a claim race, a
 //!   registry killed or down or lying, a changed pinned key, rate limits
 
 #[path = "lab/address.rs"]
 mod address;
+#[path = "lab/faults.rs"]
+mod faults;
 #[path = "lab/harness.rs"]
 mod harness;
 #[path = "lab/matrix.rs"]

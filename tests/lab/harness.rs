@@ -339,3 +339,31 @@ pub fn parallel<T: Sync, R: Send>(items: &[T], width: usize, f: impl Fn(&T) -> R
     });
     results.into_inner().unwrap().into_values().collect()
 }
+
+/// A file of `mib` MiB of random bytes.
+pub fn random_file(path: &Path, mib: usize) {
+    let status = Command::new("head")
+        .arg("-c")
+        .arg((mib << 20).to_string())
+        .arg("/dev/urandom")
+        .stdout(std::fs::File::create(path).expect("create"))
+        .status()
+        .expect("head");
+    assert!(status.success());
+}
+
+pub fn sha256(path: &Path) -> String {
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+pub fn arg(path: &Path) -> &str {
+    path.to_str().expect("utf-8 path")
+}

@@ -6,12 +6,12 @@
 //! Tests that kill a TURN server start their own coturn in the internet namespace (on
 //! 198.51.100.2, a port of their own), so the lab's STUN/TURN server stays up for the rest.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    exclusive, infra, lab, shared, Lab, Pair, SRV_A, SRV_B, TURN_PASS, TURN_USER,
+    arg, exclusive, infra, lab, random_file, sha256, shared, Lab, Pair, SRV_A, SRV_B, TURN_PASS,
+    TURN_USER,
 };
 
 /// The lab's TURN server, as `--turn` takes it.
@@ -98,34 +98,6 @@ impl Drop for OwnTurn {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-/// A file of `mib` MiB of random bytes.
-fn random_file(path: &Path, mib: usize) {
-    let status = Command::new("head")
-        .arg("-c")
-        .arg((mib << 20).to_string())
-        .arg("/dev/urandom")
-        .stdout(std::fs::File::create(path).expect("create"))
-        .status()
-        .expect("head");
-    assert!(status.success());
-}
-
-fn sha256(path: &Path) -> String {
-    let out = Command::new("sha256sum")
-        .arg(path)
-        .output()
-        .expect("sha256sum");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string()
-}
-
-fn arg(path: &Path) -> &str {
-    path.to_str().expect("utf-8 path")
 }
 
 /// An nftables table on `router` dropping everything between it and `peer_ip`, deleted when
