@@ -2,15 +2,19 @@
 //! port has, as in the kernel, a connecting socket per try (to the peer's announced
 //! candidate) and a listener: a SYN from the very endpoint a try is connecting to crosses it
 //! (both sockets answer SYN-ACK and become one connection); any other SYN reaches the listener,
-//! which accepts once the handshake's ACK arrives.
+//! which accepts once the handshake's ACK arrives. A connect that hears nothing re-sends its
+//! SYN as the kernel does, 1 s after the first and then at doubling intervals.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::{ms, Host, Nat, Net, LATENCY};
 use crate::timing::PUNCH_WINDOW;
 use crate::traversal::punch::tcp::{Action, Dialer, Event};
+
+/// The kernel's first SYN retransmission timeout (doubling after each).
+const SYN_RTO: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Segment {
@@ -49,6 +53,8 @@ struct Side {
     /// The peer's announced candidate.
     remote: SocketAddr,
     conn: Option<Conn>,
+    /// When the try in flight re-sends its SYN, and the timeout after that.
+    resend: Option<(Instant, Duration)>,
     /// Where the listener sent SYN-ACKs.
     half_open: HashSet<SocketAddr>,
     starts: Vec<Duration>,
@@ -66,6 +72,7 @@ fn run(
         dialer: Dialer::new(net.start + fire[i], PUNCH_WINDOW),
         remote: remotes[i],
         conn: None,
+        resend: None,
         half_open: HashSet::new(),
         starts: Vec::new(),
         outcome: None,
@@ -74,13 +81,13 @@ fn run(
         let elapsed = net.elapsed();
         for (i, side) in sides.iter_mut().enumerate() {
             while let Some(action) = side.dialer.poll_action() {
-                side.conn = match action {
+                (side.conn, side.resend) = match action {
                     Action::Connect => {
                         side.starts.push(elapsed);
                         net.send(i, side.remote, Segment::Syn);
-                        Some(Conn::SynSent)
+                        (Some(Conn::SynSent), Some((net.now + SYN_RTO, SYN_RTO)))
                     }
-                    Action::Abandon => None,
+                    Action::Abandon => (None, None),
                 };
             }
             match side.dialer.poll_event() {
@@ -99,7 +106,7 @@ fn run(
         let timers = sides
             .iter()
             .filter(|s| s.outcome.is_none())
-            .map(|s| s.dialer.poll_timeout());
+            .flat_map(|s| [s.dialer.poll_timeout(), s.resend.map(|(at, _)| at)]);
         let Some(next) = timers.chain([net.next_arrival()]).flatten().min() else {
             let [a, b] = sides.map(|s| (s.starts, s.outcome.expect("an outcome")));
             return (net, [a, b]);
@@ -138,7 +145,18 @@ fn run(
                 _ => {}
             }
         }
-        for side in sides.iter_mut().filter(|s| s.outcome.is_none()) {
+        for (i, side) in sides.iter_mut().enumerate() {
+            if side.outcome.is_some() {
+                continue;
+            }
+            match side.resend {
+                Some((at, rto)) if at <= now && side.conn == Some(Conn::SynSent) => {
+                    net.send(i, side.remote, Segment::Syn);
+                    side.resend = Some((now + rto * 2, rto * 2));
+                }
+                Some(_) if side.conn != Some(Conn::SynSent) => side.resend = None,
+                _ => {}
+            }
             side.dialer.handle_timeout(now);
         }
     }
@@ -165,41 +183,30 @@ fn crossing_syns_through_port_restricted_nats_connect_on_the_first_try() {
 }
 
 #[test]
-fn a_late_side_meets_the_early_sides_next_try() {
-    // The listener fires a second late: the connector's first two SYNs meet a closed NAT.
+fn a_late_side_meets_the_early_sides_retransmitted_syn() {
+    // The listener fires a second late: the connector's first SYN meets a closed NAT.
     let (net, [(a_starts, a), (b_starts, b)]) = run(cone_pair(), [Duration::ZERO, ms(1000)]);
-    // The listener's SYN (1000 ms) crosses the connector's second try (800–1500 ms): the
-    // connector answers SYN-ACK, the listener's connect completes at 1040 ms, and its ACK
-    // completes the connector's at 1060 ms.
-    assert_eq!(a_starts, vec![ms(0), ms(800)]);
-    assert_eq!(
-        a,
-        Outcome::Connected {
-            at: ms(1060),
-            tries: 2
-        }
-    );
-    assert_eq!(b_starts, vec![ms(1000)]);
-    assert_eq!(
-        b,
-        Outcome::Connected {
-            at: ms(1040),
-            tries: 1
-        }
-    );
-    assert_eq!(net.counts.filtered, 2);
+    // The kernel re-sends the connector's SYN at 1000 ms, as the listener's goes out: they
+    // cross at 1020 ms and the SYN-ACKs complete both connects at 1040 ms, on one try each.
+    assert_eq!((a_starts, b_starts), (vec![ms(0)], vec![ms(1000)]));
+    let connected = Outcome::Connected {
+        at: ms(1040),
+        tries: 1,
+    };
+    assert_eq!((a, b), (connected.clone(), connected));
+    assert_eq!(net.counts.filtered, 1);
 }
 
 #[test]
-fn lost_syns_are_sent_again_by_the_next_try() {
+fn lost_syns_are_sent_again_by_the_kernel() {
     let mut net = cone_pair();
     net.lose_first = [1, 1];
     let (_, [(a_starts, a), (_, b)]) = run(net, [Duration::ZERO; 2]);
-    // The first tries time out at 700 ms; the second (800 ms) cross at 820 ms.
-    assert_eq!(a_starts, vec![ms(0), ms(800)]);
+    // The retransmissions (1000 ms) cross at 1020 ms, on the same try.
+    assert_eq!(a_starts, vec![ms(0)]);
     let connected = Outcome::Connected {
-        at: ms(840),
-        tries: 2,
+        at: ms(1040),
+        tries: 1,
     };
     assert_eq!((a, b), (connected.clone(), connected));
 }
@@ -235,7 +242,7 @@ fn a_symmetric_sides_syn_is_accepted_by_a_full_cone_listener() {
 }
 
 #[test]
-fn without_a_kept_mapping_on_either_side_every_try_fails() {
+fn without_a_kept_mapping_on_either_side_the_try_fails() {
     let symmetric = || Nat::symmetric("203.0.113.1", 42);
     for (name, b) in [
         ("symmetric", Nat::symmetric("198.51.100.1", 7)),
@@ -247,22 +254,19 @@ fn without_a_kept_mapping_on_either_side_every_try_fails() {
         );
         let (net, sides) = run(net, [Duration::ZERO; 2]);
         for (starts, outcome) in sides {
-            // Unanswered tries every 800 ms; after the tenth's 700 ms a pause would end the
-            // window.
-            let every_800: Vec<Duration> = (0..10).map(|k| ms(800 * k)).collect();
-            assert_eq!(starts, every_800, "symmetric ↔ {name}");
+            // One try, its SYN sent at 0, 1, 3 and 7 s, abandoned when the window ends.
+            assert_eq!(starts, vec![ms(0)], "symmetric ↔ {name}");
             assert_eq!(
                 outcome,
                 Outcome::GaveUp {
-                    at: ms(7900),
-                    message: "10 simultaneous-open tries over 8s failed, the last with: \
-                              no answer"
+                    at: ms(8000),
+                    message: "1 simultaneous-open try over 8s failed, the last with: no answer"
                         .into()
                 },
                 "symmetric ↔ {name}"
             );
         }
-        assert_eq!(net.counts.filtered, 20, "symmetric ↔ {name}");
+        assert_eq!(net.counts.filtered, 8, "symmetric ↔ {name}");
         assert_eq!(net.counts.delivered, 0, "symmetric ↔ {name}");
     }
 }
