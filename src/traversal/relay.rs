@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use super::probing::{Heard, Side};
 use super::rendezvous::{Rendezvous, Role};
-use super::{kit, upgrade, Attempt, Context, LinkFuture, LocalFacts, Phase, Strategy};
+use super::{upgrade, Attempt, Context, LinkFuture, LocalFacts, Phase, Strategy};
 use crate::addr::Address;
 use crate::link::{Link, LinkError, Path, Transport};
 use crate::timing::RELAY_GRACE;
@@ -47,7 +47,7 @@ impl Strategy for Relay {
         if !any {
             return Vec::new();
         }
-        let hopeless = r.kit.mapping_varies && kit::varies(&r.peer_udp);
+        let hopeless = r.kit.mapping.varies() && r.peer_mapping.varies();
         let grace = if hopeless {
             Duration::ZERO
         } else {

@@ -24,6 +24,7 @@ use crate::link::paths::Route;
 use crate::link::pin::{self, Credentials};
 use crate::link::Path;
 use crate::link::{quic, tls, Link, LinkError};
+use crate::nat::SocketMapping;
 use crate::signal::{Signal, SignalError};
 use crate::timing::{FIRE_MARGIN, HANDSHAKE_TIMEOUT};
 
@@ -86,6 +87,10 @@ pub struct Rendezvous {
     pub peer_tcp: Vec<SocketAddr>,
     /// The peer's relayed addresses (its TURN allocation), when it has one.
     pub peer_relayed: Vec<SocketAddr>,
+    /// The peer's public UDP candidates: its punching socket's mappings as STUN saw them.
+    pub peer_public: Vec<SocketAddr>,
+    /// What the peer's NAT did with that socket's mapping.
+    pub peer_mapping: SocketMapping,
     /// The strategies the connector asked for.
     pub strategies: Vec<String>,
     /// When both sides start punching.
@@ -125,6 +130,8 @@ pub struct Agreed {
     pub peer_udp: Vec<SocketAddr>,
     pub peer_tcp: Vec<SocketAddr>,
     pub peer_relayed: Vec<SocketAddr>,
+    pub peer_public: Vec<SocketAddr>,
+    pub peer_mapping: SocketMapping,
     pub strategies: Vec<String>,
     pub fire_at: Instant,
     pub signal: Option<Signal>,
@@ -167,6 +174,8 @@ impl Rendezvous {
             peer_udp: a.peer_udp,
             peer_tcp: a.peer_tcp,
             peer_relayed: a.peer_relayed,
+            peer_public: a.peer_public,
+            peer_mapping: a.peer_mapping,
             strategies: a.strategies,
             fire_at: a.fire_at,
             probing,
@@ -297,6 +306,19 @@ pub(super) fn usable(candidates: &[Candidate]) -> Vec<SocketAddr> {
     let mut addrs: Vec<SocketAddr> = list.into_iter().map(|c| c.addr).collect();
     addrs.dedup();
     addrs.truncate(MAX_PEER_CANDIDATES);
+    addrs
+}
+
+/// The peer's public candidates worth trying (the mappings its STUN servers saw): those
+/// [`may_send_to`] allows, at most two (what the kit learns).
+pub(super) fn usable_public(candidates: &[Candidate]) -> Vec<SocketAddr> {
+    let mut addrs: Vec<SocketAddr> = candidates
+        .iter()
+        .filter(|c| c.kind == CandidateKind::Public && may_send_to(&c.addr))
+        .map(|c| c.addr)
+        .collect();
+    addrs.dedup();
+    addrs.truncate(2);
     addrs
 }
 
