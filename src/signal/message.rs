@@ -29,8 +29,8 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 
 use crate::addr::{Candidate, CandidateKind};
-use crate::nat::SocketMapping;
 use crate::identity::{Identity, NodeId, PublicKey, NODE_ID_LEN, PUBLIC_KEY_LEN};
+use crate::nat::SocketMapping;
 
 use super::{MAX_MESSAGE_LEN, WIRE_VERSION};
 

@@ -14,7 +14,8 @@ use tokio::time::Instant;
 
 use super::kit::{self, Kit};
 use super::rendezvous::{
-    fire_delay, rand_bytes, usable, usable_public, usable_relayed, Agreed, Rendezvous, RendezvousError, Role,
+    fire_delay, rand_bytes, usable, usable_public, usable_relayed, Agreed, Rendezvous,
+    RendezvousError, Role,
 };
 use super::{LocalFacts, Phase};
 use crate::addr::Address;
