@@ -218,14 +218,6 @@ impl Fan {
         }
     }
 
-    /// The sockets the peer was heard on, in socket order: the ones to keep.
-    pub fn heard_sockets(&self) -> Vec<usize> {
-        let mut sockets: Vec<usize> = self.core.heard.keys().map(|(s, _)| *s).collect();
-        sockets.sort_unstable();
-        sockets.dedup();
-        sockets
-    }
-
     pub fn counts(&self) -> Counts {
         self.core.counts
     }
@@ -439,7 +431,7 @@ mod tests {
     }
 
     #[test]
-    fn the_fan_answers_on_the_socket_the_probe_came_to_and_keeps_that_one() {
+    fn the_fan_answers_on_the_socket_the_probe_came_to_and_stops_probing() {
         let fire = Instant::now();
         let mut fan = Fan::new(HARD.into(), EASY.into(), addr("198.51.100.7:4000"), fire);
         fan.handle_timeout(fire + RANDOM_PROBE_OPEN_INTERVAL * 9);
@@ -473,7 +465,6 @@ mod tests {
                 ..
             })
         ));
-        assert_eq!(fan.heard_sockets(), vec![3, 7]);
         assert_eq!(fan.counts().answers, 1);
     }
 
