@@ -22,7 +22,7 @@
 //! probing ([`crate::traversal::probing`]) hears with a [`Spray`] on the kit socket; the tests
 //! in `sim` run the two against each other through simulated NATs.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
@@ -330,6 +330,7 @@ pub fn sending_time() -> (Duration, Duration) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     const HARD: &str = "rc0011";
     const EASY: &str = "rl0011";
