@@ -99,6 +99,11 @@ pub const RANDOM_PROBE_OPEN_INTERVAL: Duration = Duration::from_millis(1);
 /// 99 % of the tries that can hit at all (the tests compute it), so the relay takes over only
 /// when the probe cannot work, at the cost of ~4 s once for such a pair.
 pub const RELAY_GRACE_RANDOM_PROBE: Duration = Duration::from_secs(4);
+/// A QUIC connection from a source the probing has not heard (yet) waits this long for
+/// `random_probe`'s spray to read the probe answer that came just before it on the same path,
+/// so it is handed to `random_probe` rather than to `udp_punch`: reading a queued datagram takes
+/// microseconds, this allows for a busy machine.
+pub const SPRAYED_ARRIVAL_WAIT: Duration = Duration::from_millis(50);
 /// Pause after a failed local accept (out of file descriptors, say) before the next one.
 pub const ACCEPT_RETRY_PAUSE: Duration = Duration::from_millis(100);
 
