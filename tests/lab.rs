@@ -12,6 +12,8 @@
 //! - `matrix`   — `warpgate connect` between every ordered pair of hosts (240/240 with the relay)
 //! - `relay`    — 1 GiB each way relayed, relayed→direct upgrade, TURN killed, misconfigured TURN
 //! - `natinfo`  — `warpgate nat-info` reports each router's behaviours; broken servers
+//! - `random_probe` — symmetric ↔ port-restricted, CGNAT, UPnP, address-restricted direct by
+//!   random_probe (19 of 20), within its bounds; beside the relay, and with the probe blocked
 //! - `traversal` — punching between NATs: repeated runs, bulk data, a dead broker, no listener
 //! - `names`    — claim and connect by name across sites, a taken name, a claim race, a
 //!   registry killed or down or lying, a changed pinned key, rate limits
@@ -30,6 +32,8 @@ mod nat;
 mod natinfo;
 #[path = "common/process.rs"]
 mod process;
+#[path = "lab/random_probe.rs"]
+mod random_probe;
 #[path = "lab/relay.rs"]
 mod relay;
 #[path = "lab/services.rs"]
