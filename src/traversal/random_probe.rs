@@ -236,7 +236,9 @@ pub async fn fan_out(
             let Some(socket) = sockets.get(t.socket) else {
                 continue;
             };
-            match socket.try_send_to(&t.bytes, t.to) {
+            // Straight to the kernel: tokio's `try_send_to` on a socket its reactor has not yet
+            // seen writable (every fresh one) drops the datagram with WouldBlock unsent.
+            match socket2::SockRef::from(socket).send_to(&t.bytes, &t.to.into()) {
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(e) => tracing::trace!(to = %t.to, "random probe not sent: {e}"),
@@ -378,8 +380,10 @@ mod tests {
     }
 
     /// Answers the fan's probes only once `nth` distinct sockets have probed, and then only
-    /// the `nth` one's: as if the easy side's spray had hit that socket's mapping.
-    async fn answer_the_nth(easy: UdpSocket, nth: usize) {
+    /// the `nth` one's (its first probe, or `again`: its second): as if the easy side's spray
+    /// had hit that socket's mapping.
+    async fn answer_the_nth(easy: UdpSocket, nth: usize, again: bool) {
+        let mut probes = std::collections::HashMap::new();
         let mut seen = Vec::new();
         let mut buf = [0u8; 1500];
         loop {
@@ -389,7 +393,9 @@ mod tests {
             if !seen.contains(&from) {
                 seen.push(from);
             }
-            if seen.len() >= nth && from == seen[nth - 1] {
+            let count = probes.entry(from).or_insert(0);
+            *count += 1;
+            if seen.len() >= nth && from == seen[nth - 1] && (!again || *count > 1) {
                 if let Some(Punch::Request { .. }) = codec::read_punch(&buf[..len]) {
                     let answer = codec::punch_response(&buf[..len], from).unwrap();
                     let _ = easy.send_to(&answer, from).await;
@@ -412,7 +418,7 @@ mod tests {
     async fn the_fan_keeps_the_socket_that_was_answered_and_closes_the_rest_at_once() {
         let easy = loopback().unwrap();
         let target = easy.local_addr().unwrap();
-        let answering = tokio::spawn(answer_the_nth(easy, 40));
+        let answering = tokio::spawn(answer_the_nth(easy, 40, false));
         let opened = std::sync::Mutex::new(Vec::new());
         let open = || {
             let socket = loopback()?;
@@ -436,6 +442,39 @@ mod tests {
         }
     }
 
+    /// Every socket's first probe leaves at once: the peer sees each of the first sockets
+    /// before any of them probes a second time.
+    #[tokio::test]
+    async fn a_fresh_sockets_first_probe_is_sent() {
+        let easy = loopback().unwrap();
+        let target = easy.local_addr().unwrap();
+        let deadline = Instant::now() + Duration::from_millis(60);
+        let fanning = fan_out(fan(target), loopback, deadline);
+        let mut sources = Vec::new();
+        let mut buf = [0u8; 1500];
+        let listening = async {
+            while let Ok((_, from)) = easy.recv_from(&mut buf).await {
+                if sources.contains(&from) {
+                    break;
+                }
+                sources.push(from);
+                if sources.len() == 20 {
+                    break;
+                }
+            }
+        };
+        let (_, within) = tokio::join!(
+            fanning,
+            tokio::time::timeout(Duration::from_secs(2), listening)
+        );
+        assert!(within.is_ok());
+        assert_eq!(
+            sources.len(),
+            20,
+            "a socket probed twice before 20 were heard"
+        );
+    }
+
     #[tokio::test]
     async fn a_fan_nobody_answers_gives_up_at_its_deadline_within_its_budget() {
         let easy = loopback().unwrap();
@@ -451,7 +490,8 @@ mod tests {
     async fn a_fan_out_of_sockets_goes_on_with_those_it_has() {
         let easy = loopback().unwrap();
         let target = easy.local_addr().unwrap();
-        let answering = tokio::spawn(answer_the_nth(easy, 5));
+        // Socket 4 is answered when it probes again: once the 8 sockets there are are open.
+        let answering = tokio::spawn(answer_the_nth(easy, 5, true));
         let count = std::sync::atomic::AtomicUsize::new(0);
         let open = || {
             if count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) >= 8 {
@@ -464,5 +504,116 @@ mod tests {
         answering.abort();
         assert_eq!(won.counts.sockets, 8);
         assert_eq!(won.peer, target);
+    }
+
+    /// Two kits on loopback told that one side's NAT maps at random and the other's keeps its
+    /// mapping: the whole strategy (the spray in the probing, the fan, the hard side dialling,
+    /// the easy side's accept) makes a link, whichever side connects. The easy side fires
+    /// late, so its spray finds the fan's probes waiting and sends next to nothing to random
+    /// loopback ports.
+    async fn link_between(hard_role: Role) -> (Link, Link, Rendezvous, Rendezvous) {
+        use crate::identity::Identity;
+        use crate::link::pin::Credentials;
+        use crate::traversal::kit::Kit;
+        let ids = [Identity::generate(), Identity::generate()];
+        let creds = [
+            Credentials::new(&ids[0]).unwrap(),
+            Credentials::new(&ids[1]).unwrap(),
+        ];
+        let keys = [ids[0].public_key(), ids[1].public_key()];
+        let mut kits = Vec::new();
+        for i in 0..2 {
+            let kit = Kit::prepare(&creds[i], &keys[1 - i], &[], async { None })
+                .await
+                .unwrap();
+            kits.push(kit);
+        }
+        let kit_addr = |kit: &Kit| {
+            let port = kit.socket.endpoint.local_addr().unwrap().port();
+            SocketAddr::from(([127, 0, 0, 1], port))
+        };
+        let public = [kit_addr(&kits[0]), kit_addr(&kits[1])];
+        let nonce = [5; 16];
+        let now = Instant::now();
+        let mut agreed = Vec::new();
+        for (i, mut kit) in kits.into_iter().enumerate() {
+            let role = if i == 0 {
+                Role::Connector
+            } else {
+                Role::Listener
+            };
+            let hard = role == hard_role;
+            kit.mapping = if hard { Random } else { Kept };
+            agreed.push(Agreed {
+                role,
+                peer: keys[1 - i],
+                creds: creds[i].clone(),
+                nonce,
+                kit,
+                peer_udp: Vec::new(),
+                peer_tcp: Vec::new(),
+                peer_relayed: Vec::new(),
+                peer_public: vec![public[1 - i]],
+                peer_mapping: if hard { Kept } else { Random },
+                strategies: vec!["random_probe".into()],
+                fire_at: now + Duration::from_millis(if hard { 20 } else { 300 }),
+                signal: None,
+            });
+        }
+        let listener = Arc::new(Rendezvous::new(agreed.pop().unwrap()));
+        let connector = Arc::new(Rendezvous::new(agreed.pop().unwrap()));
+        let mut responses = RandomProbe.respond(&listener);
+        assert_eq!(responses.len(), 1);
+        let attempts = RandomProbe.plan(
+            &Address::new(keys[1], vec![]),
+            Some(&connector),
+            &LocalFacts::default(),
+        );
+        assert_eq!(attempts.len(), 1);
+        let within = Duration::from_secs(5);
+        let (c, l) = tokio::join!(
+            tokio::time::timeout(within, probe(connector.clone())),
+            tokio::time::timeout(within, responses.remove(0))
+        );
+        let (c, l) = (c.unwrap().unwrap(), l.unwrap().unwrap());
+        let select = async { c.verify().await?.select().await };
+        let take = async { l.answer().await?.confirm().await };
+        let (selected, taken) = tokio::join!(select, take);
+        selected.unwrap();
+        taken.unwrap();
+        let (connector, listener) = (
+            Arc::try_unwrap(connector).ok().unwrap(),
+            Arc::try_unwrap(listener).ok().unwrap(),
+        );
+        (c, l, connector, listener)
+    }
+
+    /// The easy side's link comes from the fan's socket, not the hard side's kit; its spray
+    /// stopped at once and answered the fan's probes.
+    fn assert_through_the_fan(easy_link: &Link, hard: &Rendezvous, easy: &Rendezvous) {
+        let hard_kit = hard.kit.socket.endpoint.local_addr().unwrap().port();
+        assert_ne!(easy_link.info().remote.port(), hard_kit);
+        assert_eq!(easy_link.info().path, crate::link::Path::Direct);
+        let sprayed = easy.probing.as_ref().and_then(|p| p.sprayed()).unwrap();
+        let sprayed = sprayed.borrow().clone();
+        assert_eq!(sprayed.heard.first(), Some(&easy_link.info().remote));
+        assert!(
+            sprayed.counts.probes < 10,
+            "a few probes, not the budget: {sprayed:?}"
+        );
+        assert!(sprayed.counts.answers >= 1, "{sprayed:?}");
+        assert!(hard.probing.is_none(), "the hard side sprays nothing");
+    }
+
+    #[tokio::test]
+    async fn a_hard_connector_dials_an_easy_listener_from_its_winning_socket() {
+        let (_c, l, connector, listener) = link_between(Role::Connector).await;
+        assert_through_the_fan(&l, &connector, &listener);
+    }
+
+    #[tokio::test]
+    async fn a_hard_listener_dials_the_easy_connector_from_its_winning_socket() {
+        let (c, _l, connector, listener) = link_between(Role::Listener).await;
+        assert_through_the_fan(&c, &listener, &connector);
     }
 }

@@ -14,6 +14,8 @@
 //!   side's earlier probes opened for its port, even one opened before the mapping existed).
 //! - [`Spray`] (easy): a probe to the next of its random ports every [`RANDOM_PROBE_INTERVAL`].
 //!
+//! Neither catches up after a late wake-up: the pace is a ceiling, never a burst.
+//!
 //! Both answer the other's probes (binding requests carrying the peer's token), report each
 //! socket and source the peer is heard on ([`Event::Heard`]), and stop sending once the peer was
 //! heard: at most [`MAX_PROBES`] probes each per attempt. [`Counts`] says what was sent.
@@ -170,25 +172,27 @@ impl Fan {
         }
     }
 
-    /// Sends the probes due by `now` (several if the caller was late).
+    /// Sends the probe due by `now`, if one is. Paced, never in bursts: a caller that wakes
+    /// late sends one probe, not the ones it missed, and the next is due an interval later.
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(at) = self.next.filter(|&at| at <= now) {
-            if self.core.counts.probes >= MAX_PROBES || self.limit == 0 {
-                self.next = None;
-                break;
-            }
-            let socket = self.cursor;
-            self.core.counts.sockets = self.core.counts.sockets.max(socket + 1);
-            self.core.probe(socket, self.target);
-            self.cursor = (socket + 1) % self.limit;
-            let opening = self.core.counts.sockets < self.limit;
-            let step = if opening {
-                RANDOM_PROBE_OPEN_INTERVAL
-            } else {
-                RANDOM_PROBE_INTERVAL
-            };
-            self.next = (self.core.counts.probes < MAX_PROBES).then_some(at + step);
+        let Some(at) = self.next.filter(|&at| at <= now) else {
+            return;
+        };
+        if self.core.counts.probes >= MAX_PROBES || self.limit == 0 {
+            self.next = None;
+            return;
         }
+        let socket = self.cursor;
+        self.core.counts.sockets = self.core.counts.sockets.max(socket + 1);
+        self.core.probe(socket, self.target);
+        self.cursor = (socket + 1) % self.limit;
+        let opening = self.core.counts.sockets < self.limit;
+        let step = if opening {
+            RANDOM_PROBE_OPEN_INTERVAL
+        } else {
+            RANDOM_PROBE_INTERVAL
+        };
+        self.next = (self.core.counts.probes < MAX_PROBES).then_some(at.max(now) + step);
     }
 
     /// Socket `socket` could not be opened (out of file descriptors, say): the sockets before
@@ -267,16 +271,18 @@ impl Spray {
         }
     }
 
+    /// Sends the probe due by `now`, if one is; paced as [`Fan::handle_timeout`] is.
     pub fn handle_timeout(&mut self, now: Instant) {
-        while let Some(at) = self.next.filter(|&at| at <= now) {
-            let Some(&port) = self.ports.get(self.index) else {
-                self.next = None;
-                break;
-            };
-            self.index += 1;
-            self.core.probe(0, SocketAddr::new(self.ip, port));
-            self.next = (self.index < self.ports.len()).then_some(at + RANDOM_PROBE_INTERVAL);
-        }
+        let Some(at) = self.next.filter(|&at| at <= now) else {
+            return;
+        };
+        let Some(&port) = self.ports.get(self.index) else {
+            self.next = None;
+            return;
+        };
+        self.index += 1;
+        self.core.probe(0, SocketAddr::new(self.ip, port));
+        self.next = (self.index < self.ports.len()).then_some(at.max(now) + RANDOM_PROBE_INTERVAL);
     }
 
     /// A datagram arrived on the kit socket. Anything but the peer's probes and answers to
@@ -382,7 +388,9 @@ mod tests {
     fn a_socket_that_cannot_be_opened_caps_the_fan() {
         let fire = Instant::now();
         let mut fan = Fan::new(HARD.into(), EASY.into(), addr("198.51.100.7:4000"), fire);
-        fan.handle_timeout(fire + RANDOM_PROBE_OPEN_INTERVAL * 3);
+        for k in 0..4 {
+            fan.handle_timeout(fire + RANDOM_PROBE_OPEN_INTERVAL * k);
+        }
         // The driver opens sockets 0 and 1, and fails to open 2 (3's probe is still queued).
         for _ in 0..3 {
             fan.poll_transmit();
@@ -407,6 +415,7 @@ mod tests {
         let fire = Instant::now();
         let ip: IpAddr = "203.0.113.9".parse().unwrap();
         let mut spray = Spray::new(EASY.into(), HARD.into(), ip, vec![5000, 6000, 7000], fire);
+        spray.handle_timeout(fire);
         spray.handle_timeout(fire + RANDOM_PROBE_INTERVAL);
         let sent = drain(|| spray.poll_transmit());
         let to: Vec<SocketAddr> = sent.iter().map(|t| t.to).collect();
@@ -435,7 +444,9 @@ mod tests {
     fn the_fan_answers_on_the_socket_the_probe_came_to_and_stops_probing() {
         let fire = Instant::now();
         let mut fan = Fan::new(HARD.into(), EASY.into(), addr("198.51.100.7:4000"), fire);
-        fan.handle_timeout(fire + RANDOM_PROBE_OPEN_INTERVAL * 9);
+        for k in 0..10 {
+            fan.handle_timeout(fire + RANDOM_PROBE_OPEN_INTERVAL * k);
+        }
         let sent = drain(|| fan.poll_transmit());
         assert_eq!(sent.len(), 10);
         let easy = addr("198.51.100.7:4000");
@@ -467,6 +478,21 @@ mod tests {
             })
         ));
         assert_eq!(fan.counts().answers, 1);
+    }
+
+    #[test]
+    fn a_late_caller_sends_one_probe_not_a_burst() {
+        let fire = Instant::now();
+        let late = fire + Duration::from_millis(100);
+        let mut fan = Fan::new(HARD.into(), EASY.into(), addr("198.51.100.7:4000"), fire);
+        fan.handle_timeout(late);
+        assert_eq!(drain(|| fan.poll_transmit()).len(), 1);
+        assert_eq!(fan.poll_timeout(), Some(late + RANDOM_PROBE_OPEN_INTERVAL));
+        let ip: IpAddr = "203.0.113.9".parse().unwrap();
+        let mut spray = Spray::new(EASY.into(), HARD.into(), ip, vec![1, 2, 3], fire);
+        spray.handle_timeout(late);
+        assert_eq!(drain(|| spray.poll_transmit()).len(), 1);
+        assert_eq!(spray.poll_timeout(), Some(late + RANDOM_PROBE_INTERVAL));
     }
 
     #[test]
