@@ -78,7 +78,7 @@ complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -s V -l versio
 complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -l local -d 'Listen on this local TCP port and carry each connection to the peer\'s --forward' -r
 complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -l send -d 'Send this file instead of stdin' -r -F
 complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -l recv -d 'Write what the peer sends to this file instead of stdout' -r -F
-complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -l via -d 'Only these methods: strategies (direct, reverse, tcp_punch, udp_punch) and/or transports (tcp, quic)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -l via -d 'Only these methods: strategies (direct, reverse, tcp_punch, udp_punch, random_probe, relay) and/or transports (tcp, quic)' -r
 complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -l timeout -d 'Give up finding a path after this many seconds' -r
 complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -l home -d 'State directory: identity key, config, caches (two homes = two nodes on one machine)' -r -F
 complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -l config -d 'TOML config file [default: config.toml in the config directory]' -r -F

@@ -81,3 +81,49 @@ pub struct NatFacts {
     pub allocation: AllocationKind,
     pub udp_blocked: Option<bool>,
 }
+
+/// What one socket's public mapping did towards two servers: the fact a punching kit learns
+/// with STUN and both sides of a rendezvous exchange to pick the strategies (and roles) that
+/// fit. On the wire it is one byte; a value this build does not know reads as `Unknown`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "u8", into = "u8")]
+pub enum SocketMapping {
+    /// Fewer than two servers answered on one public IP: nothing is known.
+    #[default]
+    Unknown,
+    /// Both servers saw the same public port (endpoint-independent mapping, or no NAT).
+    Kept,
+    /// A new port per destination, a small step from the last (port prediction works).
+    Sequential,
+    /// A new port per destination, far from the last: a symmetric NAT allocating at random.
+    Random,
+}
+
+impl SocketMapping {
+    /// Whether the public port depends on the destination.
+    pub fn varies(self) -> bool {
+        matches!(self, SocketMapping::Sequential | SocketMapping::Random)
+    }
+}
+
+impl From<u8> for SocketMapping {
+    fn from(byte: u8) -> Self {
+        match byte {
+            1 => SocketMapping::Kept,
+            2 => SocketMapping::Sequential,
+            3 => SocketMapping::Random,
+            _ => SocketMapping::Unknown,
+        }
+    }
+}
+
+impl From<SocketMapping> for u8 {
+    fn from(mapping: SocketMapping) -> u8 {
+        match mapping {
+            SocketMapping::Unknown => 0,
+            SocketMapping::Kept => 1,
+            SocketMapping::Sequential => 2,
+            SocketMapping::Random => 3,
+        }
+    }
+}

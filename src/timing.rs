@@ -88,6 +88,26 @@ pub const PUNCH_WINDOW: Duration = Duration::from_secs(8);
 pub const PUNCH_TRY_TIMEOUT: Duration = PUNCH_WINDOW;
 /// Pause after a refused or failed simultaneous-open try.
 pub const PUNCH_RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// `random_probe`'s easy side sends one probe to a random port of the hard side's public IP
+/// this often: about 330 a second, "a few hundred at most" (DESIGN §3), so the spray stays
+/// below what flood and port-scan rules react to, and its 2048 probes take about 6 s, inside
+/// [`PUNCH_WINDOW`]. The hard side re-sends from its sockets at this pace too.
+pub const RANDOM_PROBE_INTERVAL: Duration = Duration::from_millis(3);
+/// `random_probe`'s hard side opens a socket (and sends its first probe) this often until its
+/// 256 are open: a quarter of a second, so the easy side's early probes already find most of
+/// the mappings. The probes all go to one address, so they look like one busy client, not a
+/// scan, and 256 small datagrams in 256 ms are nothing to a NAT.
+pub const RANDOM_PROBE_OPEN_INTERVAL: Duration = Duration::from_millis(1);
+/// The relay waits this long after the punch fires when `random_probe` is tried: with 256
+/// sockets and a probe every [`RANDOM_PROBE_INTERVAL`], the probe has hit by then in about
+/// 99 % of the tries that can hit at all (the tests compute it), so the relay takes over only
+/// when the probe cannot work, at the cost of ~4 s once for such a pair.
+pub const RELAY_GRACE_RANDOM_PROBE: Duration = Duration::from_secs(4);
+/// A QUIC connection from a source the probing has not heard (yet) waits this long for
+/// `random_probe`'s spray to read the probe answer that came just before it on the same path,
+/// so it is handed to `random_probe` rather than to `udp_punch`: reading a queued datagram takes
+/// microseconds, this allows for a busy machine.
+pub const SPRAYED_ARRIVAL_WAIT: Duration = Duration::from_millis(50);
 /// Pause after a failed local accept (out of file descriptors, say) before the next one.
 pub const ACCEPT_RETRY_PAUSE: Duration = Duration::from_millis(100);
 

@@ -14,6 +14,8 @@
 //! - `natinfo`  — `warpgate nat-info` reports each router's behaviours; broken servers
 //! - `faults`   — 1 GiB through 5% loss (TCP, QUIC) and 1% loss relayed; a broker killed
 //!   mid-transfer and back; a peer killed mid-transfer
+//! - `random_probe` — symmetric ↔ port-restricted, CGNAT, UPnP, address-restricted direct by
+//!   random_probe (19 of 20), within its bounds; beside the relay, and with the probe blocked
 //! - `traversal` — punching between NATs: repeated runs, bulk data, a dead broker, no listener
 //! - `names`    — claim and connect by name across sites, a taken name, a claim race, a
 //!   registry killed or down or lying, a changed pinned key, rate limits
@@ -34,6 +36,8 @@ mod nat;
 mod natinfo;
 #[path = "common/process.rs"]
 mod process;
+#[path = "lab/random_probe.rs"]
+mod random_probe;
 #[path = "lab/relay.rs"]
 mod relay;
 #[path = "lab/services.rs"]

@@ -12,6 +12,7 @@
 //!   the recipient check).
 
 use warpgate::addr::{Candidate, CandidateKind};
+use warpgate::nat::SocketMapping;
 use warpgate::signal::message::{encrypt, Message};
 use warpgate::signal::{Answer, MessageError, MessageId, Offer, Payload, Ping, Pong};
 
@@ -80,6 +81,7 @@ pub fn samples() -> Vec<Sample> {
                 strategies: vec!["reverse".into(), "tcp_punch".into()],
                 nonce: [7; 16],
                 relayed: relayed.clone(),
+                mapping: SocketMapping::Unknown,
             }),
         ),
         (
@@ -90,6 +92,7 @@ pub fn samples() -> Vec<Sample> {
                 nonce: [7; 16],
                 fire_in_ms: 120,
                 relayed,
+                mapping: SocketMapping::Unknown,
             }),
         ),
         (

@@ -123,7 +123,7 @@ pub struct ConnectArgs {
     /// Write what the peer sends to this file instead of stdout
     #[arg(long, value_name = "FILE")]
     pub recv: Option<PathBuf>,
-    /// Only these methods: strategies (direct, reverse, tcp_punch, udp_punch) and/or transports (tcp, quic)
+    /// Only these methods: strategies (direct, reverse, tcp_punch, udp_punch, random_probe, relay) and/or transports (tcp, quic)
     #[arg(long, value_name = "METHOD[,METHOD]")]
     pub via: Vec<String>,
     /// Give up finding a path after this many seconds

@@ -30,6 +30,7 @@ use std::net::SocketAddr;
 
 use crate::addr::{Candidate, CandidateKind};
 use crate::identity::{Identity, NodeId, PublicKey, NODE_ID_LEN, PUBLIC_KEY_LEN};
+use crate::nat::SocketMapping;
 
 use super::{MAX_MESSAGE_LEN, WIRE_VERSION};
 
@@ -155,6 +156,10 @@ pub struct Offer {
     /// The connector's relayed addresses (its TURN allocation), when it has one. Only the
     /// address: the TURN credentials never leave the node.
     pub relayed: Vec<SocketAddr>,
+    /// What the connector's NAT did with its punching UDP socket's mapping (one byte; a value
+    /// unknown to the reader reads as unknown): with the answer's, it picks `random_probe`'s
+    /// roles.
+    pub mapping: SocketMapping,
 }
 
 /// The listener's reply to an [`Offer`] with the same nonce.
@@ -170,6 +175,8 @@ pub struct Answer {
     pub fire_in_ms: u32,
     /// The listener's relayed addresses, when it has a TURN allocation.
     pub relayed: Vec<SocketAddr>,
+    /// What the listener's NAT did with its punching UDP socket's mapping.
+    pub mapping: SocketMapping,
 }
 
 /// A round-trip probe (for punch timing).
@@ -557,6 +564,7 @@ mod tests {
             strategies: vec!["reverse".into(), "tcp_punch".into()],
             nonce: [7; 16],
             relayed: vec!["198.51.100.1:49152".parse().unwrap()],
+            mapping: SocketMapping::Random,
         })
     }
 
@@ -581,6 +589,7 @@ mod tests {
                 nonce: [1; 16],
                 fire_in_ms: 100,
                 relayed: vec![],
+                mapping: SocketMapping::Kept,
             }),
             Payload::Ping(Ping {
                 nonce: 9,
@@ -646,6 +655,35 @@ mod tests {
         let m = message(&alice, &bob, offer());
         let sealed = m.seal(&alice, &bob.public_key()).unwrap();
         assert!(sealed.len() < 400, "an offer is {} bytes", sealed.len());
+    }
+
+    #[test]
+    fn a_mapping_this_build_does_not_know_reads_as_unknown() {
+        let Payload::Offer(offer) = offer() else {
+            unreachable!()
+        };
+        let mut body = postcard::to_allocvec(&offer).unwrap();
+        assert_eq!(body.last(), Some(&3), "the mapping is the last byte");
+        for (byte, mapping) in [
+            (0, SocketMapping::Unknown),
+            (1, SocketMapping::Kept),
+            (2, SocketMapping::Sequential),
+            (3, SocketMapping::Random),
+            (4, SocketMapping::Unknown),
+            (0xff, SocketMapping::Unknown),
+        ] {
+            *body.last_mut().unwrap() = byte;
+            match Payload::decode_body(kind::OFFER, &body) {
+                Ok(Payload::Offer(o)) => assert_eq!(o.mapping, mapping, "byte {byte}"),
+                other => panic!("byte {byte}: {other:?}"),
+            }
+        }
+        // An offer without it (an older build's) is refused like any malformed body.
+        body.pop();
+        assert_eq!(
+            Payload::decode_body(kind::OFFER, &body),
+            Err(MessageError::BadBody)
+        );
     }
 
     /// xorshift64*: deterministic, dependency-free randomness for the fuzz loops.

@@ -26,6 +26,7 @@ use crate::link::demux::StunSide;
 use crate::link::paths::{self, PathSocket};
 use crate::link::pin::Credentials;
 use crate::link::quic;
+use crate::nat::SocketMapping;
 use crate::relay::Allocation;
 use crate::relay::RelayError;
 use crate::stun::{self, Timing};
@@ -65,9 +66,9 @@ pub struct Kit {
     pub relayed: Option<SocketAddr>,
     /// Why there is no allocation although a TURN server was configured.
     pub relay_error: Option<RelayError>,
-    /// Whether this NAT mapped the socket to different ports for different servers (its
-    /// mapping depends on the destination: a symmetric NAT).
-    pub mapping_varies: bool,
+    /// What this NAT did with the socket's mapping towards two servers: kept it, or made a new
+    /// port per destination (a symmetric NAT), sequentially or at random.
+    pub mapping: SocketMapping,
 }
 
 impl Kit {
@@ -91,7 +92,7 @@ impl Kit {
         let ((udp_public, tcp_public), allocated) =
             tokio::join!(learn_mappings(&udp, tcp_port, stun_servers), relay);
         tracing::debug!(?udp_public, ?tcp_public, "kit mappings");
-        let mapping_varies = varies(&udp_public);
+        let mapping = classify(&udp_public);
         let local_ips: Vec<IpAddr> = crate::net::interface_ips()?
             .into_iter()
             .filter(|ip| ip.is_ipv4() && !ip.is_loopback())
@@ -127,7 +128,7 @@ impl Kit {
             udp: udp_candidates,
             tcp: tcp_candidates,
             relay_error,
-            mapping_varies,
+            mapping,
         })
     }
 }
@@ -140,13 +141,31 @@ pub async fn allocate(turn: Option<&TurnServer>) -> Option<Result<Allocation, Re
     }
 }
 
-/// Whether two servers saw the socket on the same IP at different ports.
-pub(super) fn varies(mapped: &[SocketAddr]) -> bool {
-    mapped.iter().any(|a| {
-        mapped
-            .iter()
-            .any(|b| a.ip() == b.ip() && a.port() != b.port())
-    })
+/// What two servers' view of the socket says about its NAT: the same IP and port (kept), or
+/// ports a small step apart (sequential, see [`with_predictions`]) or far apart (random). One
+/// answer, or answers from different IPs, say nothing.
+pub(super) fn classify(mapped: &[SocketAddr]) -> SocketMapping {
+    let Some(first) = mapped.first() else {
+        return SocketMapping::Unknown;
+    };
+    let same_ip: Vec<u16> = mapped
+        .iter()
+        .filter(|a| a.ip() == first.ip())
+        .map(SocketAddr::port)
+        .collect();
+    if same_ip.len() < 2 {
+        return SocketMapping::Unknown;
+    }
+    let step = same_ip
+        .iter()
+        .map(|p| p.abs_diff(first.port()))
+        .max()
+        .unwrap_or(0);
+    match step {
+        0 => SocketMapping::Kept,
+        s if s <= MAX_SEQUENTIAL_STEP => SocketMapping::Sequential,
+        _ => SocketMapping::Random,
+    }
 }
 
 /// The public mappings of the kit's UDP socket and TCP port, as the STUN servers saw them.
@@ -325,6 +344,23 @@ mod tests {
         let two_ips = addrs(&["203.0.113.5:40002", "203.0.113.6:40003"]);
         assert_eq!(with_predictions(two_ips.clone()), two_ips);
         assert_eq!(with_predictions(Vec::new()), Vec::new());
+    }
+
+    #[test]
+    fn mappings_are_classified_by_their_step() {
+        let of = |list: &[&str]| classify(&addrs(list));
+        assert_eq!(of(&[]), SocketMapping::Unknown);
+        assert_eq!(of(&["203.0.113.5:40002"]), SocketMapping::Unknown);
+        let two_ips = ["203.0.113.5:40002", "203.0.113.6:40002"];
+        assert_eq!(of(&two_ips), SocketMapping::Unknown);
+        let kept = ["203.0.113.5:40002", "203.0.113.5:40002"];
+        assert_eq!(of(&kept), SocketMapping::Kept);
+        let sequential = ["203.0.113.5:40002", "203.0.113.5:40004"];
+        assert_eq!(of(&sequential), SocketMapping::Sequential);
+        let random = ["203.0.113.5:40002", "203.0.113.5:51234"];
+        assert_eq!(of(&random), SocketMapping::Random);
+        assert!(SocketMapping::Random.varies() && SocketMapping::Sequential.varies());
+        assert!(!SocketMapping::Kept.varies() && !SocketMapping::Unknown.varies());
     }
 
     #[test]

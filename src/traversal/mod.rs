@@ -18,6 +18,7 @@ pub mod kit_relay;
 pub mod offer;
 pub mod probing;
 pub mod punch;
+pub mod random_probe;
 pub mod relay;
 pub mod rendezvous;
 pub mod respond;
@@ -157,6 +158,7 @@ pub fn registry() -> Vec<Arc<dyn Strategy>> {
         Arc::new(reverse::Reverse),
         Arc::new(tcp_punch::TcpPunch),
         Arc::new(udp_punch::UdpPunch),
+        Arc::new(random_probe::RandomProbe),
         Arc::new(relay::Relay),
     ]
 }

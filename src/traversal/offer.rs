@@ -14,7 +14,8 @@ use tokio::time::Instant;
 
 use super::kit::{self, Kit};
 use super::rendezvous::{
-    fire_delay, rand_bytes, usable, usable_relayed, Agreed, Rendezvous, RendezvousError, Role,
+    fire_delay, rand_bytes, usable, usable_public, usable_relayed, Agreed, Rendezvous,
+    RendezvousError, Role,
 };
 use super::{LocalFacts, Phase};
 use crate::addr::Address;
@@ -101,6 +102,7 @@ async fn offer(
         strategies: strategies.clone(),
         nonce,
         relayed: kit.relayed.into_iter().collect(),
+        mapping: kit.mapping,
     };
     let sent = Instant::now();
     signal.send(&peer.key, Payload::Offer(offer)).await?;
@@ -128,6 +130,8 @@ async fn offer(
         peer_udp: usable(&answer.udp),
         peer_tcp: usable(&answer.tcp),
         peer_relayed: usable_relayed(&answer.relayed),
+        peer_public: usable_public(&answer.udp),
+        peer_mapping: answer.mapping,
         strategies,
         fire_at: Instant::now() + fire_in,
         signal: Some(signal),

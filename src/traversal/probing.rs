@@ -24,6 +24,7 @@ use tokio_util::task::AbortOnDropHandle;
 
 use super::kit::UdpSide;
 use super::kit_relay::relayable;
+use super::punch::random::{self, Counts, Spray};
 use super::punch::udp::{Event, Prober};
 use crate::link::paths::Route;
 use crate::timing::{
@@ -73,22 +74,60 @@ pub struct Plan {
     pub fire_at: Instant,
     /// Keep looking for a direct path after the punch window (a relayed link may move to it).
     pub upgrade: bool,
+    /// `random_probe`'s easy side, when this side is it.
+    pub spray: Option<Spray>,
+}
+
+/// What `random_probe`'s spray heard and sent so far.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Sprayed {
+    /// Every source the peer was heard from, first first.
+    pub heard: Vec<SocketAddr>,
+    pub counts: Counts,
 }
 
 /// The running probing of one rendezvous.
 pub struct Probing {
     heard: watch::Receiver<Vec<Heard>>,
+    sprayed: Option<watch::Receiver<Sprayed>>,
     _task: AbortOnDropHandle<()>,
 }
 
 impl Probing {
     pub fn start(udp: Arc<UdpSide>, plan: Plan) -> Self {
         let (tx, heard) = watch::channel(Vec::new());
-        let task = tokio::spawn(run(udp, plan, tx));
+        let (spray_tx, sprayed) = watch::channel(Sprayed::default());
+        let sprayed = plan.spray.is_some().then_some(sprayed);
+        let task = tokio::spawn(run(udp, plan, tx, spray_tx));
         Self {
             heard,
+            sprayed,
             _task: AbortOnDropHandle::new(task),
         }
+    }
+
+    /// What the spray heard and sent, when there is one.
+    pub fn sprayed(&self) -> Option<watch::Receiver<Sprayed>> {
+        self.sprayed.clone()
+    }
+
+    /// Whether the spray heard the peer from `source`, waiting up to `within` for it to: a
+    /// datagram that arrived just before may not have been read yet. `false` at once without
+    /// a spray, or when the probing heard `source` itself.
+    pub async fn sprayed_from(&self, source: SocketAddr, within: Duration) -> bool {
+        let Some(mut sprayed) = self.sprayed.clone() else {
+            return false;
+        };
+        if self.heard.borrow().iter().any(|h| h.from == source) {
+            return false;
+        }
+        let found = async {
+            sprayed
+                .wait_for(|s| s.heard.contains(&source))
+                .await
+                .is_ok()
+        };
+        tokio::time::timeout(within, found).await.unwrap_or(false)
     }
 
     /// Every path heard so far, updated as more are.
@@ -112,7 +151,14 @@ fn virtual_addr(n: u16, port: u16) -> SocketAddr {
 }
 
 /// Probes until dropped; see the module comment.
-async fn run(udp: Arc<UdpSide>, plan: Plan, heard: watch::Sender<Vec<Heard>>) {
+async fn run(
+    udp: Arc<UdpSide>,
+    mut plan: Plan,
+    heard: watch::Sender<Vec<Heard>>,
+    sprayed: watch::Sender<Sprayed>,
+) {
+    let mut spray = plan.spray.take();
+    let mut spray_reported = false;
     let mut stun = udp.stun.lock().await;
     let relay = udp.relay.as_ref();
     let mut relay_probes = match relay {
@@ -174,6 +220,9 @@ async fn run(udp: Arc<UdpSide>, plan: Plan, heard: watch::Sender<Vec<Heard>>) {
             let relayed = plan.peer_relayed.contains(&from);
             publish(&heard, Side::Socket, from, confirmed, relayed, from);
         }
+        if let Some(spray) = spray.as_mut() {
+            drive_spray(spray, &stun, &sprayed, now, &mut spray_reported);
+        }
         if let (Some(prober), Some(relay)) = (via_relay.as_mut(), relay) {
             while let Some(Event::Heard { from, confirmed }) = prober.poll_event() {
                 let known = heard
@@ -229,6 +278,10 @@ async fn run(udp: Arc<UdpSide>, plan: Plan, heard: watch::Sender<Vec<Heard>>) {
                 .and_then(|p| p.poll_timeout())
                 .map(Instant::from_std),
             next_burst,
+            spray
+                .as_ref()
+                .and_then(Spray::poll_timeout)
+                .map(Instant::from_std),
         ]
         .into_iter()
         .flatten()
@@ -241,6 +294,9 @@ async fn run(udp: Arc<UdpSide>, plan: Plan, heard: watch::Sender<Vec<Heard>>) {
                     return;
                 };
                 direct.handle_datagram(Instant::now().into_std(), from, &data);
+                if let Some(spray) = spray.as_mut() {
+                    spray.handle_datagram(from, &data);
+                }
             }
             Some((from, data)) = async {
                 match relay_probes.as_mut() {
@@ -254,6 +310,49 @@ async fn run(udp: Arc<UdpSide>, plan: Plan, heard: watch::Sender<Vec<Heard>>) {
             }
             () = &mut permits, if !permitted => permitted = true,
         }
+    }
+}
+
+/// Sends the spray's due probes and answers, publishes what it heard, and says once what it
+/// sent when it stops probing (heard the peer, or spent its budget).
+fn drive_spray(
+    spray: &mut Spray,
+    stun: &crate::link::demux::StunSide,
+    sprayed: &watch::Sender<Sprayed>,
+    now: Instant,
+    reported: &mut bool,
+) {
+    spray.handle_timeout(now.into_std());
+    while let Some(t) = spray.poll_transmit() {
+        if let Err(e) = stun.send(t.to, &t.bytes) {
+            tracing::trace!(to = %t.to, "random probe not sent: {e}");
+        }
+    }
+    let mut new = Vec::new();
+    while let Some(random::Event::Heard { from, .. }) = spray.poll_event() {
+        new.push(from);
+    }
+    let counts = spray.counts();
+    sprayed.send_if_modified(|s| {
+        let before = s.clone();
+        for from in new {
+            if !s.heard.contains(&from) {
+                tracing::debug!(%from, "random_probe: the spray heard the peer");
+                s.heard.push(from);
+            }
+        }
+        s.counts = counts;
+        *s != before
+    });
+    if spray.poll_timeout().is_none() && !*reported {
+        *reported = true;
+        tracing::debug!(
+            sockets = counts.sockets,
+            probes = counts.probes,
+            answers = counts.answers,
+            heard = !sprayed.borrow().heard.is_empty(),
+            "random_probe: easy side done probing"
+        );
     }
 }
 

@@ -4,8 +4,9 @@
 //! connector dials the path heard first; the listener accepts what arrives through a relay.
 //!
 //! The relayed link is tried [`RELAY_GRACE`] after the punch fires, so a direct link that is
-//! about to come up wins, and at once when both sides' mappings depend on the destination
-//! (symmetric NATs: no punch will get through). Once made, the link is handed to
+//! about to come up wins, [`RELAY_GRACE_RANDOM_PROBE`] after it when `random_probe` is tried
+//! (a symmetric NAT facing an endpoint-independent one), and at once when both sides' mappings
+//! depend on the destination (symmetric NATs: no punch will get through). Once made, the link is handed to
 //! [`super::upgrade`], which moves it onto a direct path when one opens.
 
 use std::sync::Arc;
@@ -16,10 +17,11 @@ use tokio::time::Instant;
 
 use super::probing::{Heard, Side};
 use super::rendezvous::{Rendezvous, Role};
-use super::{kit, upgrade, Attempt, Context, LinkFuture, LocalFacts, Phase, Strategy};
+use super::{random_probe, upgrade, Attempt, Context, LinkFuture, LocalFacts, Phase, Strategy};
 use crate::addr::Address;
 use crate::link::{Link, LinkError, Path, Transport};
-use crate::timing::RELAY_GRACE;
+use crate::nat::SocketMapping;
+use crate::timing::{RELAY_GRACE, RELAY_GRACE_RANDOM_PROBE};
 
 pub struct Relay;
 
@@ -47,12 +49,11 @@ impl Strategy for Relay {
         if !any {
             return Vec::new();
         }
-        let hopeless = r.kit.mapping_varies && kit::varies(&r.peer_udp);
-        let grace = if hopeless {
-            Duration::ZERO
-        } else {
-            RELAY_GRACE
-        };
+        let grace = grace(
+            r.kit.mapping,
+            r.peer_mapping,
+            random_probe::half_in(r).is_some(),
+        );
         vec![Attempt {
             strategy: self.name(),
             transport: Transport::Quic,
@@ -70,6 +71,20 @@ impl Strategy for Relay {
             return Vec::new();
         }
         vec![through_relay(rendezvous.clone()).boxed()]
+    }
+}
+
+/// How long after the punch fires the relayed link is tried: at once when both sides' mappings
+/// depend on the destination (no punch gets through), after [`RELAY_GRACE_RANDOM_PROBE`] when
+/// `random_probe` is tried (its hit takes a second or two; the relay wins only when it fails),
+/// else after [`RELAY_GRACE`].
+fn grace(own: SocketMapping, peer: SocketMapping, random_probe: bool) -> Duration {
+    if own.varies() && peer.varies() {
+        Duration::ZERO
+    } else if random_probe {
+        RELAY_GRACE_RANDOM_PROBE
+    } else {
+        RELAY_GRACE
     }
 }
 
@@ -130,5 +145,23 @@ async fn bind_channel(rendezvous: &Rendezvous, heard: &Heard) {
         if let Err(e) = relay.allocation.bind_channel(heard.from).await {
             tracing::debug!(peer = %heard.from, "TURN channel not bound: {e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use SocketMapping::{Kept, Random, Sequential, Unknown};
+
+    #[test]
+    fn the_relay_waits_for_random_probe_only_where_it_is_tried() {
+        assert_eq!(grace(Random, Random, false), Duration::ZERO);
+        assert_eq!(grace(Random, Sequential, false), Duration::ZERO);
+        assert_eq!(grace(Random, Kept, true), RELAY_GRACE_RANDOM_PROBE);
+        assert_eq!(grace(Kept, Random, true), RELAY_GRACE_RANDOM_PROBE);
+        // `--via` without random_probe, or facts that do not fit it: the usual grace.
+        assert_eq!(grace(Random, Kept, false), RELAY_GRACE);
+        assert_eq!(grace(Kept, Kept, false), RELAY_GRACE);
+        assert_eq!(grace(Unknown, Random, false), RELAY_GRACE);
     }
 }

@@ -5,8 +5,8 @@
 //! listener from its sending plus half the round trip its acknowledgement took (DESIGN §3:
 //! synchronise by a signalling round trip, not by clocks).
 //!
-//! Neighbours: [`crate::signal`] carries the messages; the `reverse`, `tcp_punch`, `udp_punch`
-//! and `relay` strategies use the kit, the peer's candidates, the [`Probing`] and the links
+//! Neighbours: [`crate::signal`] carries the messages; the `reverse`, `tcp_punch`, `udp_punch`,
+//! `random_probe` and `relay` strategies use the kit, the peer's candidates, the [`Probing`] and the links
 //! made here.
 
 use std::collections::VecDeque;
@@ -24,8 +24,9 @@ use crate::link::paths::Route;
 use crate::link::pin::{self, Credentials};
 use crate::link::Path;
 use crate::link::{quic, tls, Link, LinkError};
+use crate::nat::SocketMapping;
 use crate::signal::{Signal, SignalError};
-use crate::timing::{FIRE_MARGIN, HANDSHAKE_TIMEOUT};
+use crate::timing::{FIRE_MARGIN, HANDSHAKE_TIMEOUT, SPRAYED_ARRIVAL_WAIT};
 
 /// How long after the answer's arrival both sides fire: what the answer names (`asked`), or
 /// half the signalling round trip this side measured plus [`FIRE_MARGIN`] when that is more.
@@ -86,6 +87,10 @@ pub struct Rendezvous {
     pub peer_tcp: Vec<SocketAddr>,
     /// The peer's relayed addresses (its TURN allocation), when it has one.
     pub peer_relayed: Vec<SocketAddr>,
+    /// The peer's public UDP candidates: its punching socket's mappings as STUN saw them.
+    pub peer_public: Vec<SocketAddr>,
+    /// What the peer's NAT did with that socket's mapping.
+    pub peer_mapping: SocketMapping,
     /// The strategies the connector asked for.
     pub strategies: Vec<String>,
     /// When both sides start punching.
@@ -99,18 +104,29 @@ pub struct Rendezvous {
     pub(super) signal: Option<Signal>,
 }
 
-/// Accepted QUIC connections not yet taken, by path.
+/// How an accepted QUIC connection came: straight from where the probing heard the peer (or
+/// from anywhere else), through a relay, or from a source `random_probe`'s spray heard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Arrival {
+    Direct,
+    Relayed,
+    Sprayed,
+}
+
+/// Accepted QUIC connections not yet taken, by how they came.
 #[derive(Default)]
 struct Accepted {
     direct: VecDeque<quinn::Incoming>,
     relayed: VecDeque<quinn::Incoming>,
+    sprayed: VecDeque<quinn::Incoming>,
 }
 
 impl Accepted {
-    fn queue(&mut self, path: Path) -> &mut VecDeque<quinn::Incoming> {
-        match path {
-            Path::Direct => &mut self.direct,
-            Path::Relayed => &mut self.relayed,
+    fn queue(&mut self, arrival: Arrival) -> &mut VecDeque<quinn::Incoming> {
+        match arrival {
+            Arrival::Direct => &mut self.direct,
+            Arrival::Relayed => &mut self.relayed,
+            Arrival::Sprayed => &mut self.sprayed,
         }
     }
 }
@@ -125,6 +141,8 @@ pub struct Agreed {
     pub peer_udp: Vec<SocketAddr>,
     pub peer_tcp: Vec<SocketAddr>,
     pub peer_relayed: Vec<SocketAddr>,
+    pub peer_public: Vec<SocketAddr>,
+    pub peer_mapping: SocketMapping,
     pub strategies: Vec<String>,
     pub fire_at: Instant,
     pub signal: Option<Signal>,
@@ -132,12 +150,13 @@ pub struct Agreed {
 
 impl Rendezvous {
     /// The rendezvous, with its probing started when `udp_punch` or `relay` was asked for and
-    /// there is a path to probe.
+    /// there is a path to probe, or this side is `random_probe`'s easy side.
     pub fn new(a: Agreed) -> Self {
         let asked = |name: &str| a.strategies.iter().any(|s| s == name);
         let direct = asked("udp_punch");
         let relay = asked("relay") && (a.kit.socket.relay.is_some() || !a.peer_relayed.is_empty());
-        let probing = (direct && !a.peer_udp.is_empty() || relay).then(|| {
+        let spray = super::random_probe::spray(&a);
+        let probing = (direct && !a.peer_udp.is_empty() || relay || spray.is_some()).then(|| {
             Arc::new(Probing::start(
                 a.kit.socket.clone(),
                 probing::Plan {
@@ -155,6 +174,7 @@ impl Rendezvous {
                     },
                     fire_at: a.fire_at,
                     upgrade: direct && relay,
+                    spray,
                 },
             ))
         });
@@ -167,6 +187,8 @@ impl Rendezvous {
             peer_udp: a.peer_udp,
             peer_tcp: a.peer_tcp,
             peer_relayed: a.peer_relayed,
+            peer_public: a.peer_public,
+            peer_mapping: a.peer_mapping,
             strategies: a.strategies,
             fire_at: a.fire_at,
             probing,
@@ -209,39 +231,68 @@ impl Rendezvous {
     }
 
     /// The first QUIC connection the peer makes to the kit's endpoint on `path`: whoever waits
-    /// accepts for both paths and queues what is the other's.
+    /// accepts for every path and queues what is another's.
     pub async fn accept_quic(&self, path: Path) -> Result<Link, LinkError> {
+        let arrival = match path {
+            Path::Direct => Arrival::Direct,
+            Path::Relayed => Arrival::Relayed,
+        };
+        self.accept_arrival(&[arrival]).await
+    }
+
+    /// `random_probe`'s easy side: the first QUIC connection from a source its spray heard (the
+    /// peer's winning socket). Connections that came straight from elsewhere are taken too when
+    /// no `udp_punch` accepts here (a connector's kit, or `udp_punch` not asked): a connection
+    /// that beat its probes' reading to the accept is not left waiting for nobody.
+    pub async fn accept_sprayed(&self) -> Result<Link, LinkError> {
+        let punch_accepts = self.role == Role::Listener
+            && self.strategies.iter().any(|s| s == "udp_punch")
+            && !self.peer_udp.is_empty();
+        if punch_accepts {
+            self.accept_arrival(&[Arrival::Sprayed]).await
+        } else {
+            self.accept_arrival(&[Arrival::Sprayed, Arrival::Direct])
+                .await
+        }
+    }
+
+    async fn accept_arrival(&self, wanted: &[Arrival]) -> Result<Link, LinkError> {
         let endpoint = self.kit.socket.endpoint.clone();
-        let incoming = loop {
+        let incoming = 'found: loop {
             let mut accepted = self.accepted.lock().await;
-            if let Some(incoming) = accepted.queue(path).pop_front() {
-                break incoming;
+            for &arrival in wanted {
+                if let Some(incoming) = accepted.queue(arrival).pop_front() {
+                    break 'found incoming;
+                }
             }
             let incoming = endpoint
                 .accept()
                 .await
                 .ok_or(LinkError::Protocol("punching endpoint closed"))?;
-            let arrived_on = self.path_of(incoming.remote_address());
-            if arrived_on == path {
+            let arrival = self.arrival_of(incoming.remote_address()).await;
+            if wanted.contains(&arrival) {
                 break incoming;
             }
-            accepted.queue(arrived_on).push_back(incoming);
+            accepted.queue(arrival).push_back(incoming);
         };
         tokio::time::timeout(HANDSHAKE_TIMEOUT, quic::accept(incoming, endpoint))
             .await
             .map_err(|_| LinkError::Timeout("QUIC handshake"))?
     }
 
-    /// Whether datagrams from `remote` (as quinn sees it) come through a relay.
-    fn path_of(&self, remote: SocketAddr) -> Path {
+    /// How datagrams from `remote` (as quinn sees it) come: through a relay, from a source
+    /// `random_probe`'s spray heard, or straight.
+    async fn arrival_of(&self, remote: SocketAddr) -> Arrival {
         let ours = matches!(
             self.kit.socket.paths.route(remote),
             Some(Route::Relayed { .. })
         );
         if ours || self.peer_relayed.contains(&remote) {
-            Path::Relayed
-        } else {
-            Path::Direct
+            return Arrival::Relayed;
+        }
+        match &self.probing {
+            Some(p) if p.sprayed_from(remote, SPRAYED_ARRIVAL_WAIT).await => Arrival::Sprayed,
+            _ => Arrival::Direct,
         }
     }
 
@@ -297,6 +348,19 @@ pub(super) fn usable(candidates: &[Candidate]) -> Vec<SocketAddr> {
     let mut addrs: Vec<SocketAddr> = list.into_iter().map(|c| c.addr).collect();
     addrs.dedup();
     addrs.truncate(MAX_PEER_CANDIDATES);
+    addrs
+}
+
+/// The peer's public candidates worth trying (the mappings its STUN servers saw): those
+/// [`may_send_to`] allows, at most two (what the kit learns).
+pub(super) fn usable_public(candidates: &[Candidate]) -> Vec<SocketAddr> {
+    let mut addrs: Vec<SocketAddr> = candidates
+        .iter()
+        .filter(|c| c.kind == CandidateKind::Public && may_send_to(&c.addr))
+        .map(|c| c.addr)
+        .collect();
+    addrs.dedup();
+    addrs.truncate(2);
     addrs
 }
 

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use super::kit::{self, Kit};
 use super::rendezvous::{
-    fire_delay, usable, usable_relayed, Agreed, Rendezvous, RendezvousError, Role,
+    fire_delay, usable, usable_public, usable_relayed, Agreed, Rendezvous, RendezvousError, Role,
 };
 use super::Strategy;
 use crate::config::{HostPort, TurnServer};
@@ -143,6 +143,7 @@ async fn answer(
         nonce: offer.nonce,
         fire_in_ms: FIRE_IN.as_millis() as u32,
         relayed: kit.relayed.into_iter().collect(),
+        mapping: kit.mapping,
     };
     let sent = Instant::now();
     signal.send(&peer, Payload::Answer(answer)).await?;
@@ -156,6 +157,8 @@ async fn answer(
         peer_udp: usable(&offer.udp),
         peer_tcp: usable(&offer.tcp),
         peer_relayed: usable_relayed(&offer.relayed),
+        peer_public: usable_public(&offer.udp),
+        peer_mapping: offer.mapping,
         strategies: offer.strategies,
         fire_at: (sent + round_trip / 2 + fire_delay(FIRE_IN, round_trip)).max(Instant::now()),
         signal: None,

@@ -102,13 +102,13 @@ impl Drop for OwnTurn {
 
 /// An nftables table on `router` dropping everything between it and `peer_ip`, deleted when
 /// dropped (the lab's NAT tables are left alone).
-struct Block<'a> {
+pub struct Block<'a> {
     lab: &'a Lab,
     router: String,
 }
 
 impl<'a> Block<'a> {
-    fn new(lab: &'a Lab, router: &str, peer_ip: &str) -> Self {
+    pub fn new(lab: &'a Lab, router: &str, peer_ip: &str) -> Self {
         for rule in [
             "add table inet wgblock".to_string(),
             "add chain inet wgblock gate { type filter hook forward priority -10 ; }".to_string(),

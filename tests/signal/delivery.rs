@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use warpgate::addr::{Candidate, CandidateKind};
+use warpgate::nat::SocketMapping;
 use warpgate::signal::{Answer, Offer, Payload, Signal};
 
 use crate::support::{
@@ -25,6 +26,7 @@ fn offer() -> Payload {
         strategies: vec!["reverse".into(), "tcp_punch".into(), "udp_punch".into()],
         nonce: [42; 16],
         relayed: Vec::new(),
+        mapping: SocketMapping::Unknown,
     })
 }
 
@@ -38,6 +40,7 @@ fn answer() -> Payload {
         nonce: [42; 16],
         fire_in_ms: 100,
         relayed: vec!["198.51.100.1:49152".parse().unwrap()],
+        mapping: SocketMapping::Unknown,
     })
 }
 

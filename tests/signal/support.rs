@@ -9,6 +9,7 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use warpgate::config::HostPort;
+use warpgate::nat::SocketMapping;
 use warpgate::signal::{Answer, Keys, Payload, Signal, SignalConfig, SignalStats};
 
 /// How long anything in these tests may take before it is a failure.
@@ -196,5 +197,6 @@ pub fn note(n: u8) -> Payload {
         nonce: [n; 16],
         fire_in_ms: 0,
         relayed: Vec::new(),
+        mapping: SocketMapping::Unknown,
     })
 }

@@ -6,12 +6,15 @@
 //!
 //! - [`udp::Prober`]: UDP probes to every peer candidate through the window, answers to the
 //!   peer's probes, and the first address the peer was heard from (`udp_punch`).
+//! - [`random::Fan`] and [`random::Spray`]: the hard and the easy side of `random_probe`
+//!   (many sockets to one address; one socket to random ports).
 //! - [`tcp::Dialer`]: when to start each TCP simultaneous-open try, when to give it up, and
 //!   when to stop (`tcp_punch`).
 //!
 //! The tests in `sim` run two machines against each other on a simulated clock through
 //! simulated NATs with real mapping and filtering tables.
 
+pub mod random;
 pub mod tcp;
 pub mod udp;
 

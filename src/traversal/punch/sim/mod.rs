@@ -3,20 +3,26 @@
 //! seeded generator, so every run is the same and outcomes can be asserted exactly.
 //!
 //! A [`Nat`] keeps real tables: a mapping per inside endpoint (endpoint-independent) or per
-//! inside endpoint and destination (symmetric, a random public port each), and the remote
+//! inside endpoint and destination (symmetric, a random public port each; drawn from 1024–65535
+//! as Linux's `masquerade random` does with [`Nat::symmetric_random`]), and the remote
 //! endpoints the inside has sent to, which its filtering checks inbound packets against
 //! (endpoint-independent = full cone, address-dependent, address-and-port-dependent =
 //! port-restricted). Packets are checked at the NAT when they arrive, so a hole opened while a
 //! packet was in flight lets it in. Packets the test asks to lose vanish after the sender's NAT
 //! (which has seen them).
 //!
-//! `udp` and `tcp` hold the two-machine tests for each handshake.
+//! A host may have many sockets ([`Net::send_from`]): what arrives is delivered to the inside
+//! endpoint its NAT maps it to ([`Net::arrivals_at`]).
+//!
+//! `udp`, `tcp` and `random` hold the two-machine tests for each handshake.
 
+mod random;
 mod tcp;
 mod udp;
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
 use std::time::{Duration, Instant};
 
 /// Where each host learned its candidate (as the kit does with STUN).
@@ -32,7 +38,7 @@ impl Rng {
         Self(seed.max(1))
     }
 
-    fn next(&mut self) -> u64 {
+    pub fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -63,6 +69,8 @@ pub struct Nat {
     mapping: Mapping,
     filtering: Filtering,
     rng: Rng,
+    /// The public ports it allocates from.
+    range: RangeInclusive<u16>,
     /// (inside endpoint, destination when the mapping depends on it) → public port.
     ports: HashMap<(SocketAddr, Option<SocketAddr>), u16>,
     /// Public port → inside endpoint.
@@ -78,6 +86,7 @@ impl Nat {
             mapping,
             filtering,
             rng: Rng::new(seed),
+            range: 20_000..=59_999,
             ports: HashMap::new(),
             inside: HashMap::new(),
             sent_to: HashSet::new(),
@@ -110,6 +119,15 @@ impl Nat {
         Self::new(ip, Mapping::PerDestination, Filtering::AddressAndPort, seed)
     }
 
+    /// A symmetric NAT as `masquerade random` makes one: a random port from 1024–65535 for each
+    /// new destination, address-and-port-dependent filtering.
+    pub fn symmetric_random(ip: &str, seed: u64) -> Self {
+        Self {
+            range: 1024..=65_535,
+            ..Self::symmetric(ip, seed)
+        }
+    }
+
     /// The public endpoint a packet from `from` to `to` leaves with (made on first use).
     pub fn outbound(&mut self, from: SocketAddr, to: SocketAddr) -> SocketAddr {
         let key = match self.mapping {
@@ -119,8 +137,10 @@ impl Nat {
         let port = match self.ports.get(&key) {
             Some(&port) => port,
             None => {
+                let (start, end) = (*self.range.start(), *self.range.end());
+                let size = u64::from(end - start) + 1;
                 let port = loop {
-                    let port = 20_000 + (self.rng.next() % 40_000) as u16;
+                    let port = start + (self.rng.next() % size) as u16;
                     if !self.inside.contains_key(&port) {
                         break port;
                     }
@@ -181,9 +201,14 @@ impl Host {
 
     /// Where packets to `to` appear to come from (making the NAT mapping if needed).
     pub fn send(&mut self, to: SocketAddr) -> SocketAddr {
+        self.send_from(self.inside, to)
+    }
+
+    /// Where packets from the host's socket `from` to `to` appear to come from.
+    pub fn send_from(&mut self, from: SocketAddr, to: SocketAddr) -> SocketAddr {
         match &mut self.nat {
-            Some(nat) => nat.outbound(self.inside, to),
-            None => self.inside,
+            Some(nat) => nat.outbound(from, to),
+            None => from,
         }
     }
 
@@ -192,12 +217,12 @@ impl Host {
         self.send(STUN_SERVER.parse().expect("an endpoint"))
     }
 
-    /// Whether a packet from `from` to `to` reaches this host: `None` if `to` is not its
-    /// address, `Some(false)` if its NAT filters it out.
-    fn receives(&self, from: SocketAddr, to: SocketAddr) -> Option<bool> {
+    /// Whether a packet from `from` to `to` reaches this host, and at which of its sockets:
+    /// `None` if `to` is not its address, `Some(None)` if its NAT filters it out.
+    fn receives(&self, from: SocketAddr, to: SocketAddr) -> Option<Option<SocketAddr>> {
         match &self.nat {
-            Some(nat) if nat.public_ip == to.ip() => Some(nat.inbound(from, to.port()).is_some()),
-            None if self.inside == to => Some(true),
+            Some(nat) if nat.public_ip == to.ip() => Some(nat.inbound(from, to.port())),
+            None if self.inside.ip() == to.ip() => Some(Some(to)),
             _ => None,
         }
     }
@@ -258,7 +283,13 @@ impl<P> Net<P> {
 
     /// Host `host` sends `payload` to `to` now.
     pub fn send(&mut self, host: usize, to: SocketAddr, payload: P) {
-        let from = self.hosts[host].send(to);
+        let inside = self.hosts[host].inside;
+        self.send_from(host, inside, to, payload);
+    }
+
+    /// Host `host` sends `payload` from its socket `inside` to `to` now.
+    pub fn send_from(&mut self, host: usize, inside: SocketAddr, to: SocketAddr, payload: P) {
+        let from = self.hosts[host].send_from(inside, to);
         self.sent[host] += 1;
         if self.sent[host] <= self.lose_first[host] {
             self.counts.lost += 1;
@@ -281,6 +312,15 @@ impl<P> Net<P> {
     /// The packets arriving by now that get through, in the order they were sent, as
     /// (receiving host, source as seen there, payload).
     pub fn arrivals(&mut self) -> Vec<(usize, SocketAddr, P)> {
+        self.arrivals_at()
+            .into_iter()
+            .map(|(host, _, from, payload)| (host, from, payload))
+            .collect()
+    }
+
+    /// Like [`Net::arrivals`], with the socket each packet reaches: (receiving host, its
+    /// socket, source as seen there, payload).
+    pub fn arrivals_at(&mut self) -> Vec<(usize, SocketAddr, SocketAddr, P)> {
         let (mut due, later): (Vec<_>, Vec<_>) =
             self.wire.drain(..).partition(|p| p.arrives <= self.now);
         self.wire = later;
@@ -289,11 +329,11 @@ impl<P> Net<P> {
         for p in due {
             let reaches = (0..2).find_map(|h| Some((h, self.hosts[h].receives(p.from, p.to)?)));
             match reaches {
-                Some((host, true)) => {
+                Some((host, Some(inside))) => {
                     self.counts.delivered += 1;
-                    through.push((host, p.from, p.payload));
+                    through.push((host, inside, p.from, p.payload));
                 }
-                Some((_, false)) => self.counts.filtered += 1,
+                Some((_, None)) => self.counts.filtered += 1,
                 None => self.counts.unroutable += 1,
             }
         }
