@@ -99,7 +99,9 @@ pub struct Rendezvous {
     pub probing: Option<Arc<Probing>>,
     /// QUIC connections accepted on the kit's endpoint, sorted by path, waiting for the
     /// strategy that takes that path (listener).
-    accepted: tokio::sync::Mutex<Accepted>,
+    accepted: std::sync::Mutex<Accepted>,
+    /// Wakes the acceptors when a connection is queued for another of them.
+    queued: tokio::sync::Notify,
     /// The connector's signalling channel, kept open while the rendezvous runs.
     pub(super) signal: Option<Signal>,
 }
@@ -193,6 +195,7 @@ impl Rendezvous {
             fire_at: a.fire_at,
             probing,
             accepted: Default::default(),
+            queued: tokio::sync::Notify::new(),
             signal: a.signal,
         }
     }
@@ -256,24 +259,39 @@ impl Rendezvous {
         }
     }
 
+    /// Every acceptor waits on the endpoint at once (no lock is held across the wait, so no
+    /// acceptor can sit on a connection queued for another); a connection that came another
+    /// way is queued and the others are woken to look.
     async fn accept_arrival(&self, wanted: &[Arrival]) -> Result<Link, LinkError> {
         let endpoint = self.kit.socket.endpoint.clone();
-        let incoming = 'found: loop {
-            let mut accepted = self.accepted.lock().await;
-            for &arrival in wanted {
-                if let Some(incoming) = accepted.queue(arrival).pop_front() {
-                    break 'found incoming;
-                }
-            }
-            let incoming = endpoint
-                .accept()
-                .await
-                .ok_or(LinkError::Protocol("punching endpoint closed"))?;
-            let arrival = self.arrival_of(incoming.remote_address()).await;
-            if wanted.contains(&arrival) {
+        let take = || {
+            let mut accepted = self.accepted.lock().ok()?;
+            wanted
+                .iter()
+                .find_map(|&arrival| accepted.queue(arrival).pop_front())
+        };
+        let incoming = loop {
+            let queued = self.queued.notified();
+            tokio::pin!(queued);
+            queued.as_mut().enable();
+            if let Some(incoming) = take() {
                 break incoming;
             }
-            accepted.queue(arrival).push_back(incoming);
+            tokio::select! {
+                incoming = endpoint.accept() => {
+                    let incoming =
+                        incoming.ok_or(LinkError::Protocol("punching endpoint closed"))?;
+                    let arrival = self.arrival_of(incoming.remote_address()).await;
+                    if wanted.contains(&arrival) {
+                        break incoming;
+                    }
+                    if let Ok(mut accepted) = self.accepted.lock() {
+                        accepted.queue(arrival).push_back(incoming);
+                    }
+                    self.queued.notify_waiters();
+                }
+                () = &mut queued => {}
+            }
         };
         tokio::time::timeout(HANDSHAKE_TIMEOUT, quic::accept(incoming, endpoint))
             .await
