@@ -8,7 +8,10 @@
 //! - `delivery` — Offer/Answer through two brokers (with figures), a broker down from the start,
 //!   a broker killed mid-session and restarted
 //! - `hostile`  — garbage, oversized, forged, misaddressed, replayed and stale messages are
-//!   dropped and counted, never delivered
+//!   dropped and counted, never delivered; huge and retained publishes cost no connection (MQTT
+//!   5) or one quick reconnect (a 3.1.1-only broker); one sender's flood locks no one out
+//! - `leaks`    — what the broker's log shows: no node ids in topics or client ids, answers on
+//!   the session's inbox; silence towards keys outside `--allow`
 
 #[path = "common/daemon.rs"]
 mod daemon;
@@ -16,5 +19,7 @@ mod daemon;
 mod delivery;
 #[path = "signal/hostile.rs"]
 mod hostile;
+#[path = "signal/leaks.rs"]
+mod leaks;
 #[path = "signal/support.rs"]
 mod support;

@@ -6,14 +6,17 @@
 //!
 //! ```text
 //! sender key (33, compressed SEC1) ‖ recipient node id (10) ‖ message id (16) ‖
-//! timestamp (8, unix ms, big endian) ‖ kind (1) ‖ body length (2) ‖ body ‖ signature (64)
+//! reply inbox (16) ‖ timestamp (8, unix ms, big endian) ‖ kind (1) ‖ body length (2) ‖ body ‖
+//! signature (64)
 //! ```
 //!
 //! where the body is the kind's fields in postcard and the signature is ECDSA P-256 (SHA-256) by
 //! the sender's identity key over [`SIGNATURE_DOMAIN`] ‖ everything before the signature. The
-//! sender is inside the encryption, so a broker sees only who a message is for, never who sent it.
-//! Decoding untrusted bytes never panics: every failure is a [`MessageError`], classified by
-//! [`MessageError::class`] for the drop counters.
+//! reply inbox names the topic the sender reads replies on (see [`super::topic`]): its listening
+//! topic, or a random one for this session, so a connector is answered on a topic nobody else
+//! can name. Sender, recipient and inbox are inside the encryption; what a broker still learns is
+//! in [`super`]'s module doc. Decoding untrusted bytes never panics: every failure is a
+//! [`MessageError`], classified by [`MessageError::class`] for the drop counters.
 //!
 //! Neighbours: [`super::session`] seals and opens with these functions; [`crate::identity`] owns
 //! the keys.
@@ -53,8 +56,12 @@ const HEADER_LEN: usize = MAGIC.len() + 1;
 const ENCAPPED_LEN: usize = 65;
 const TAG_LEN: usize = 16;
 const SIGNATURE_LEN: usize = 64;
-/// Plaintext bytes around the body: key, id, message id, timestamp, kind, length, signature.
-const INNER_FIXED_LEN: usize = PUBLIC_KEY_LEN + NODE_ID_LEN + 16 + 8 + 1 + 2 + SIGNATURE_LEN;
+/// Plaintext bytes around the body: key, id, message id, inbox, timestamp, kind, length,
+/// signature.
+const INNER_FIXED_LEN: usize =
+    PUBLIC_KEY_LEN + NODE_ID_LEN + 16 + INBOX_LEN + 8 + 1 + 2 + SIGNATURE_LEN;
+/// Bytes of an [`Inbox`].
+pub const INBOX_LEN: usize = 16;
 /// Size of a sealed message with an empty body.
 pub const SEALED_OVERHEAD: usize = HEADER_LEN + ENCAPPED_LEN + INNER_FIXED_LEN + TAG_LEN;
 
@@ -134,6 +141,36 @@ impl MessageId {
 impl std::fmt::Debug for MessageId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         for b in &self.0[..6] {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Which of a node's topics a message goes to (with the node's key, [`super::topic`] names it):
+/// [`Inbox::LISTENING`], where a listener can be reached by anyone holding its key, or a random
+/// inbox a node opens for one session and names inside its messages for the replies.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Inbox(pub [u8; INBOX_LEN]);
+
+impl Inbox {
+    /// A listener's inbox: the topic its address lets a connector compute.
+    pub const LISTENING: Inbox = Inbox([0; INBOX_LEN]);
+
+    /// A fresh session inbox: 128 random bits, so its topic cannot be guessed.
+    pub fn random() -> Self {
+        let mut inbox = [0u8; INBOX_LEN];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut inbox);
+        Self(inbox)
+    }
+}
+
+impl std::fmt::Debug for Inbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if *self == Inbox::LISTENING {
+            return write!(f, "listening");
+        }
+        for b in &self.0[..4] {
             write!(f, "{b:02x}")?;
         }
         Ok(())
@@ -361,6 +398,8 @@ pub struct Message {
     pub from: PublicKey,
     pub to: NodeId,
     pub id: MessageId,
+    /// Where the sender reads replies to this message (acks, pongs, answers).
+    pub reply: Inbox,
     pub timestamp_ms: u64,
     pub payload: Payload,
 }
@@ -397,6 +436,7 @@ impl Message {
         out.extend_from_slice(&self.from.to_compressed());
         out.extend_from_slice(self.to.as_bytes());
         out.extend_from_slice(&self.id.0);
+        out.extend_from_slice(&self.reply.0);
         out.extend_from_slice(&self.timestamp_ms.to_be_bytes());
         out.push(self.payload.kind());
         out.extend_from_slice(&len.to_be_bytes());
@@ -420,6 +460,7 @@ impl Message {
         let from_bytes = r.take(PUBLIC_KEY_LEN)?;
         let to = r.array::<NODE_ID_LEN>()?;
         let id = r.array::<16>()?;
+        let reply = Inbox(r.array::<INBOX_LEN>()?);
         let timestamp_ms = u64::from_be_bytes(r.array::<8>()?);
         let kind = r.array::<1>()?[0];
         let len = usize::from(u16::from_be_bytes(r.array::<2>()?));
@@ -443,6 +484,7 @@ impl Message {
             from,
             to,
             id: MessageId(id),
+            reply,
             timestamp_ms,
             payload: Payload::decode_body(kind, body)?,
         })
@@ -565,6 +607,7 @@ mod tests {
             from: from.public_key(),
             to: to.public_key().id(),
             id: MessageId::random(),
+            reply: Inbox::random(),
             timestamp_ms: 1_700_000_000_000,
             payload,
         }
@@ -626,6 +669,23 @@ mod tests {
             Err(MessageError::BadSignature)
         );
         assert_eq!(MessageError::BadSignature.class(), DropClass::Forged);
+    }
+
+    #[test]
+    fn the_reply_inbox_is_signed() {
+        let (alice, bob) = (Keys::random(), Keys::random());
+        let m = message(&alice, &bob, offer());
+        let mut inner = m
+            .encode_with_signature(&alice.sign(&m.signed_bytes().unwrap()))
+            .unwrap();
+        assert_eq!(Message::decode_inner(&inner).map(|d| d.reply), Ok(m.reply));
+        // Someone who could rewrite the plaintext cannot point the replies elsewhere.
+        let at = PUBLIC_KEY_LEN + NODE_ID_LEN + 16;
+        inner[at] ^= 1;
+        assert_eq!(
+            Message::decode_inner(&inner),
+            Err(MessageError::BadSignature)
+        );
     }
 
     #[test]
