@@ -4,7 +4,8 @@
 //!
 //! Index:
 //! - `daemon`     — waiting for a server started here to listen (tests/common/daemon.rs)
-//! - `support`  — mosquitto processes on free loopback ports, nodes, a raw MQTT client
+//! - `mosquitto` — mosquitto processes on free loopback ports (tests/common/mosquitto.rs)
+//! - `support`  — a 3.1.1-only broker, nodes, a raw MQTT client
 //! - `delivery` — Offer/Answer through two brokers (with figures), a broker down from the start,
 //!   a broker killed mid-session and restarted
 //! - `hostile`  — garbage, oversized, forged, misaddressed, replayed and stale messages are
@@ -21,5 +22,7 @@ mod delivery;
 mod hostile;
 #[path = "signal/leaks.rs"]
 mod leaks;
+#[path = "common/mosquitto.rs"]
+mod mosquitto;
 #[path = "signal/support.rs"]
 mod support;
