@@ -301,8 +301,9 @@ impl fmt::Debug for PublicKey {
 pub const NODE_ID_LEN: usize = 10;
 
 /// The short printable id of a node: the first 80 bits of the SHA-256 of its compressed public
-/// key, shown as 16 characters of lowercase base32. For display and topics; anything that
-/// authorises compares whole keys.
+/// key, shown as 16 characters of lowercase base32. For display (and, sealed, the recipient
+/// field of signalling messages); never in signalling topics, and anything that authorises
+/// compares whole keys.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 pub struct NodeId([u8; NODE_ID_LEN]);
 

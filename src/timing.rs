@@ -135,6 +135,10 @@ pub const MQTT_KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Reconnect backoff after a broker failure, doubling between these.
 pub const MQTT_RECONNECT_MIN: Duration = Duration::from_millis(250);
 pub const MQTT_RECONNECT_MAX: Duration = Duration::from_secs(5);
+/// A broker connection that lasted this long was healthy: its loss resets the reconnect backoff,
+/// and a loss to a packet above our limit (MQTT 3.1.1) reconnects at once. One that keeps dying
+/// younger (a broker that sends an oversized retained message on every subscribe) backs off.
+pub const MQTT_HEALTHY_AFTER: Duration = Duration::from_secs(5);
 
 // Discovery (nat-info, the quick look, the cache) and server checks.
 

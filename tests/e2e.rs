@@ -3,13 +3,15 @@
 //!
 //! Index:
 //! - `process`  — the warpgate process driver shared with the lab (tests/common/process.rs)
+//! - `daemon`, `mosquitto` — a broker on loopback for the signalling test (tests/common/)
 //! - `support`  — nodes (homes, loopback-only commands, listeners), test data and digests
 //! - `transfer` — stdio both ways at once over TCP and QUIC, files, half-close, `| head`
 //! - `flood`    — a listener without `--allow` under 1000 silent TCP connections, blind QUIC
 //!   Initials and garbage datagrams: a real peer still connects within 2 s, RSS stays small
 //! - `forward`  — `listen --forward` + `connect --local` with many concurrent clients; the
 //!   warning that a forward without `--allow` is open to anyone with the address
-//! - `auth`     — `--allow`, and a listener whose key does not match the address
+//! - `auth`     — `--allow` (over signalling too: strangers get silence), and a listener whose
+//!   key does not match the address
 //! - `failure`  — malformed input (exit 2), a peer killed mid-transfer (exit 1), no listener;
 //!   a stale or symlinked `.part` and an identity key others can read refused (exit 1)
 //! - `interrupt` — SIGINT/SIGTERM in each long-running mode: links closed with a reason the
@@ -24,6 +26,8 @@
 
 #[path = "e2e/auth.rs"]
 mod auth;
+#[path = "common/daemon.rs"]
+mod daemon;
 #[path = "e2e/docs.rs"]
 mod docs;
 #[path = "e2e/failure.rs"]
@@ -34,6 +38,8 @@ mod flood;
 mod forward;
 #[path = "e2e/interrupt.rs"]
 mod interrupt;
+#[path = "common/mosquitto.rs"]
+mod mosquitto;
 #[path = "e2e/names.rs"]
 mod names;
 #[path = "common/process.rs"]

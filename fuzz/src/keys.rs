@@ -20,7 +20,7 @@ pub static RECIPIENT: LazyLock<Keys> =
     LazyLock::new(|| Keys::from_secret(secret(2)).expect("fixed recipient key"));
 
 /// A signalling plaintext from `rest`: the sender's key, then `rest` (recipient id, message id,
-/// timestamp, kind, body length, body), then the sender's valid signature over it.
+/// reply inbox, timestamp, kind, body length, body), then the sender's valid signature over it.
 pub fn signed_inner(sender: &Keys, rest: &[u8]) -> Vec<u8> {
     let mut unsigned = sender.public_key().to_compressed().to_vec();
     unsigned.extend_from_slice(rest);

@@ -5,8 +5,8 @@
 //! Input: a mode byte, then bytes. Mode (byte % 4):
 //! - 0: the bytes are a sealed message for the fixed recipient, opened as received;
 //! - 1: the bytes are a plaintext, decoded and verified as is;
-//! - 2: the bytes are a plaintext after the sender key (recipient id ‖ message id ‖ timestamp ‖
-//!   kind ‖ body length ‖ body), signed by the fixed sender, then decoded: this reaches the
+//! - 2: the bytes are a plaintext after the sender key (recipient id ‖ message id ‖ reply inbox ‖
+//!   timestamp ‖ kind ‖ body length ‖ body), signed by the fixed sender, then decoded: this reaches the
 //!   body decoder, which a fuzzer cannot reach through a signature of its own;
 //! - 3: as 2, then also sealed to the fixed recipient and opened (decryption that succeeds,
 //!   the recipient check).
@@ -14,7 +14,7 @@
 use warpgate::addr::{Candidate, CandidateKind};
 use warpgate::nat::SocketMapping;
 use warpgate::signal::message::{encrypt, Message};
-use warpgate::signal::{Answer, MessageError, MessageId, Offer, Payload, Ping, Pong};
+use warpgate::signal::{Answer, Inbox, MessageError, MessageId, Offer, Payload, Ping, Pong};
 
 use crate::keys::{signed_inner, RECIPIENT, SENDER};
 use crate::Sample;
@@ -118,6 +118,11 @@ pub fn samples() -> Vec<Sample> {
             from: SENDER.public_key(),
             to: RECIPIENT.public_key().id(),
             id: MessageId([n as u8; 16]),
+            reply: if n % 2 == 0 {
+                Inbox::LISTENING
+            } else {
+                Inbox([0xa5; 16])
+            },
             timestamp_ms: 1_800_000_000_000,
             payload,
         };

@@ -6,14 +6,17 @@
 //!
 //! ```text
 //! sender key (33, compressed SEC1) ‖ recipient node id (10) ‖ message id (16) ‖
-//! timestamp (8, unix ms, big endian) ‖ kind (1) ‖ body length (2) ‖ body ‖ signature (64)
+//! reply inbox (16) ‖ timestamp (8, unix ms, big endian) ‖ kind (1) ‖ body length (2) ‖ body ‖
+//! signature (64)
 //! ```
 //!
 //! where the body is the kind's fields in postcard and the signature is ECDSA P-256 (SHA-256) by
 //! the sender's identity key over [`SIGNATURE_DOMAIN`] ‖ everything before the signature. The
-//! sender is inside the encryption, so a broker sees only who a message is for, never who sent it.
-//! Decoding untrusted bytes never panics: every failure is a [`MessageError`], classified by
-//! [`MessageError::class`] for the drop counters.
+//! reply inbox names the topic the sender reads replies on (see [`super::topic`]): its listening
+//! topic, or a random one for this session, so a connector is answered on a topic nobody else
+//! can name. Sender, recipient and inbox are inside the encryption; what a broker still learns is
+//! in [`super`]'s module doc. Decoding untrusted bytes never panics: every failure is a
+//! [`MessageError`], classified by [`MessageError::class`] for the drop counters.
 //!
 //! Neighbours: [`super::session`] seals and opens with these functions; [`crate::identity`] owns
 //! the keys.
@@ -54,8 +57,12 @@ const HEADER_LEN: usize = MAGIC.len() + 1;
 const ENCAPPED_LEN: usize = 65;
 const TAG_LEN: usize = 16;
 const SIGNATURE_LEN: usize = 64;
-/// Plaintext bytes around the body: key, id, message id, timestamp, kind, length, signature.
-const INNER_FIXED_LEN: usize = PUBLIC_KEY_LEN + NODE_ID_LEN + 16 + 8 + 1 + 2 + SIGNATURE_LEN;
+/// Plaintext bytes around the body: key, id, message id, inbox, timestamp, kind, length,
+/// signature.
+const INNER_FIXED_LEN: usize =
+    PUBLIC_KEY_LEN + NODE_ID_LEN + 16 + INBOX_LEN + 8 + 1 + 2 + SIGNATURE_LEN;
+/// Bytes of an [`Inbox`].
+pub const INBOX_LEN: usize = 16;
 /// Size of a sealed message with an empty body.
 pub const SEALED_OVERHEAD: usize = HEADER_LEN + ENCAPPED_LEN + INNER_FIXED_LEN + TAG_LEN;
 
@@ -135,6 +142,36 @@ impl MessageId {
 impl std::fmt::Debug for MessageId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         for b in &self.0[..6] {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Which of a node's topics a message goes to (with the node's key, [`super::topic`] names it):
+/// [`Inbox::LISTENING`], where a listener can be reached by anyone holding its key, or a random
+/// inbox a node opens for one session and names inside its messages for the replies.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Inbox(pub [u8; INBOX_LEN]);
+
+impl Inbox {
+    /// A listener's inbox: the topic its address lets a connector compute.
+    pub const LISTENING: Inbox = Inbox([0; INBOX_LEN]);
+
+    /// A fresh session inbox: 128 random bits, so its topic cannot be guessed.
+    pub fn random() -> Self {
+        let mut inbox = [0u8; INBOX_LEN];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut inbox);
+        Self(inbox)
+    }
+}
+
+impl std::fmt::Debug for Inbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if *self == Inbox::LISTENING {
+            return write!(f, "listening");
+        }
+        for b in &self.0[..4] {
             write!(f, "{b:02x}")?;
         }
         Ok(())
@@ -368,6 +405,8 @@ pub struct Message {
     pub from: PublicKey,
     pub to: NodeId,
     pub id: MessageId,
+    /// Where the sender reads replies to this message (acks, pongs, answers).
+    pub reply: Inbox,
     pub timestamp_ms: u64,
     pub payload: Payload,
 }
@@ -404,6 +443,7 @@ impl Message {
         out.extend_from_slice(&self.from.to_compressed());
         out.extend_from_slice(self.to.as_bytes());
         out.extend_from_slice(&self.id.0);
+        out.extend_from_slice(&self.reply.0);
         out.extend_from_slice(&self.timestamp_ms.to_be_bytes());
         out.push(self.payload.kind());
         out.extend_from_slice(&len.to_be_bytes());
@@ -427,6 +467,7 @@ impl Message {
         let from_bytes = r.take(PUBLIC_KEY_LEN)?;
         let to = r.array::<NODE_ID_LEN>()?;
         let id = r.array::<16>()?;
+        let reply = Inbox(r.array::<INBOX_LEN>()?);
         let timestamp_ms = u64::from_be_bytes(r.array::<8>()?);
         let kind = r.array::<1>()?[0];
         let len = usize::from(u16::from_be_bytes(r.array::<2>()?));
@@ -450,6 +491,7 @@ impl Message {
             from,
             to,
             id: MessageId(id),
+            reply,
             timestamp_ms,
             payload: Payload::decode_body(kind, body)?,
         })
@@ -545,196 +587,5 @@ impl<'a> Reader<'a> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn offer() -> Payload {
-        Payload::Offer(Offer {
-            tcp: vec![],
-            udp: vec![
-                Candidate {
-                    kind: CandidateKind::Local,
-                    addr: "192.168.1.2:4000".parse().unwrap(),
-                },
-                Candidate {
-                    kind: CandidateKind::Public,
-                    addr: "[2001:db8::1]:4000".parse().unwrap(),
-                },
-            ],
-            strategies: vec!["reverse".into(), "tcp_punch".into()],
-            nonce: [7; 16],
-            relayed: vec!["198.51.100.1:49152".parse().unwrap()],
-            mapping: SocketMapping::Random,
-        })
-    }
-
-    fn message(from: &Keys, to: &Keys, payload: Payload) -> Message {
-        Message {
-            from: from.public_key(),
-            to: to.public_key().id(),
-            id: MessageId::random(),
-            timestamp_ms: 1_700_000_000_000,
-            payload,
-        }
-    }
-
-    #[test]
-    fn every_kind_round_trips() {
-        let (alice, bob) = (Keys::random(), Keys::random());
-        for payload in [
-            offer(),
-            Payload::Answer(Answer {
-                udp: vec![],
-                tcp: vec![],
-                nonce: [1; 16],
-                fire_in_ms: 100,
-                relayed: vec![],
-                mapping: SocketMapping::Kept,
-            }),
-            Payload::Ping(Ping {
-                nonce: 9,
-                sent_ms: 10,
-            }),
-            Payload::Pong(Pong {
-                nonce: 9,
-                ping_sent_ms: 10,
-                sent_ms: 11,
-            }),
-            Payload::Ack(MessageId([3; 16])),
-        ] {
-            let m = message(&alice, &bob, payload);
-            let sealed = m.seal(&alice, &bob.public_key()).unwrap();
-            assert_eq!(Message::open(&bob, &sealed), Ok(m));
-        }
-    }
-
-    #[test]
-    fn wrong_recipient_and_tampering_are_rejected() {
-        let (alice, bob, eve) = (Keys::random(), Keys::random(), Keys::random());
-        let m = message(&alice, &bob, offer());
-        let sealed = m.seal(&alice, &bob.public_key()).unwrap();
-        assert_eq!(
-            Message::open(&eve, &sealed),
-            Err(MessageError::Undecryptable)
-        );
-        // Sealed to eve but addressed (inside) to bob: eve must not accept it as hers.
-        let misaddressed = m.seal(&alice, &eve.public_key()).unwrap();
-        assert_eq!(
-            Message::open(&eve, &misaddressed),
-            Err(MessageError::Misaddressed)
-        );
-        // Claims to be from alice, signed by eve.
-        let forged = encrypt(
-            &bob.public_key(),
-            &m.encode_with_signature(&eve.sign(&m.signed_bytes().unwrap()))
-                .unwrap(),
-        )
-        .unwrap();
-        assert_eq!(
-            Message::open(&bob, &forged),
-            Err(MessageError::BadSignature)
-        );
-        assert_eq!(MessageError::BadSignature.class(), DropClass::Forged);
-    }
-
-    #[test]
-    fn bounds_are_enforced_on_encode() {
-        let (alice, bob) = (Keys::random(), Keys::random());
-        let mut big = message(&alice, &bob, offer());
-        if let Payload::Offer(o) = &mut big.payload {
-            o.strategies = vec!["a".repeat(MAX_STRATEGY_LEN + 1)];
-        }
-        assert!(matches!(
-            big.seal(&alice, &bob.public_key()),
-            Err(MessageError::PayloadBounds(_))
-        ));
-        assert_eq!(
-            Message::open(&bob, &vec![0u8; MAX_MESSAGE_LEN + 1]),
-            Err(MessageError::TooLarge(MAX_MESSAGE_LEN + 1))
-        );
-        let m = message(&alice, &bob, offer());
-        let sealed = m.seal(&alice, &bob.public_key()).unwrap();
-        assert!(sealed.len() < 400, "an offer is {} bytes", sealed.len());
-    }
-
-    #[test]
-    fn a_mapping_this_build_does_not_know_reads_as_unknown() {
-        let Payload::Offer(offer) = offer() else {
-            unreachable!()
-        };
-        let mut body = postcard::to_allocvec(&offer).unwrap();
-        assert_eq!(body.last(), Some(&3), "the mapping is the last byte");
-        for (byte, mapping) in [
-            (0, SocketMapping::Unknown),
-            (1, SocketMapping::Kept),
-            (2, SocketMapping::Sequential),
-            (3, SocketMapping::Random),
-            (4, SocketMapping::Unknown),
-            (0xff, SocketMapping::Unknown),
-        ] {
-            *body.last_mut().unwrap() = byte;
-            match Payload::decode_body(kind::OFFER, &body) {
-                Ok(Payload::Offer(o)) => assert_eq!(o.mapping, mapping, "byte {byte}"),
-                other => panic!("byte {byte}: {other:?}"),
-            }
-        }
-        // An offer without it (an older build's) is refused like any malformed body.
-        body.pop();
-        assert_eq!(
-            Payload::decode_body(kind::OFFER, &body),
-            Err(MessageError::BadBody)
-        );
-    }
-
-    /// xorshift64*: deterministic, dependency-free randomness for the fuzz loops.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n.max(1) as u64) as usize
-        }
-    }
-
-    #[test]
-    fn fuzz_open_and_decode_never_panic() {
-        let (alice, bob) = (Keys::random(), Keys::random());
-        let m = message(&alice, &bob, offer());
-        let sealed = m.seal(&alice, &bob.public_key()).unwrap();
-        let inner = m
-            .encode_with_signature(&alice.sign(&m.signed_bytes().unwrap()))
-            .unwrap();
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-        for round in 0..3000 {
-            let base = if round % 2 == 0 { &sealed } else { &inner };
-            let mut input = base.clone();
-            match round % 4 {
-                0 => input.truncate(rng.below(base.len())),
-                1 => {
-                    for _ in 0..=rng.below(4) {
-                        let i = rng.below(input.len());
-                        input[i] ^= 1 << rng.below(8);
-                    }
-                }
-                2 => {
-                    input = (0..rng.below(600)).map(|_| rng.next() as u8).collect();
-                    if rng.below(2) == 0 && input.len() > 4 {
-                        input[..4].copy_from_slice(&header());
-                    }
-                }
-                _ => input.extend((0..rng.below(64)).map(|_| rng.next() as u8)),
-            }
-            let _ = Message::open(&bob, &input);
-            let _ = Message::decode_inner(&input);
-            // Plaintext bodies with random bytes but valid framing reach the postcard decoder.
-            let kind = (rng.below(7)) as u8;
-            let _ = Payload::decode_body(kind, &input[..rng.below(input.len())]);
-        }
-        // An untouched message still opens after all that.
-        assert!(Message::open(&bob, &sealed).is_ok());
-    }
-}
+#[path = "message_tests.rs"]
+mod tests;

@@ -1,15 +1,28 @@
 //! Signalling: small messages between two nodes through public MQTT brokers, authenticated and
 //! encrypted end to end, acknowledged, retried, de-duplicated and expiring.
 //!
-//! Each node subscribes to its own topic, [`topic`]`(node id)`, on every configured broker, and
-//! publishes to a peer's topic on every broker it is connected to; the first copy to arrive wins
-//! and the others are dropped as duplicates. A broker that is down at start or drops mid-session
-//! is retried with backoff while the others carry on. Brokers see only the recipient's id and
-//! opaque bytes.
+//! A listener subscribes to its listening topic, [`topic`]`(key, Inbox::LISTENING)`, on every
+//! configured broker. A connector subscribes, for one session, to the topic of a random
+//! [`Inbox`] and names that inbox inside its sealed offer; the answer and every ack come back
+//! there ([`Peer`]: a key and one of its inboxes). Messages are published on every broker the
+//! node is connected to; the first copy to arrive wins and the others are dropped as duplicates.
+//! A broker that is down at start or drops mid-session is retried with backoff while the others
+//! carry on. Messages from keys outside `--allow` are not answered at all: no ack, no pong.
+//!
+//! What a broker learns. A topic is a keyed hash of the recipient's whole public key and the
+//! inbox, so a node id or fingerprint alone does not name it (anyone holding the address does);
+//! client ids are random per connection; payloads are sealed, so sender, recipient, kind and
+//! content are hidden. Still visible to the broker: that a topic is in use and when, the IP
+//! addresses of the clients that subscribe to it and publish to it, and the timing and size of
+//! every message (an offer, its answer and their acks have a recognisable rhythm). So a broker
+//! can tell which IP addresses signal to which listener, and when; it learns the listener's key
+//! only if it holds the address, and the connectors' keys not at all. Anyone holding the address
+//! can subscribe to the listening topic too and see the timing and sizes of what arrives there.
 //!
 //! - [`message`]: the sealed message codec (HPKE + ECDSA P-256), pure and total.
-//! - [`session`]: acks, retries, de-duplication and staleness, sans-IO.
-//! - [`mqtt`]: one rumqttc connection per broker.
+//! - [`session`]: acks, retries, de-duplication, staleness and `--allow`, sans-IO.
+//! - [`replay`]: the replay set, bounded in total and per sender.
+//! - [`mqtt`]: one rumqttc connection per broker (MQTT 5, or 3.1.1 for brokers without it).
 //! - [`Signal`] (here): the tokio driver tying them together; dropping it stops everything.
 //!
 //! Neighbours: [`crate::traversal`] strategies exchange [`Offer`]/[`Answer`] and
@@ -17,6 +30,7 @@
 
 pub mod message;
 pub mod mqtt;
+pub mod replay;
 pub mod session;
 
 use std::collections::HashMap;
@@ -27,16 +41,20 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::task::JoinSet;
 
 use crate::config::HostPort;
-use crate::identity::{Identity, NodeId, PublicKey};
+use crate::identity::{Allowed, Identity, NodeId, PublicKey};
 use crate::timing::SIGNAL_START_TIMEOUT;
 
-pub use message::{Answer, Keys, MessageError, MessageId, Offer, Payload, Ping, Pong};
+pub use message::{Answer, Inbox, Keys, MessageError, MessageId, Offer, Payload, Ping, Pong};
 pub use session::Stats;
 
-/// Topic prefix: a node listens on `warpgate/v1/<node id>`.
-pub const TOPIC_PREFIX: &str = "warpgate/v1/";
-/// Version byte of sealed messages.
-pub const WIRE_VERSION: u8 = 1;
+/// Topic prefix: every signalling topic is `warpgate/v2/` and 26 base32 characters.
+pub const TOPIC_PREFIX: &str = "warpgate/v2/";
+/// What a topic's keyed hash covers besides the inbox, so it can mean nothing else.
+pub const TOPIC_LABEL: &[u8] = b"warpgate/v2 signal topic\0";
+/// Bytes of the keyed hash a topic carries (128 bits).
+const TOPIC_HASH_LEN: usize = 16;
+/// Version byte of sealed messages (2: messages name their reply inbox).
+pub const WIRE_VERSION: u8 = 2;
 /// Largest sealed message accepted or sent.
 pub const MAX_MESSAGE_LEN: usize = 16 * 1024;
 /// Messages from brokers waiting for the driver, and delivered messages waiting for `recv`.
@@ -70,9 +88,45 @@ pub fn brokers_for(key: &PublicKey, brokers: &[HostPort]) -> Vec<HostPort> {
         .collect()
 }
 
-/// The topic a node subscribes to.
-pub fn topic(id: &NodeId) -> String {
-    format!("{TOPIC_PREFIX}{id}")
+/// The topic of `key`'s `inbox`: HMAC-SHA256 keyed with the whole compressed public key over
+/// [`TOPIC_LABEL`] ‖ inbox, cut to 128 bits, in base32. Whoever holds the key (the address)
+/// computes a listener's topic; the node id or the fingerprint (hashes of the key) do not give
+/// it, and a session inbox is random, so its topic cannot be guessed at all. Because the key is
+/// part of it, a sender naming an inbox can only have replies sent to topics of its own key.
+pub fn topic(key: &PublicKey, inbox: &Inbox) -> String {
+    use hmac::{Hmac, Mac};
+    use sha2::Sha256;
+    // HMAC takes a key of any length, so this cannot fail.
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key.to_compressed())
+        .expect("HMAC accepts keys of any length");
+    mac.update(TOPIC_LABEL);
+    mac.update(&inbox.0);
+    let hash = mac.finalize().into_bytes();
+    format!(
+        "{TOPIC_PREFIX}{}",
+        crate::base32::encode(&hash[..TOPIC_HASH_LEN])
+    )
+}
+
+/// Where a message goes: a node's key and one of its inboxes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peer {
+    pub key: PublicKey,
+    pub inbox: Inbox,
+}
+
+impl Peer {
+    /// A listener, at the inbox anyone with its key can reach.
+    pub fn listening(key: PublicKey) -> Self {
+        Self {
+            key,
+            inbox: Inbox::LISTENING,
+        }
+    }
+
+    fn topic(&self) -> String {
+        topic(&self.key, &self.inbox)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -89,11 +143,24 @@ pub enum SignalError {
     Message(#[from] MessageError),
 }
 
-/// Tunables; [`SignalConfig::default`] is the product's, tests shrink the timers.
-#[derive(Clone, Copy, Debug)]
+/// Which inbox a node reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Home {
+    /// [`Inbox::LISTENING`]: a listener, reachable by anyone who holds its key.
+    Listening,
+    /// A fresh random inbox for this session only (a connector): named inside its messages.
+    Session,
+}
+
+/// Who a node is on the brokers, whom it answers, and tunables. [`SignalConfig::default`] is a
+/// connector's session that answers everyone; tests shrink the timers.
+#[derive(Clone, Debug)]
 pub struct SignalConfig {
     pub session: session::Config,
     pub start_timeout: Duration,
+    pub home: Home,
+    /// Keys this node takes messages from and answers; others get silence. `None`: everyone.
+    pub allowed: Option<Vec<Allowed>>,
 }
 
 impl Default for SignalConfig {
@@ -101,6 +168,19 @@ impl Default for SignalConfig {
         Self {
             session: session::Config::default(),
             start_timeout: SIGNAL_START_TIMEOUT,
+            home: Home::Session,
+            allowed: None,
+        }
+    }
+}
+
+impl SignalConfig {
+    /// A listener's: reachable on its listening inbox, answering the keys `allowed` admits.
+    pub fn listener(allowed: Option<Vec<Allowed>>) -> Self {
+        Self {
+            home: Home::Listening,
+            allowed,
+            ..Self::default()
         }
     }
 }
@@ -117,7 +197,10 @@ pub struct BrokerStats {
     pub publish_failed: u64,
     pub received: u64,
     pub received_bytes: u64,
-    /// Packets too large for the MQTT client (each cost a reconnect).
+    /// MQTT protocol level of the current or last connection: 5 (the broker drops what is
+    /// larger than we accept), 4 (3.1.1: a larger packet costs a reconnect), 0 before any.
+    pub protocol: u8,
+    /// Packets too large for the MQTT client (each cost a reconnect; only over MQTT 3.1.1).
     pub oversized: u64,
     /// Messages dropped because the driver was not keeping up.
     pub inbox_full: u64,
@@ -131,12 +214,12 @@ pub struct SignalStats {
 
 enum Command {
     Send {
-        to: PublicKey,
+        to: Peer,
         payload: Payload,
         reply: oneshot::Sender<Result<(), SignalError>>,
     },
     Ping {
-        to: PublicKey,
+        to: Peer,
         reply: oneshot::Sender<Result<Duration, SignalError>>,
     },
 }
@@ -176,9 +259,9 @@ struct Shared {
 
 /// A running signalling channel. Dropping it stops every task it started.
 pub struct Signal {
-    public: PublicKey,
+    own: Peer,
     commands: mpsc::Sender<Command>,
-    inbox: tokio::sync::Mutex<mpsc::Receiver<(PublicKey, Payload)>>,
+    inbox: tokio::sync::Mutex<mpsc::Receiver<(Peer, Payload)>>,
     shared: Arc<Shared>,
     send_timeout: Duration,
     _tasks: JoinSet<()>,
@@ -186,13 +269,12 @@ pub struct Signal {
 
 impl Signal {
     /// Connects to every broker and returns once one of them carries our subscription.
-    pub async fn start(identity: &Identity, brokers: &[HostPort]) -> Result<Self, SignalError> {
-        Self::start_with(
-            Keys::from_identity(identity)?,
-            brokers,
-            SignalConfig::default(),
-        )
-        .await
+    pub async fn start(
+        identity: &Identity,
+        brokers: &[HostPort],
+        config: SignalConfig,
+    ) -> Result<Self, SignalError> {
+        Self::start_with(Keys::from_identity(identity)?, brokers, config).await
     }
 
     pub async fn start_with(
@@ -203,8 +285,14 @@ impl Signal {
         if brokers.is_empty() {
             return Err(SignalError::NoBrokers);
         }
-        let public = keys.public_key();
-        let own_topic = topic(&public.id());
+        let own = Peer {
+            key: keys.public_key(),
+            inbox: match config.home {
+                Home::Listening => Inbox::LISTENING,
+                Home::Session => Inbox::random(),
+            },
+        };
+        let own_topic = own.topic();
         let mut tasks = JoinSet::new();
         let (raw_tx, raw_rx) = mpsc::channel(QUEUE_CAPACITY);
         let ready = Arc::new(Notify::new());
@@ -213,7 +301,7 @@ impl Signal {
             .map(|server| {
                 mqtt::Broker::start(
                     server.clone(),
-                    client_id(&public),
+                    client_id(),
                     own_topic.clone(),
                     raw_tx.clone(),
                     ready.clone(),
@@ -257,7 +345,8 @@ impl Signal {
             .duration_since(UNIX_EPOCH)
             .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
             .unwrap_or(0);
-        let session = session::Session::new(keys, config.session, now, unix_ms);
+        let session = session::Session::new(keys, own.inbox, config.session, now, unix_ms)
+            .allowing(config.allowed);
         let (commands, command_rx) = mpsc::channel(QUEUE_CAPACITY);
         let (inbox_tx, inbox) = mpsc::channel(QUEUE_CAPACITY);
         tasks.spawn(drive(
@@ -269,7 +358,7 @@ impl Signal {
             shared.clone(),
         ));
         Ok(Self {
-            public,
+            own,
             commands,
             inbox: tokio::sync::Mutex::new(inbox),
             shared,
@@ -279,12 +368,18 @@ impl Signal {
     }
 
     pub fn public_key(&self) -> PublicKey {
-        self.public
+        self.own.key
     }
 
-    /// Sends `payload` to `peer`; resolves when the peer acknowledged it, or fails after the
+    /// Our key and the inbox we read (what our messages name for replies).
+    pub fn peer(&self) -> Peer {
+        self.own
+    }
+
+    /// Sends `payload` to `peer`'s inbox ([`Peer::listening`] for a listener, or the `from` of a
+    /// message received, to reply); resolves when the peer acknowledged it, or fails after the
     /// send timeout.
-    pub async fn send(&self, peer: &PublicKey, payload: Payload) -> Result<(), SignalError> {
+    pub async fn send(&self, peer: &Peer, payload: Payload) -> Result<(), SignalError> {
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(Command::Send {
@@ -299,7 +394,7 @@ impl Signal {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(SignalError::Closed),
             Err(_) => Err(SignalError::Timeout {
-                peer: peer.id(),
+                peer: peer.key.id(),
                 timeout: self.send_timeout,
             }),
         }
@@ -307,7 +402,7 @@ impl Signal {
 
     /// Measures the signalling round trip to `peer`: a [`Ping`] out, the [`Pong`] its driver
     /// answers with automatically. Fails like [`Signal::send`] when the peer does not answer.
-    pub async fn ping(&self, peer: &PublicKey) -> Result<Duration, SignalError> {
+    pub async fn ping(&self, peer: &Peer) -> Result<Duration, SignalError> {
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(Command::Ping { to: *peer, reply })
@@ -317,15 +412,15 @@ impl Signal {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(SignalError::Closed),
             Err(_) => Err(SignalError::Timeout {
-                peer: peer.id(),
+                peer: peer.key.id(),
                 timeout: self.send_timeout,
             }),
         }
     }
 
-    /// The next message from any peer; `None` once signalling has stopped. Pings are answered
-    /// by the driver and not delivered here.
-    pub async fn recv(&self) -> Option<(PublicKey, Payload)> {
+    /// The next message from any allowed peer, with the inbox to reply to; `None` once
+    /// signalling has stopped. Pings are answered by the driver and not delivered here.
+    pub async fn recv(&self) -> Option<(Peer, Payload)> {
         self.inbox.lock().await.recv().await
     }
 
@@ -340,6 +435,7 @@ impl Signal {
                 server: server.clone(),
                 connected: s.connected.load(Relaxed),
                 subscribed: s.subscribed.load(Relaxed),
+                protocol: s.protocol.load(Relaxed),
                 connects: s.connects.load(Relaxed),
                 published: s.published.load(Relaxed),
                 published_bytes: s.published_bytes.load(Relaxed),
@@ -355,12 +451,12 @@ impl Signal {
     }
 }
 
-/// MQTT 3.1.1 guarantees client ids up to 23 characters: `wg` + node id + `-` + 4 random.
-fn client_id(public: &PublicKey) -> String {
-    let mut random = [0u8; 3];
+/// A client id for one broker connection: `wg` and 104 random bits (21 base32 characters), as
+/// long as MQTT 3.1.1 guarantees (23); nothing in it names the node.
+fn client_id() -> String {
+    let mut random = [0u8; 13];
     rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut random);
-    let suffix = crate::base32::encode(&random);
-    format!("wg{}-{}", public.id(), &suffix[..4])
+    format!("wg{}", crate::base32::encode(&random))
 }
 
 /// The driver: feeds the session from the brokers and the API, publishes what it emits.
@@ -369,10 +465,10 @@ async fn drive(
     brokers: Vec<mqtt::Broker>,
     mut commands: mpsc::Receiver<Command>,
     mut raw: mpsc::Receiver<Vec<u8>>,
-    inbox: mpsc::Sender<(PublicKey, Payload)>,
+    inbox: mpsc::Sender<(Peer, Payload)>,
     shared: Arc<Shared>,
 ) {
-    let mut waiters: HashMap<MessageId, (NodeId, Waiter)> = HashMap::new();
+    let mut waiters: HashMap<MessageId, (PublicKey, Waiter)> = HashMap::new();
     let send_timeout = session_send_timeout(&session);
     loop {
         let wake = session
@@ -384,7 +480,7 @@ async fn drive(
                 None => return,
                 Some(Command::Send { to, payload, reply }) => {
                     match session.send(Instant::now(), &to, payload) {
-                        Ok(id) => { waiters.insert(id, (to.id(), Waiter::Ack(reply))); }
+                        Ok(id) => { waiters.insert(id, (to.key, Waiter::Ack(reply))); }
                         Err(e) => { let _ = reply.send(Err(e.into())); }
                     }
                 }
@@ -395,7 +491,7 @@ async fn drive(
                     match session.send(now, &to, ping) {
                         Ok(id) => {
                             let waiter = Waiter::Pong { nonce, sent: now, reply };
-                            waiters.insert(id, (to.id(), waiter));
+                            waiters.insert(id, (to.key, waiter));
                         }
                         Err(e) => { let _ = reply.send(Err(e.into())); }
                     }
@@ -425,8 +521,8 @@ async fn drive(
                     from,
                     payload: Payload::Pong(pong),
                     ..
-                } if pong_waiter(&waiters, &from, pong.nonce).is_some() => {
-                    if let Some(id) = pong_waiter(&waiters, &from, pong.nonce) {
+                } if pong_waiter(&waiters, &from.key, pong.nonce).is_some() => {
+                    if let Some(id) = pong_waiter(&waiters, &from.key, pong.nonce) {
                         if let Some((_, Waiter::Pong { sent, reply, .. })) = waiters.remove(&id) {
                             let _ = reply.send(Ok(sent.elapsed()));
                         }
@@ -447,7 +543,7 @@ async fn drive(
                 session::Event::Expired(id) => {
                     if let Some((peer, waiter)) = waiters.remove(&id) {
                         waiter.fail(SignalError::Timeout {
-                            peer,
+                            peer: peer.id(),
                             timeout: send_timeout,
                         });
                     }
@@ -455,7 +551,7 @@ async fn drive(
             }
         }
         while let Some(t) = session.poll_transmit() {
-            let topic = topic(&t.to.id());
+            let topic = t.to.topic();
             let handed = brokers
                 .iter()
                 .filter(|b| b.publish(&topic, &t.bytes))
@@ -480,19 +576,54 @@ async fn drive(
 
 /// The ping (by message id) that a pong from `from` with `nonce` answers.
 fn pong_waiter(
-    waiters: &HashMap<MessageId, (NodeId, Waiter)>,
+    waiters: &HashMap<MessageId, (PublicKey, Waiter)>,
     from: &PublicKey,
     nonce: u64,
 ) -> Option<MessageId> {
-    let from = from.id();
     waiters
         .iter()
         .find_map(|(id, (peer, waiter))| match waiter {
-            Waiter::Pong { nonce: n, .. } if *n == nonce && *peer == from => Some(*id),
+            Waiter::Pong { nonce: n, .. } if *n == nonce && peer == from => Some(*id),
             _ => None,
         })
 }
 
 fn session_send_timeout(session: &session::Session) -> Duration {
     session.config().send_timeout
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixed_key() -> PublicKey {
+        let secret = p256::SecretKey::from_slice(&[1; 32]).expect("a valid scalar");
+        Keys::from_secret(secret).unwrap().public_key()
+    }
+
+    #[test]
+    fn topic_is_a_keyed_hash_of_the_whole_key_and_the_inbox() {
+        let key = fixed_key();
+        let listening = topic(&key, &Inbox::LISTENING);
+        // Pinned (checked against Python's hmac): the topic scheme is protocol, and a connector
+        // and a listener of different builds must agree on it.
+        assert_eq!(listening, "warpgate/v2/by2jexo6urotdk6pahpzll7osa");
+        for name in [key.id().to_string(), key.fingerprint()] {
+            assert!(!listening.contains(&name[..8]), "{listening} shows {name}");
+        }
+        let session = Inbox::random();
+        let other = topic(&key, &session);
+        assert_ne!(other, listening);
+        assert_eq!(other.len(), listening.len());
+        assert_eq!(topic(&key, &session), other, "deterministic");
+        let stranger = Keys::random().public_key();
+        assert_ne!(topic(&stranger, &session), other);
+    }
+
+    #[test]
+    fn client_ids_are_random_and_name_nothing() {
+        let (a, b) = (client_id(), client_id());
+        assert_ne!(a, b);
+        assert!(a.len() == 23 && a.starts_with("wg"), "{a}");
+    }
 }

@@ -1,12 +1,15 @@
 //! Signalling reliability, sans-IO: acknowledgements, retries, de-duplication, staleness.
 //!
-//! A [`Session`] owns this node's keys. [`Session::send`] seals a message and queues it;
-//! it is transmitted again with exponential backoff until the peer's [`Payload::Ack`] arrives or
+//! A [`Session`] owns this node's keys and the inbox it reads replies on. [`Session::send`] seals
+//! a message to a [`Peer`] (a key and one of its inboxes) and queues it; it is transmitted again
+//! with exponential backoff until the peer's [`Payload::Ack`] arrives or
 //! [`Config::send_timeout`] passes. [`Session::handle_incoming`] opens what a broker delivered and
 //! drops (and counts) garbage, oversized, undecryptable, forged, stale and replayed messages;
-//! the rest is acknowledged and surfaced as an [`Event`]. A duplicate (a retransmission, or the
-//! same message through a second broker) is never delivered twice, but is acknowledged again at
-//! most once per [`Config::reack_interval`] in case the first ack was lost.
+//! messages from keys outside the allowed list are dropped too, unanswered (no ack, no pong:
+//! silence). The rest is acknowledged on the inbox its sender named and surfaced as an
+//! [`Event`]. A duplicate (a retransmission, or the same message through a second broker) is
+//! never delivered twice, but is acknowledged again at most once per [`Config::reack_interval`]
+//! in case the first ack was lost. Ids are remembered in a [`Replay`] set with a quota per sender.
 //!
 //! There is no socket and no clock in here: every input carries `now`, outputs are pulled with
 //! [`Session::poll_transmit`], [`Session::poll_event`] and [`Session::poll_timeout`]. Wall-clock
@@ -17,9 +20,10 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use super::message::{DropClass, Keys, Message, MessageError, MessageId, Payload};
-use super::MAX_MESSAGE_LEN;
-use crate::identity::{PublicKey, PUBLIC_KEY_LEN};
+use super::message::{DropClass, Inbox, Keys, Message, MessageError, MessageId, Payload};
+use super::replay::{Refused, Replay};
+use super::{Peer, MAX_MESSAGE_LEN};
+use crate::identity::{self, Allowed, PublicKey};
 use crate::timing::{
     SIGNAL_INITIAL_RTO, SIGNAL_MAX_AGE, SIGNAL_MAX_FUTURE, SIGNAL_MAX_RTO, SIGNAL_REACK_INTERVAL,
     SIGNAL_SEND_TIMEOUT,
@@ -27,7 +31,10 @@ use crate::timing::{
 
 /// How many (sender, message id) pairs are remembered; beyond this, new messages are refused
 /// (not acked, so the sender retries) rather than letting an old id be forgotten and replayed.
-pub const SEEN_CAPACITY: usize = 4096;
+pub const SEEN_CAPACITY: usize = 16 * 1024;
+/// How many of those one sender may hold: one per signalled connection it makes (acks are not
+/// remembered), so about 7 connections a second sustained over the 150 s an id is kept.
+pub const SEEN_PER_SENDER: usize = 1024;
 
 /// Tunables; [`Config::default`] is what the product uses, tests shrink the timers.
 #[derive(Clone, Copy, Debug)]
@@ -39,6 +46,7 @@ pub struct Config {
     pub max_age: Duration,
     pub max_future: Duration,
     pub seen_capacity: usize,
+    pub seen_per_sender: usize,
 }
 
 impl Default for Config {
@@ -51,22 +59,24 @@ impl Default for Config {
             max_age: SIGNAL_MAX_AGE,
             max_future: SIGNAL_MAX_FUTURE,
             seen_capacity: SEEN_CAPACITY,
+            seen_per_sender: SEEN_PER_SENDER,
         }
     }
 }
 
-/// Bytes to publish to a peer's topic.
+/// Bytes to publish on a peer's inbox topic.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Transmit {
-    pub to: PublicKey,
+    pub to: Peer,
     pub bytes: Vec<u8>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
-    /// A new, authentic, fresh message (already acknowledged).
+    /// A new, authentic, fresh message from an allowed key (already acknowledged). `from`
+    /// names the inbox its sender reads replies on.
     Received {
-        from: PublicKey,
+        from: Peer,
         id: MessageId,
         payload: Payload,
     },
@@ -92,54 +102,79 @@ pub struct Stats {
     pub dropped_forged: u64,
     pub dropped_replayed: u64,
     pub dropped_stale: u64,
+    /// From a key outside the allowed list: dropped unanswered.
+    pub dropped_not_allowed: u64,
+    /// Refused because its sender already had its quota of remembered ids.
+    pub dropped_quota: u64,
     /// Refused because the seen-id window was full.
     pub dropped_overload: u64,
 }
 
 struct Pending {
-    to: PublicKey,
+    to: Peer,
     bytes: Vec<u8>,
     next: Instant,
     rto: Duration,
     deadline: Instant,
 }
 
-struct Seen {
-    /// Unix ms after which the message would be stale anyway, so the entry can go.
-    forget_after_ms: u64,
-    last_ack: Option<Instant>,
-}
-
 pub struct Session {
     keys: Keys,
+    /// Where this node reads replies, named in every message it sends.
+    inbox: Inbox,
+    /// Whom this node answers; `None`: everyone.
+    allowed: Option<Vec<Allowed>>,
     config: Config,
     epoch: Instant,
     epoch_unix_ms: u64,
     pending: HashMap<MessageId, Pending>,
-    seen: HashMap<([u8; PUBLIC_KEY_LEN], MessageId), Seen>,
+    seen: Replay,
     transmits: VecDeque<Transmit>,
     events: VecDeque<Event>,
     stats: Stats,
 }
 
 impl Session {
+    /// A session reading replies on `inbox` and answering everyone (see [`Session::allowing`]).
     /// `epoch` and `epoch_unix_ms` name the same moment on the monotonic and the wall clock.
-    pub fn new(keys: Keys, config: Config, epoch: Instant, epoch_unix_ms: u64) -> Self {
+    pub fn new(
+        keys: Keys,
+        inbox: Inbox,
+        config: Config,
+        epoch: Instant,
+        epoch_unix_ms: u64,
+    ) -> Self {
         Self {
             keys,
+            inbox,
+            allowed: None,
             config,
             epoch,
             epoch_unix_ms,
             pending: HashMap::new(),
-            seen: HashMap::new(),
+            seen: Replay::new(config.seen_capacity, config.seen_per_sender),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
         }
     }
 
+    /// Takes in (and answers) only messages from keys `allowed` admits; `None`: everyone.
+    pub fn allowing(mut self, allowed: Option<Vec<Allowed>>) -> Self {
+        self.allowed = allowed;
+        self
+    }
+
     pub fn public_key(&self) -> PublicKey {
         self.keys.public_key()
+    }
+
+    /// This node's own address for replies: its key and inbox.
+    pub fn peer(&self) -> Peer {
+        Peer {
+            key: self.keys.public_key(),
+            inbox: self.inbox,
+        }
     }
 
     pub fn stats(&self) -> Stats {
@@ -161,7 +196,7 @@ impl Session {
     pub fn send(
         &mut self,
         now: Instant,
-        to: &PublicKey,
+        to: &Peer,
         payload: Payload,
     ) -> Result<MessageId, MessageError> {
         let bytes = self.seal(now, to, payload)?;
@@ -192,17 +227,18 @@ impl Session {
     fn seal(
         &self,
         now: Instant,
-        to: &PublicKey,
+        to: &Peer,
         payload: Payload,
     ) -> Result<(MessageId, Vec<u8>), MessageError> {
         let message = Message {
             from: self.keys.public_key(),
-            to: to.id(),
+            to: to.key.id(),
             id: MessageId::random(),
+            reply: self.inbox,
             timestamp_ms: self.unix_ms(now),
             payload,
         };
-        Ok((message.id, message.seal(&self.keys, to)?))
+        Ok((message.id, message.seal(&self.keys, &to.key)?))
     }
 
     /// Takes in bytes a broker delivered on this node's topic.
@@ -224,6 +260,15 @@ impl Session {
                 return;
             }
         };
+        if !identity::admitted(self.allowed.as_deref(), &message.from) {
+            tracing::debug!(
+                "signal: dropped a {} from {}, not allowed: no answer",
+                message.payload.kind_name(),
+                message.from.id()
+            );
+            self.stats.dropped_not_allowed += 1;
+            return;
+        }
         let now_ms = self.unix_ms(now);
         let max_age = duration_ms(self.config.max_age);
         let max_future = duration_ms(self.config.max_future);
@@ -238,59 +283,65 @@ impl Session {
             self.stats.dropped_stale += 1;
             return;
         }
-        let is_ack = matches!(message.payload, Payload::Ack(_));
-        let key = (message.from.to_compressed(), message.id);
-        if let Some(seen) = self.seen.get_mut(&key) {
-            self.stats.dropped_replayed += 1;
-            let due = match seen.last_ack {
-                None => true,
-                Some(at) => now.saturating_duration_since(at) >= self.config.reack_interval,
-            };
-            if !is_ack && due {
-                seen.last_ack = Some(now);
-                self.ack(now, &message.from, message.id);
+        let from = Peer {
+            key: message.from,
+            inbox: message.reply,
+        };
+        if let Payload::Ack(acked) = message.payload {
+            // Acks are idempotent (a repeated one finds nothing pending), so not remembered.
+            let ours = self
+                .pending
+                .get(&acked)
+                .is_some_and(|p| p.to.key == from.key);
+            if ours {
+                self.pending.remove(&acked);
+                self.stats.acked += 1;
+                self.events.push_back(Event::Acked(acked));
             }
             return;
         }
-        if self.seen.len() >= self.config.seen_capacity {
-            self.seen.retain(|_, s| s.forget_after_ms >= now_ms);
-            if self.seen.len() >= self.config.seen_capacity {
+        let sender = message.from.to_compressed();
+        if let Some(last_ack) = self.seen.last_ack_mut(&sender, &message.id) {
+            self.stats.dropped_replayed += 1;
+            let due = match *last_ack {
+                None => true,
+                Some(at) => now.saturating_duration_since(at) >= self.config.reack_interval,
+            };
+            if due {
+                *last_ack = Some(now);
+                self.ack(now, &from, message.id);
+            }
+            return;
+        }
+        let forget_after_ms = message.timestamp_ms.saturating_add(max_age);
+        match self
+            .seen
+            .insert(&sender, message.id, forget_after_ms, Some(now), now_ms)
+        {
+            Ok(()) => {}
+            Err(Refused::SenderFull) => {
+                tracing::debug!(
+                    "signal: {} holds its quota of remembered messages: refused",
+                    from.key.id()
+                );
+                self.stats.dropped_quota += 1;
+                return;
+            }
+            Err(Refused::Full) => {
                 self.stats.dropped_overload += 1;
                 return;
             }
         }
-        self.seen.insert(
-            key,
-            Seen {
-                forget_after_ms: message.timestamp_ms.saturating_add(max_age),
-                last_ack: (!is_ack).then_some(now),
-            },
-        );
-        match message.payload {
-            Payload::Ack(acked) => {
-                let ours = self
-                    .pending
-                    .get(&acked)
-                    .is_some_and(|p| p.to == message.from);
-                if ours {
-                    self.pending.remove(&acked);
-                    self.stats.acked += 1;
-                    self.events.push_back(Event::Acked(acked));
-                }
-            }
-            payload => {
-                self.ack(now, &message.from, message.id);
-                self.stats.delivered += 1;
-                self.events.push_back(Event::Received {
-                    from: message.from,
-                    id: message.id,
-                    payload,
-                });
-            }
-        }
+        self.ack(now, &from, message.id);
+        self.stats.delivered += 1;
+        self.events.push_back(Event::Received {
+            from,
+            id: message.id,
+            payload: message.payload,
+        });
     }
 
-    fn ack(&mut self, now: Instant, to: &PublicKey, id: MessageId) {
+    fn ack(&mut self, now: Instant, to: &Peer, id: MessageId) {
         match self.seal(now, to, Payload::Ack(id)) {
             Ok((_, bytes)) => {
                 self.stats.sent += 1;
@@ -344,263 +395,5 @@ fn duration_ms(d: Duration) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::signal::message::{Ping, Pong};
-
-    const T0_UNIX_MS: u64 = 1_700_000_000_000;
-
-    /// Two sessions on one simulated clock, joined by a lossy in-order "broker".
-    struct Pair {
-        now: Instant,
-        a: Session,
-        b: Session,
-        /// Packets in flight: (deliver at, to a?, bytes).
-        wire: Vec<(Instant, bool, Vec<u8>)>,
-        latency: Duration,
-        /// Drop decisions for successive transmissions, `true` = drop; empty = deliver all.
-        drops: VecDeque<bool>,
-        delivered_packets: u64,
-    }
-
-    impl Pair {
-        fn new() -> Self {
-            let now = Instant::now();
-            Self {
-                now,
-                a: Session::new(Keys::random(), Config::default(), now, T0_UNIX_MS),
-                b: Session::new(Keys::random(), Config::default(), now, T0_UNIX_MS),
-                wire: Vec::new(),
-                latency: Duration::from_millis(50),
-                drops: VecDeque::new(),
-                delivered_packets: 0,
-            }
-        }
-
-        fn collect(&mut self) {
-            let b_key = self.b.public_key();
-            for (from_a, s) in [(true, &mut self.a), (false, &mut self.b)] {
-                while let Some(t) = s.poll_transmit() {
-                    assert_eq!(t.to == b_key, from_a);
-                    if !self.drops.pop_front().unwrap_or(false) {
-                        self.wire.push((self.now + self.latency, !from_a, t.bytes));
-                    }
-                }
-            }
-        }
-
-        /// Advances the clock to the next delivery or timer and processes it.
-        fn step(&mut self) -> bool {
-            self.collect();
-            let next_wire = self.wire.iter().map(|w| w.0).min();
-            let next = [next_wire, self.a.poll_timeout(), self.b.poll_timeout()]
-                .into_iter()
-                .flatten()
-                .min();
-            let Some(next) = next else { return false };
-            self.now = self.now.max(next);
-            let (due, later): (Vec<_>, Vec<_>) = self.wire.drain(..).partition(|w| w.0 <= self.now);
-            self.wire = later;
-            for (_, to_a, bytes) in due {
-                self.delivered_packets += 1;
-                let s = if to_a { &mut self.a } else { &mut self.b };
-                s.handle_incoming(self.now, &bytes);
-            }
-            self.a.handle_timeout(self.now);
-            self.b.handle_timeout(self.now);
-            self.collect();
-            true
-        }
-
-        fn run(&mut self) {
-            for _ in 0..10_000 {
-                if !self.step() {
-                    return;
-                }
-            }
-            panic!("simulation did not settle");
-        }
-
-        fn events(s: &mut Session) -> Vec<Event> {
-            std::iter::from_fn(|| s.poll_event()).collect()
-        }
-    }
-
-    fn ping(n: u64) -> Payload {
-        Payload::Ping(Ping {
-            nonce: n,
-            sent_ms: n,
-        })
-    }
-
-    #[test]
-    fn message_is_delivered_once_and_acked() {
-        let mut p = Pair::new();
-        let b = p.b.public_key();
-        let id = p.a.send(p.now, &b, ping(1)).unwrap();
-        p.run();
-        let got = Pair::events(&mut p.b);
-        assert!(matches!(&got[..], [Event::Received { payload, .. }] if *payload == ping(1)));
-        assert_eq!(Pair::events(&mut p.a), vec![Event::Acked(id)]);
-        assert_eq!(p.a.stats().retransmitted, 0);
-        assert_eq!(p.delivered_packets, 2, "one message, one ack");
-    }
-
-    #[test]
-    fn lost_message_and_lost_ack_are_retried_and_delivered_once() {
-        let mut p = Pair::new();
-        let b = p.b.public_key();
-        // Drop the first transmission, deliver the retransmission, drop its ack; then deliver all.
-        p.drops = VecDeque::from([true, false, true]);
-        let id = p.a.send(p.now, &b, ping(2)).unwrap();
-        p.run();
-        let got = Pair::events(&mut p.b);
-        assert_eq!(got.len(), 1, "delivered exactly once: {got:?}");
-        assert_eq!(Pair::events(&mut p.a), vec![Event::Acked(id)]);
-        let (a, b) = (p.a.stats(), p.b.stats());
-        assert_eq!(a.retransmitted, 2);
-        assert_eq!(b.dropped_replayed, 1, "the retransmission after a lost ack");
-        assert_eq!(b.acks_sent, 2);
-        assert_eq!(a.acked, 1);
-    }
-
-    #[test]
-    fn black_hole_expires_with_backoff() {
-        let mut p = Pair::new();
-        let b = p.b.public_key();
-        p.drops = std::iter::repeat(true).take(100).collect();
-        let start = p.now;
-        let id = p.a.send(p.now, &b, ping(3)).unwrap();
-        p.run();
-        assert_eq!(Pair::events(&mut p.a), vec![Event::Expired(id)]);
-        assert_eq!(p.now - start, SIGNAL_SEND_TIMEOUT);
-        // Retransmissions at 0.4, 1.2, 2.8, 5.8, 8.8, 11.8 and 14.8 s; given up at 15 s.
-        assert_eq!(p.a.stats().retransmitted, 7);
-        assert!(Pair::events(&mut p.b).is_empty());
-    }
-
-    #[test]
-    fn duplicates_through_two_brokers_are_acked_once() {
-        let mut p = Pair::new();
-        let b = p.b.public_key();
-        p.a.send(p.now, &b, ping(4)).unwrap();
-        let t = p.a.poll_transmit().unwrap();
-        p.b.handle_incoming(p.now, &t.bytes);
-        p.b.handle_incoming(p.now, &t.bytes);
-        assert_eq!(Pair::events(&mut p.b).len(), 1);
-        assert_eq!(p.b.stats().acks_sent, 1);
-        assert_eq!(p.b.stats().dropped_replayed, 1);
-        // Much later (a retransmission after a lost ack), it is acked again.
-        p.b.handle_incoming(p.now + SIGNAL_REACK_INTERVAL, &t.bytes);
-        assert_eq!(p.b.stats().acks_sent, 2);
-        assert!(Pair::events(&mut p.b).is_empty());
-    }
-
-    #[test]
-    fn stale_future_and_garbage_are_dropped_and_counted() {
-        let now = Instant::now();
-        let b = Session::new(Keys::random(), Config::default(), now, T0_UNIX_MS);
-        let b_key = b.public_key();
-        let mut b = b;
-        // A sender whose clock is 3 minutes behind, and one 1 minute ahead.
-        let behind = T0_UNIX_MS - 180_000;
-        let ahead = T0_UNIX_MS + 60_000;
-        for (i, epoch_ms) in [behind, ahead].into_iter().enumerate() {
-            let mut a = Session::new(Keys::random(), Config::default(), now, epoch_ms);
-            a.send(now, &b_key, ping(i as u64)).unwrap();
-            b.handle_incoming(now, &a.poll_transmit().unwrap().bytes);
-        }
-        // 90 s behind is still fresh.
-        let mut a = Session::new(Keys::random(), Config::default(), now, T0_UNIX_MS - 90_000);
-        a.send(now, &b_key, ping(9)).unwrap();
-        b.handle_incoming(now, &a.poll_transmit().unwrap().bytes);
-        b.handle_incoming(now, b"hello");
-        b.handle_incoming(now, &vec![0; MAX_MESSAGE_LEN + 1]);
-        let s = b.stats();
-        assert_eq!(
-            (
-                s.dropped_stale,
-                s.delivered,
-                s.dropped_garbage,
-                s.dropped_oversized
-            ),
-            (2, 1, 1, 1)
-        );
-        assert_eq!(
-            b.poll_event().map(|e| matches!(e, Event::Received { .. })),
-            Some(true)
-        );
-        assert_eq!(b.poll_event(), None);
-    }
-
-    #[test]
-    fn replay_after_the_window_is_stale_not_delivered() {
-        let mut p = Pair::new();
-        let b = p.b.public_key();
-        p.a.send(p.now, &b, ping(5)).unwrap();
-        let t = p.a.poll_transmit().unwrap();
-        p.b.handle_incoming(p.now, &t.bytes);
-        // Replayed just before and long after the staleness window.
-        p.b.handle_incoming(p.now + SIGNAL_MAX_AGE - Duration::from_secs(1), &t.bytes);
-        p.b.handle_incoming(p.now + SIGNAL_MAX_AGE + Duration::from_secs(5), &t.bytes);
-        let s = p.b.stats();
-        assert_eq!(
-            (s.delivered, s.dropped_replayed, s.dropped_stale),
-            (1, 1, 1)
-        );
-    }
-
-    #[test]
-    fn forged_ack_does_not_stop_retries() {
-        let mut p = Pair::new();
-        let b = p.b.public_key();
-        let a_key = p.a.public_key();
-        let id = p.a.send(p.now, &b, ping(6)).unwrap();
-        p.a.poll_transmit();
-        // Mallory acks alice's message id, signed with her own key.
-        let mut mallory = Session::new(Keys::random(), Config::default(), p.now, T0_UNIX_MS);
-        mallory.send(p.now, &a_key, Payload::Ack(id)).unwrap();
-        p.a.handle_incoming(p.now, &mallory.poll_transmit().unwrap().bytes);
-        assert!(Pair::events(&mut p.a).is_empty());
-        assert!(p.a.poll_timeout().is_some(), "still retrying");
-    }
-
-    #[test]
-    fn ping_pong_round_trip() {
-        let mut p = Pair::new();
-        let (a_key, b_key) = (p.a.public_key(), p.b.public_key());
-        let sent = p.a.unix_ms(p.now);
-        p.a.send(p.now, &b_key, ping(sent)).unwrap();
-        while !p
-            .b
-            .events
-            .iter()
-            .any(|e| matches!(e, Event::Received { .. }))
-        {
-            assert!(p.step());
-        }
-        let Some(Event::Received {
-            payload: Payload::Ping(ping),
-            ..
-        }) = p.b.poll_event()
-        else {
-            panic!("expected a ping");
-        };
-        let pong = Payload::Pong(Pong {
-            nonce: ping.nonce,
-            ping_sent_ms: ping.sent_ms,
-            sent_ms: p.b.unix_ms(p.now),
-        });
-        p.b.send(p.now, &a_key, pong).unwrap();
-        p.run();
-        let rtt = Pair::events(&mut p.a).into_iter().find_map(|e| match e {
-            Event::Received {
-                payload: Payload::Pong(pong),
-                ..
-            } => Some(p.a.unix_ms(p.now) - pong.ping_sent_ms),
-            _ => None,
-        });
-        // Delivered at +50 ms (ping) and +100 ms (pong); run() may settle later, so bound it.
-        assert!(rtt.is_some_and(|rtt| rtt >= 100), "{rtt:?}");
-    }
-}
+#[path = "session_tests.rs"]
+mod tests;

@@ -20,9 +20,11 @@ use super::rendezvous::{
 use super::{LocalFacts, Phase};
 use crate::addr::Address;
 use crate::config::Settings;
-use crate::identity::Identity;
+use crate::identity::{Allowed, Identity};
 use crate::link::pin::Credentials;
-use crate::signal::{self, Keys, MessageError, Offer, Payload, Signal, SignalConfig, SignalError};
+use crate::signal::{
+    self, Keys, MessageError, Offer, Payload, Peer, Signal, SignalConfig, SignalError,
+};
 use crate::timing::{ANSWER_TIMEOUT, FIRE_IN};
 
 /// The signalling exchange the cascade runs beside the attempts.
@@ -66,8 +68,12 @@ pub fn exchange(
         .filter(|_| strategies.iter().any(|s| s == "relay"))
         .cloned();
     // Brokers that cannot be reached are reported as such while half the time is still left,
-    // not hidden behind the deadline as a peer that never answered.
-    let mut config = SignalConfig::default();
+    // not hidden behind the deadline as a peer that never answered. Signalling reads a random
+    // inbox of this session only, and answers (acks) nobody but the peer.
+    let mut config = SignalConfig {
+        allowed: Some(vec![Allowed::Key(peer.key)]),
+        ..SignalConfig::default()
+    };
     let left = timeout.saturating_sub(wait);
     config.start_timeout = config.start_timeout.min(left / 2);
     Ok(Some(
@@ -105,13 +111,15 @@ async fn offer(
         mapping: kit.mapping,
     };
     let sent = Instant::now();
-    signal.send(&peer.key, Payload::Offer(offer)).await?;
+    signal
+        .send(&Peer::listening(peer.key), Payload::Offer(offer))
+        .await?;
     let round_trip = sent.elapsed();
     let answer = tokio::time::timeout(ANSWER_TIMEOUT, async {
         while let Some((from, payload)) = signal.recv().await {
             match payload {
-                Payload::Answer(a) if from == peer.key && a.nonce == nonce => return Some(a),
-                other => tracing::debug!(from = %from.id(), kind = other.kind_name(), "signal: ignored while waiting for the answer"),
+                Payload::Answer(a) if from.key == peer.key && a.nonce == nonce => return Some(a),
+                other => tracing::debug!(from = %from.key.id(), kind = other.kind_name(), "signal: ignored while waiting for the answer"),
             }
         }
         None

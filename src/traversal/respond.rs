@@ -3,7 +3,9 @@
 //! hands the links they make to the listener's accept queue, where the connector's verification
 //! and selection decide which one is used.
 //!
-//! Offers from peers outside `--allow` are ignored (nothing is bound, nothing answered). At most
+//! Offers from peers outside `--allow` never get here: the listener's signalling takes in only
+//! the keys `--allow` admits and answers nothing else, not even with an ack (nothing is bound,
+//! nothing answered). The answer goes to the inbox the offer names. At most
 //! [`MAX_SESSIONS`] run at once, each for at most [`SESSION_LIFETIME`], so a flood of offers
 //! costs a bounded number of sockets.
 
@@ -19,10 +21,10 @@ use super::rendezvous::{
 };
 use super::Strategy;
 use crate::config::{HostPort, TurnServer};
-use crate::identity::{self, Allowed, PublicKey};
+use crate::identity::Allowed;
 use crate::link::listener::Inbound;
 use crate::link::pin::Credentials;
-use crate::signal::{Answer, Keys, Offer, Payload, Signal, SignalConfig};
+use crate::signal::{Answer, Keys, Offer, Payload, Peer, Signal, SignalConfig};
 use crate::timing::{FIRE_IN, SESSION_LIFETIME, SIGNAL_RESTART_PAUSE};
 
 /// Sessions answered at once; further offers wait for the connector's retry.
@@ -40,11 +42,13 @@ pub struct Responder {
 }
 
 /// Keeps the listener reachable over signalling on `brokers` for as long as the future runs:
-/// starts signalling (again, while no broker answers) and answers offers.
+/// starts signalling (again, while no broker answers) on its listening topic, admitting only
+/// what `--allow` admits, and answers offers.
 pub async fn run(keys: Keys, brokers: Vec<HostPort>, responder: Responder) {
     let responder = Arc::new(responder);
+    let config = SignalConfig::listener(responder.allowed.clone());
     loop {
-        match Signal::start_with(keys.clone(), &brokers, SignalConfig::default()).await {
+        match Signal::start_with(keys.clone(), &brokers, config.clone()).await {
             Ok(signal) => {
                 tracing::info!("reachable over signalling");
                 serve(signal, responder.clone()).await;
@@ -66,10 +70,8 @@ async fn serve(signal: Signal, responder: Arc<Responder>) {
             next = signal.recv() => match next {
                 None => return,
                 Some((from, Payload::Offer(offer))) => {
-                    let id = from.id();
-                    if !identity::admitted(responder.allowed.as_deref(), &from) {
-                        tracing::info!(peer = %id, "offer from a peer not in --allow: ignored");
-                    } else if sessions.len() >= MAX_SESSIONS {
+                    let id = from.key.id();
+                    if sessions.len() >= MAX_SESSIONS {
                         tracing::warn!(peer = %id, "{MAX_SESSIONS} sessions already running: offer ignored");
                     } else {
                         tracing::info!(peer = %id, strategies = ?offer.strategies, "offer");
@@ -77,7 +79,7 @@ async fn serve(signal: Signal, responder: Arc<Responder>) {
                     }
                 }
                 Some((from, other)) => {
-                    tracing::debug!(peer = %from.id(), kind = other.kind_name(), "signal: ignored");
+                    tracing::debug!(peer = %from.key.id(), kind = other.kind_name(), "signal: ignored");
                 }
             },
             Some(_) = sessions.join_next() => {}
@@ -87,16 +89,12 @@ async fn serve(signal: Signal, responder: Arc<Responder>) {
 
 /// One session: answer, then run the requested strategies until the connector took a link or
 /// the session's time is up.
-async fn run_session(
-    signal: Arc<Signal>,
-    responder: Arc<Responder>,
-    from: PublicKey,
-    offer: Offer,
-) {
+async fn run_session(signal: Arc<Signal>, responder: Arc<Responder>, from: Peer, offer: Offer) {
     let session = match answer(&signal, &responder, from, offer).await {
         Ok(session) => Arc::new(session),
-        Err(e) => return tracing::info!(peer = %from.id(), "cannot answer the offer: {e}"),
+        Err(e) => return tracing::info!(peer = %from.key.id(), "cannot answer the offer: {e}"),
     };
+    let from = from.key;
     let mut links = JoinSet::new();
     for strategy in &responder.strategies {
         if !strategy.signalled() || !session.strategies.iter().any(|s| s == strategy.name()) {
@@ -122,15 +120,17 @@ async fn run_session(
     }
 }
 
-/// Prepares a kit and answers `offer` from `peer`: the listener fires half the round trip its
+/// Prepares a kit and answers `offer` from `peer` (on the inbox the offer named): the listener
+/// fires half the round trip its
 /// acknowledgement took after the answer went out, plus [`fire_delay`] (the time the answer
 /// names, or more on a slow path).
 async fn answer(
     signal: &Signal,
     responder: &Responder,
-    peer: PublicKey,
+    from: Peer,
     offer: Offer,
 ) -> Result<Rendezvous, RendezvousError> {
+    let peer = from.key;
     let creds = responder.creds.clone();
     let turn = responder
         .turn
@@ -146,7 +146,7 @@ async fn answer(
         mapping: kit.mapping,
     };
     let sent = Instant::now();
-    signal.send(&peer, Payload::Answer(answer)).await?;
+    signal.send(&from, Payload::Answer(answer)).await?;
     let round_trip = sent.elapsed();
     Ok(Rendezvous::new(Agreed {
         role: Role::Listener,

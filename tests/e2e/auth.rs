@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{Node, Running};
+use crate::mosquitto::Mosquitto;
+use crate::support::{Node, Running, BIN};
 
 #[test]
 fn allow_list_admits_listed_peers_only() {
@@ -121,4 +122,83 @@ fn connector_refuses_a_listener_with_another_key() {
         message.contains(&real.id()) && message.contains("not"),
         "{message}"
     );
+}
+
+/// Over signalling too, `listen --allow` answers only the keys it admits: a stranger's offer
+/// gets no acknowledgement and no answer (silence), while the friend's offer is acknowledged
+/// and answered on the friend's session inbox (issue 13).
+#[tokio::test]
+async fn signalling_answers_only_allowed_keys() {
+    use warpgate::identity::{Allowed, Identity};
+    use warpgate::signal::{Keys, Offer, Payload, Peer, Signal, SignalConfig, SignalError};
+
+    let broker = Mosquitto::start();
+    let (listener_node, friend) = (Node::new(), Node::new());
+    let out = friend.command(&["addr"]).output().unwrap();
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let friend_addr = doc["text"].as_str().expect("text").to_string();
+    let config = listener_node.dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "brokers = [\"127.0.0.1:{}\"]\nstun = []\nturn = []\nregistries = []\n",
+            broker.port
+        ),
+    )
+    .unwrap();
+    let mut listen = std::process::Command::new(BIN);
+    listen
+        .arg("--home")
+        .arg(listener_node.home())
+        .arg("--json")
+        .arg("--config")
+        .arg(&config)
+        .args(["listen", "--port", "0", "--allow", &friend_addr])
+        .stdin(Stdio::null())
+        .env_remove("RUST_LOG")
+        .env_remove("WARPGATE_CONFIG");
+    let mut listener = Running::spawn(&mut listen);
+    let event = listener.wait_event("listening");
+    let address = warpgate::addr::Address::parse(event["addr"].as_str().unwrap()).unwrap();
+    assert_eq!(address.brokers, [broker.host_port()]);
+    let listener_key = address.key;
+    let to_listener = Peer::listening(listener_key);
+    let offer = |n: u8| {
+        Payload::Offer(Offer {
+            udp: Vec::new(),
+            tcp: Vec::new(),
+            strategies: Vec::new(),
+            nonce: [n; 16],
+            relayed: Vec::new(),
+            mapping: warpgate::nat::SocketMapping::Unknown,
+        })
+    };
+    let mut config = SignalConfig {
+        allowed: Some(vec![Allowed::Key(listener_key)]),
+        ..SignalConfig::default()
+    };
+    config.session.send_timeout = Duration::from_secs(3);
+    let brokers = [broker.host_port()];
+
+    let stranger = Signal::start_with(Keys::random(), &brokers, config.clone())
+        .await
+        .unwrap();
+    let sent = stranger.send(&to_listener, offer(1)).await;
+    assert!(matches!(sent, Err(SignalError::Timeout { .. })), "{sent:?}");
+    let heard = stranger.stats().brokers[0].received;
+    assert_eq!(heard, 0, "the stranger heard nothing at all");
+
+    let identity = Identity::load_or_create(&friend.home()).unwrap();
+    config.session.send_timeout = Duration::from_secs(10);
+    let friend = Signal::start(&identity, &brokers, config).await.unwrap();
+    friend.send(&to_listener, offer(2)).await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(10), friend.recv())
+        .await
+        .expect("answered in time")
+        .expect("signalling running");
+    assert!(
+        matches!(&answer, (from, Payload::Answer(a)) if from.key == listener_key && a.nonce == [2; 16]),
+        "{answer:?}"
+    );
+    drop(listener);
 }

@@ -1,106 +1,44 @@
-//! Test support: mosquitto on 127.0.0.1 (a free port found by binding port 0), killed on drop;
+//! Test support: mosquitto (tests/common/mosquitto.rs); an MQTT 3.1.1-only broker (a front that refuses MQTT 5 and passes 3.1.1 to a mosquitto);
 //! signalling nodes; a raw rumqttc client that publishes whatever a test wants.
 
-use std::net::{Ipv4Addr, TcpListener};
-use std::process::{Child, Command, Stdio};
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use warpgate::config::HostPort;
+use warpgate::identity::PublicKey;
 use warpgate::nat::SocketMapping;
-use warpgate::signal::{Answer, Keys, Payload, Signal, SignalConfig, SignalStats};
+use warpgate::signal::{Answer, Keys, Payload, Peer, Signal, SignalConfig, SignalStats};
+
+pub use crate::mosquitto::{free_port, host_port, Mosquitto};
 
 /// How long anything in these tests may take before it is a failure.
 pub const WAIT: Duration = Duration::from_secs(20);
 
-/// A port on 127.0.0.1 that nothing listens on (bound, read, released).
-pub fn free_port() -> u16 {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local addr").port()
-}
-
-/// A mosquitto process listening on 127.0.0.1 only.
-pub struct Mosquitto {
-    pub port: u16,
-    child: Option<Child>,
-    _dir: tempfile::TempDir,
-}
-
-impl Mosquitto {
-    pub fn start() -> Self {
-        Self::start_on(free_port())
-    }
-
-    pub fn start_on(port: u16) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let conf = dir.path().join("mosquitto.conf");
-        // set_tcp_nodelay: without it mosquitto's Nagle adds ~40 ms to every delivery.
-        // sys_interval 1: $SYS/broker/clients/connected every second (the drop test reads it).
-        std::fs::write(
-            &conf,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
-                 log_dest none\nset_tcp_nodelay true\nsys_interval 1\n"
-            ),
-        )
-        .expect("write mosquitto.conf");
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto is not installed (scripts/install-deps installs it)");
-        let broker = Self {
-            port,
-            child: Some(child),
-            _dir: dir,
-        };
-        crate::daemon::wait_listening(port, "mosquitto");
-        broker
-    }
-
-    pub fn host_port(&self) -> HostPort {
-        host_port(self.port)
-    }
-
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Mosquitto {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-pub fn host_port(port: u16) -> HostPort {
-    HostPort {
-        host: "127.0.0.1".into(),
-        port,
-    }
-}
-
-/// A node with a fresh key, started on `brokers`.
+/// A listening node with a fresh key, started on `brokers`, answering everyone.
 pub async fn node(brokers: &[HostPort]) -> Signal {
-    tokio::time::timeout(
-        WAIT,
-        Signal::start_with(Keys::random(), brokers, SignalConfig::default()),
-    )
-    .await
-    .expect("start is bounded")
-    .expect("signal starts")
+    node_with(brokers, SignalConfig::listener(None)).await
 }
 
-/// The next message, within [`WAIT`].
-pub async fn recv(signal: &Signal) -> (warpgate::identity::PublicKey, Payload) {
+/// A node with a fresh key and `config`, started on `brokers`.
+pub async fn node_with(brokers: &[HostPort], config: SignalConfig) -> Signal {
+    tokio::time::timeout(WAIT, Signal::start_with(Keys::random(), brokers, config))
+        .await
+        .expect("start is bounded")
+        .expect("signal starts")
+}
+
+/// The next message (its sender's key), within [`WAIT`].
+pub async fn recv(signal: &Signal) -> (PublicKey, Payload) {
+    let (from, payload) = recv_from(signal).await;
+    (from.key, payload)
+}
+
+/// The next message with the inbox its sender reads replies on, within [`WAIT`].
+pub async fn recv_from(signal: &Signal) -> (Peer, Payload) {
     tokio::time::timeout(WAIT, signal.recv())
         .await
         .expect("a message within the wait")
@@ -181,6 +119,14 @@ impl RawClient {
             .await
             .expect("publish");
     }
+
+    /// Publishes a message the broker keeps and sends to every later subscriber.
+    pub async fn publish_retained(&self, topic: &str, bytes: Vec<u8>) {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, true, bytes)
+            .await
+            .expect("publish");
+    }
 }
 
 impl Drop for RawClient {
@@ -199,4 +145,76 @@ pub fn note(n: u8) -> Payload {
         relayed: Vec::new(),
         mapping: SocketMapping::Unknown,
     })
+}
+
+/// A broker that speaks MQTT 3.1.1 only: a front on its own port that answers an MQTT 5 CONNECT
+/// the way 3.1.1 brokers must ("unacceptable protocol version", then close) and passes any other
+/// connection through to a mosquitto. Stops when dropped.
+pub struct V311Front {
+    pub port: u16,
+    task: JoinHandle<()>,
+}
+
+impl V311Front {
+    pub async fn start(upstream: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .expect("bind 127.0.0.1:0");
+        let port = listener.local_addr().expect("local addr").port();
+        let task = tokio::spawn(async move {
+            let mut connections = JoinSet::new();
+            while let Ok((client, _)) = listener.accept().await {
+                connections.spawn(Self::serve(client, upstream));
+            }
+        });
+        Self { port, task }
+    }
+
+    pub fn host_port(&self) -> HostPort {
+        host_port(self.port)
+    }
+
+    async fn serve(mut client: tokio::net::TcpStream, upstream: u16) {
+        let _ = client.set_nodelay(true);
+        // The CONNECT packet: type byte, remaining length (varint), then the protocol name
+        // ("\0\x04MQTT") and the protocol level.
+        let mut packet = vec![0u8; 1];
+        if client.read_exact(&mut packet).await.is_err() {
+            return;
+        }
+        let mut remaining = 0usize;
+        for shift in (0..4).map(|i| 7 * i) {
+            let Ok(byte) = client.read_u8().await else {
+                return;
+            };
+            packet.push(byte);
+            remaining |= usize::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                break;
+            }
+        }
+        let mut body = vec![0u8; remaining];
+        if client.read_exact(&mut body).await.is_err() || body.len() < 7 {
+            return;
+        }
+        if body[6] != 4 {
+            let _ = client.write_all(&[0x20, 0x02, 0x00, 0x01]).await;
+            return;
+        }
+        let Ok(mut server) = tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, upstream)).await
+        else {
+            return;
+        };
+        let _ = server.set_nodelay(true);
+        packet.extend_from_slice(&body);
+        if server.write_all(&packet).await.is_ok() {
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+        }
+    }
+}
+
+impl Drop for V311Front {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
