@@ -48,6 +48,22 @@ pub const UNTAKEN_WINDOW: u32 = 64 << 10;
 /// sides, and the connector's next stream simply waits for one to end.
 pub const MAX_STREAMS: u32 = 256;
 
+/// Bytes of QUIC datagrams (RFC 9221) a link buffers each way: received and not yet read by
+/// UDP forwarding (or never read, on a link that forwards none), and queued to send. quinn drops
+/// the oldest beyond it (by default it would hold 1.25 MiB in, 1 MiB out): 32 links park
+/// at most 8 MiB of a stranger's datagrams, and 256 KiB is about 170 full-size datagrams, some
+/// milliseconds of a busy WireGuard tunnel, so a queue this deep adds no lasting latency.
+pub const DATAGRAM_BUFFER: usize = 256 << 10;
+/// UDP flows one link may have at once (`--forward-udp`): a WireGuard peer is one flow, a DNS
+/// client a flow per query port; each costs the listener a socket and a task.
+pub const MAX_UDP_FLOWS: usize = 256;
+/// UDP flows a listener has at once over all its links: each is a socket (a file descriptor),
+/// and the common soft limit of 1024 has to leave room for the links and handshakes themselves.
+pub const MAX_UDP_FLOWS_TOTAL: usize = 512;
+/// Bytes of datagrams queued for a TCP link's session stream (each side): a stream that cannot
+/// take them as fast as they come drops the rest, as a full UDP socket would.
+pub const UDP_QUEUE_BYTES: usize = 1 << 20;
+
 /// The unit a per-source limit applies to: an IPv4 address or an IPv6 /64 (the block one host
 /// usually holds). An IPv4-mapped IPv6 address counts as its IPv4 address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
