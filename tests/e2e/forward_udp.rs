@@ -66,11 +66,8 @@ impl Forward {
             "127.0.0.1:0",
         ];
         args.extend_from_slice(connect_extra);
-        let mut connector = Running::spawn(
-            b.command(&args)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null()),
-        );
+        let mut connector =
+            Running::spawn(b.command(&args).stdin(Stdio::null()).stdout(Stdio::null()));
         let connected = connector.wait_event("connected");
         assert_eq!(connected["transport"], via, "{connected}");
         let local = connector.wait_event("forwarding")["local"]
@@ -331,12 +328,18 @@ fn an_oversized_datagram_is_counted_and_never_truncated() {
     let mut buf = vec![0u8; 1 << 16];
     for _ in 0..2 {
         client.send(&[7u8; 10_000]).unwrap();
-        assert!(client.recv(&mut buf).is_err(), "an oversized datagram came back");
+        assert!(
+            client.recv(&mut buf).is_err(),
+            "an oversized datagram came back"
+        );
     }
     assert_eq!(ask(&client, b"small").as_deref(), Some(&b"small"[..]));
     // The reply is the oversized one now: the listener drops and counts it.
     client.send(b"big:9000").unwrap();
-    assert!(client.recv(&mut buf).is_err(), "an oversized reply came back");
+    assert!(
+        client.recv(&mut buf).is_err(),
+        "an oversized reply came back"
+    );
     assert_eq!(ask(&client, b"still").as_deref(), Some(&b"still"[..]));
 
     let lengths: Vec<usize> = seen.lock().unwrap().iter().map(|(_, n)| *n).collect();
@@ -364,7 +367,11 @@ fn an_oversized_datagram_is_counted_and_never_truncated() {
 
 /// The source port the target saw for the last datagram.
 fn last_source(seen: &Seen) -> SocketAddr {
-    seen.lock().unwrap().last().expect("the target saw something").0
+    seen.lock()
+        .unwrap()
+        .last()
+        .expect("the target saw something")
+        .0
 }
 
 /// A flow idle for `--udp-idle` is forgotten on the side given the short idle time: its next
@@ -378,7 +385,11 @@ fn idle_flow_forgotten(listen_extra: &[&str], connect_extra: &[&str], flows: (u6
     let first = last_source(&seen);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(ask(&client, b"two").as_deref(), Some(&b"two"[..]));
-    assert_eq!(last_source(&seen), first, "the flow ended before its idle time");
+    assert_eq!(
+        last_source(&seen),
+        first,
+        "the flow ended before its idle time"
+    );
     std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(ask(&client, b"three").as_deref(), Some(&b"three"[..]));
     assert_ne!(last_source(&seen), first, "the idle flow was kept");
@@ -422,7 +433,10 @@ fn tcp_and_udp_forwarding_are_separate_listeners() {
         let out = a.command(args).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
-        assert!(stderr.contains("cannot be used with") || stderr.contains("required"), "{stderr}");
+        assert!(
+            stderr.contains("cannot be used with") || stderr.contains("required"),
+            "{stderr}"
+        );
     }
 }
 
@@ -447,5 +461,116 @@ fn local_udp_against_a_tcp_forward_says_the_peer_does_not_forward_udp() {
     assert!(
         message.contains("did not accept UDP forwarding") && message.contains("--forward-udp"),
         "{message}"
+    );
+}
+
+/// Sends `message` from each socket (not yet answered) a few times and counts the sockets that
+/// got it back.
+fn answered(sockets: &[UdpSocket], message: &[u8]) -> usize {
+    let mut got = vec![false; sockets.len()];
+    let mut buf = [0u8; 64];
+    for _ in 0..3 {
+        if got.iter().all(|g| *g) {
+            break;
+        }
+        for (socket, got) in sockets.iter().zip(&got) {
+            if !got {
+                socket.send(message).unwrap();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        for (socket, got) in sockets.iter().zip(&mut got) {
+            socket.set_nonblocking(true).unwrap();
+            while let Ok(n) = socket.recv(&mut buf) {
+                *got |= &buf[..n] == message;
+            }
+        }
+    }
+    got.iter().filter(|g| **g).count()
+}
+
+/// `n` local sockets sending to `forward`'s port.
+fn sockets(forward: &Forward, n: usize) -> Vec<UdpSocket> {
+    (0..n).map(|_| forward.client()).collect()
+}
+
+/// The connector holds at most 256 flows (the listener would take no more from one peer): a new
+/// source beyond them is dropped and counted until a flow has been idle long enough.
+#[test]
+fn the_flow_cap_turns_new_sources_away_until_a_flow_is_idle() {
+    let (port, _) = udp_echo();
+    // The late sources wait 1.5 s for nothing: well inside the idle time.
+    let idle = ["--udp-idle", "3"];
+    let forward = Forward::start(port, "quic", &idle, &idle);
+    let first = sockets(&forward, 256);
+    assert_eq!(answered(&first, b"in"), 256);
+    let late = sockets(&forward, 4);
+    assert_eq!(
+        answered(&late, b"late"),
+        0,
+        "a flow beyond the cap got through"
+    );
+    std::thread::sleep(Duration::from_millis(3000));
+    assert_eq!(answered(&late, b"later"), 4, "no room after the idle time");
+    let (connector, listener) = forward.done();
+    assert_eq!(connector["flows"], 260, "{connector}");
+    assert!(connector["refused"].as_u64() >= Some(4), "{connector}");
+    assert_eq!(listener["flows"], 260, "{listener}");
+    assert_eq!(listener["refused"], 0, "{listener}");
+}
+
+/// A listener serves at most 512 flows over all its peers at once (each is a socket): a third
+/// peer with 200 flows beside two others gets 112 of them.
+#[test]
+fn a_listener_holds_at_most_512_flows_over_all_its_peers() {
+    let (port, _) = udp_echo();
+    let (a, b) = (Node::new(), Node::new());
+    let target = format!("127.0.0.1:{port}");
+    let mut listener = a.listen(
+        &["-k", "--forward-udp", &target],
+        Stdio::null(),
+        Stdio::null(),
+    );
+    let mut served = 0;
+    let mut connectors = Vec::new();
+    for _ in 0..3 {
+        let mut connector = Running::spawn(
+            b.command(&["connect", &listener.addr, "--local-udp", "127.0.0.1:0"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null()),
+        );
+        let local: SocketAddr = connector.wait_event("forwarding")["local"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let sockets: Vec<UdpSocket> = (0..200)
+            .map(|_| {
+                let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+                socket.connect(local).unwrap();
+                socket
+            })
+            .collect();
+        served += answered(&sockets, b"hello");
+        connectors.push((connector, sockets));
+    }
+    assert_eq!(served, 512);
+    for (connector, _) in &connectors {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &connector.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let mut refused = 0;
+    for _ in 0..3 {
+        let done = listener.wait_event("done");
+        refused += done["refused"].as_u64().unwrap_or_default();
+    }
+    assert!(refused >= 88, "{refused}");
+    let said = warnings(&listener.stderr());
+    assert!(
+        said.iter().any(|w| w.contains("UDP flows at their cap")),
+        "{said:?}"
     );
 }
