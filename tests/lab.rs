@@ -13,6 +13,8 @@
 //! - `relay`    — 1 GiB each way relayed, relayed→direct upgrade, TURN killed, misconfigured TURN
 //! - `natinfo`  — `warpgate nat-info` reports each router's behaviours; broken servers
 //! - `traversal` — punching between NATs: repeated runs, bulk data, a dead broker, no listener
+//! - `udp`      — UDP forwarding across a NAT pair: a DNS query to dnsmasq, 10,000 datagrams
+//!   echoed with loss and latency
 //! - `names`    — claim and connect by name across sites, a taken name, a claim race, a
 //!   registry killed or down or lying, a changed pinned key, rate limits
 
@@ -36,3 +38,5 @@ mod relay;
 mod services;
 #[path = "lab/traversal.rs"]
 mod traversal;
+#[path = "lab/udp.rs"]
+mod udp;
