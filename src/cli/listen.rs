@@ -1,9 +1,9 @@
 //! `warpgate listen`: accept peers and splice the first (or, with `-k`, each) to stdio or files,
 //! or forward each inbound stream to a local TCP port, or their UDP datagrams to a UDP port
-//! ([`crate::udp_forward`]); with `--name`, keep a name published
-//! meanwhile ([`super::publish`]). Told to stop, it closes every link with
-//! the shutdown reason and shuts the listener down: a `-k` or `--forward` service then exits 0,
-//! a single transfer exits 1 as interrupted.
+//! ([`crate::udp_forward`]); with `--name`, keep a name published meanwhile
+//! ([`super::publish`]). Told to stop, it closes every link with the shutdown reason and shuts
+//! the listener down: a `-k`, `--forward` or `--forward-udp` service then exits 0, a single
+//! transfer exits 1 as interrupted.
 
 use std::process::ExitCode;
 use std::time::Duration;

@@ -574,3 +574,45 @@ fn a_listener_holds_at_most_512_flows_over_all_its_peers() {
         "{said:?}"
     );
 }
+
+/// A `--forward-udp` listener stopped (SIGTERM) ends its session with the shutdown reason: the
+/// connector learns at once and exits 1 saying why, the listener exits 0 (a service).
+fn listener_stopped(via: &str) {
+    let (port, _) = udp_echo();
+    let forward = Forward::start(port, via, &[], &[]);
+    assert_eq!(ask(&forward.client(), b"hi").as_deref(), Some(&b"hi"[..]));
+    let Forward {
+        listener,
+        connector,
+        _nodes,
+        ..
+    } = forward;
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &listener.child.id().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    let stopped = Instant::now();
+    let listener = listener.finish(WAIT);
+    let connector = connector.finish(WAIT);
+    let took = stopped.elapsed();
+    assert_eq!(listener.code, Some(0), "{:#?}", listener.stderr);
+    assert_eq!(connector.code, Some(1), "{:#?}", connector.stderr);
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    let message = connector.event("error").expect("an error event")["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(message.contains("shutting down"), "{message}");
+    assert!(connector.event("done").is_some(), "{:?}", connector.events);
+}
+
+#[test]
+fn a_stopped_listener_ends_the_session_with_its_reason_over_quic() {
+    listener_stopped("quic");
+}
+
+#[test]
+fn a_stopped_listener_ends_the_session_with_its_reason_over_tcp() {
+    listener_stopped("tcp");
+}
