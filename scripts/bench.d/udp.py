@@ -209,9 +209,31 @@ def main():
         lat[r.key] = (rtts, lost)
         log(f"  pings {r.name}: p50 {pct(rtts, 50):.0f} µs, {lost} lost")
 
-    for p in procs:
-        bench.stop(p)
-    bench.stop(echo)
+    # Connectors first: each ends its session and reports its counts; its listener (one peer)
+    # then ends by itself.
+    for p in reversed(procs):
+        if p.poll() is None:
+            p.terminate()
+        try:
+            p.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    for p in procs + [echo]:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+        if p in bench.CHILDREN:
+            bench.CHILDREN.remove(p)
+    counted = {}
+    for via in ("quic", "tcp"):
+        for side in ("connect", "listen"):
+            done = [e for e in bench.events(os.path.join(a.work, f"{side}-{via}.err"))
+                    if e.get("event") == "done"]
+            if not done:
+                problems.append(f"warpgate {side} --via {via} reported no done event")
+                continue
+            counted[via, side] = done[-1]
 
     out = []
     w = out.append
@@ -244,6 +266,10 @@ def main():
         for via in ("quic", "tcp"):
             mine = statistics.median(rate[f"wg-{via}", s])
             w(f"warpgate --via {via} / socat, {s} B datagrams: {mine / socat:.2f}x")
+    for (via, side), d in sorted(counted.items()):
+        w(f"warpgate --via {via} {side}: {d.get('datagrams_sent')} datagrams sent, "
+          f"{d.get('datagrams_received')} received, dropped {d.get('dropped')}, "
+          f"oversized {d.get('oversized')}, refused {d.get('refused')} (its own count)")
     w("CPU µs: CPU time of the forwarding processes per datagram echoed (both warpgate ends, "
       "both directions); RTT: one 64-byte datagram at a time")
     w("load average at end: %.2f %.2f %.2f" % os.getloadavg())

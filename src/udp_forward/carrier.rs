@@ -135,6 +135,8 @@ pub struct Carrier {
     pub outlet: Outlet,
     inlet: Inlet,
     mode: Mode,
+    /// QUIC datagrams read from the link so far.
+    read: u64,
     /// The session stream of a QUIC session, open while the session lasts.
     control: Option<Stream>,
     /// Stops the stream tasks, which then abandon the stream with the shutdown reason.
@@ -221,6 +223,7 @@ impl Carrier {
                 outlet: Outlet::Quic(connection.clone()),
                 inlet: Inlet::Quic(connection),
                 mode,
+                read: 0,
                 control: Some(stream),
                 stop,
                 tasks: Vec::new(),
@@ -239,6 +242,7 @@ impl Carrier {
                     },
                     inlet: Inlet::Stream(inlet),
                     mode: Mode::Stream,
+                    read: 0,
                     control: None,
                     stop,
                     tasks: vec![
@@ -259,7 +263,10 @@ impl Carrier {
     pub async fn recv(&mut self) -> Received {
         let got = match &mut self.inlet {
             Inlet::Quic(connection) => match connection.read_datagram().await {
-                Ok(datagram) => Ok(datagram),
+                Ok(datagram) => {
+                    self.read += 1;
+                    Ok(datagram)
+                }
                 Err(e) => Err(match crate::link::quic::closed_by_peer(&e) {
                     Some(why) => Ending::PeerClosed(why),
                     None => Ending::Lost(e.to_string()),
@@ -279,9 +286,24 @@ impl Carrier {
         }
     }
 
+    /// Datagrams that arrived over the link but were never read: quinn drops the oldest when
+    /// its receive buffer ([`crate::link::limits::DATAGRAM_BUFFER`]) is full, and counts
+    /// only what arrived. Ask at the end of the session (before it, some are merely unread).
+    pub fn unread(&self) -> u64 {
+        match &self.inlet {
+            Inlet::Quic(connection) => connection
+                .stats()
+                .frame_rx
+                .datagram
+                .saturating_sub(self.read),
+            // The stream's reader waits instead of dropping.
+            Inlet::Stream(_) => 0,
+        }
+    }
+
     /// This side is shutting down: the session stream is abandoned with the shutdown reason,
     /// which the peer sees (close the link with it next).
-    pub async fn shutdown(mut self) {
+    pub async fn shutdown(&mut self) {
         if let Some(control) = &mut self.control {
             control.send.cancel();
             control.recv.cancel();

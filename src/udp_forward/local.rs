@@ -74,6 +74,7 @@ pub async fn serve(
             }
         }
     };
+    counters.settle(&carrier);
     Report {
         totals: counters.totals(),
         ended,

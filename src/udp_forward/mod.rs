@@ -72,8 +72,9 @@ pub struct Totals {
     pub flows: u64,
     /// Datagrams too large for the link at the time: dropped whole, never truncated.
     pub oversized: u64,
-    /// Datagrams dropped because a queue or socket buffer was full, a reply came for a flow
-    /// already forgotten, or a datagram from the peer was malformed.
+    /// Datagrams dropped because a queue or socket buffer was full (quinn's receive buffer
+    /// included), a reply came for a flow already forgotten, or a datagram from the peer was
+    /// malformed.
     pub dropped: u64,
     /// Datagrams of new flows turned away because the flow cap was reached.
     pub refused: u64,
@@ -105,6 +106,11 @@ impl Counters {
 
     fn add(counter: &AtomicU64) {
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts what the carrier's transport dropped unseen, once the session is over.
+    fn settle(&self, carrier: &carrier::Carrier) {
+        self.dropped.fetch_add(carrier.unread(), Ordering::Relaxed);
     }
 
     pub fn totals(&self) -> Totals {

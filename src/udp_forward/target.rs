@@ -242,6 +242,17 @@ impl Session {
         mut carrier: Carrier,
         stop: &CancellationToken,
     ) -> Result<(), UdpError> {
+        let ended = self.serve(link, &mut carrier, stop).await;
+        self.shared.counters.settle(&carrier);
+        ended
+    }
+
+    async fn serve(
+        &mut self,
+        link: &Link,
+        carrier: &mut Carrier,
+        stop: &CancellationToken,
+    ) -> Result<(), UdpError> {
         loop {
             tokio::select! {
                 got = carrier.recv() => match got {
