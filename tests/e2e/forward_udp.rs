@@ -616,3 +616,41 @@ fn a_stopped_listener_ends_the_session_with_its_reason_over_quic() {
 fn a_stopped_listener_ends_the_session_with_its_reason_over_tcp() {
     listener_stopped("tcp");
 }
+
+/// The other way round: a `--local` connector's TCP stream reaching a `--forward-udp` listener
+/// is refused as no UDP session (its bytes never reach the UDP target), and the listener says
+/// why.
+#[test]
+fn a_tcp_forward_stream_is_refused_by_a_udp_forwarding_listener() {
+    let (port, seen) = udp_echo();
+    let (a, b) = (Node::new(), Node::new());
+    let target = format!("127.0.0.1:{port}");
+    let listener = a.listen(&["--forward-udp", &target], Stdio::null(), Stdio::null());
+    let mut connector = Running::spawn(
+        b.command(&["connect", &listener.addr, "--local", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null()),
+    );
+    let local = connector.wait_event("forwarding")["local"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut tcp = std::net::TcpStream::connect(&local).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    std::io::Write::write_all(&mut tcp, b"SSH-2.0-client\r\n").unwrap();
+    let mut rest = Vec::new();
+    // Reset or closed, with nothing from the UDP side.
+    let _ = std::io::Read::read_to_end(&mut tcp, &mut rest);
+    assert!(rest.is_empty(), "{rest:?}");
+    let listener = listener.finish(WAIT);
+    assert_eq!(listener.code, Some(1), "{:#?}", listener.stderr);
+    let message = listener.event("error").expect("an error event")["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(message.contains("not a UDP session"), "{message}");
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "bytes reached the UDP target"
+    );
+}
