@@ -203,10 +203,14 @@ def main():
                 cpu[r.key, size].append(used * 1e6 / max(got, 1))
                 log(f"  run {run + 1}/{a.runs} {size} B {r.name}: {got / max(secs, 1e-9):,.0f}/s, "
                     f"{(a.count - got) * 100 / a.count:.2f}% lost, {used:.2f} CPU-s")
-    lat = {}
+    # Round trips in rounds of one per row, so machine noise lands on every row alike.
+    lat = {r.key: ([], 0) for r in rows}
+    for _ in range(a.pings // 100):
+        for r in rows:
+            rtts, lost = pings(socks[r.key], 100, 64)
+            lat[r.key] = (lat[r.key][0] + rtts, lat[r.key][1] + lost)
     for r in rows:
-        rtts, lost = pings(socks[r.key], a.pings, 64)
-        lat[r.key] = (rtts, lost)
+        rtts, lost = lat[r.key]
         log(f"  pings {r.name}: p50 {pct(rtts, 50):.0f} µs, {lost} lost")
 
     # Connectors first: each ends its session and reports its counts; its listener (one peer)
