@@ -2,11 +2,11 @@
 //! takes connections from anyone who has its address, so everything a connection can hold is
 //! capped. [`Admission`] counts the connections between their first packet and their selection
 //! (handshake, verification, the wait for the connector's choice), globally and per source; the
-//! links handed out are capped by the listener with [`MAX_LINKS`]; each link's streams and
-//! flow-control windows by the constants here, which both transports ([`super::tls`],
-//! [`super::quic`]) apply, beside their own details (h2's header and frame sizes, quinn's
-//! buffers for connection attempts). No clock here: the waits are bounded in
-//! [`crate::timing`].
+//! links handed out are capped by the listener with [`MAX_LINKS`]; each link's streams,
+//! flow-control windows and QUIC datagram buffers by the constants here, which both transports
+//! ([`super::tls`], [`super::quic`]) apply, beside their own details (h2's header and frame
+//! sizes, quinn's buffers for connection attempts); UDP forwarding's flows and queues too
+//! ([`crate::udp_forward`]). No clock here: the waits are bounded in [`crate::timing`].
 
 use std::collections::HashMap;
 use std::net::IpAddr;
