@@ -220,13 +220,21 @@ _warpgate() {
             return 0
             ;;
         warpgate__subcmd__connect)
-            opts="-v -q -h -V --local --send --recv --via --timeout --home --config --broker --stun --turn --registry --offline --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --local --local-udp --udp-idle --send --recv --via --timeout --home --config --broker --stun --turn --registry --offline --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --local)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --local-udp)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --udp-idle)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -488,7 +496,7 @@ _warpgate() {
             return 0
             ;;
         warpgate__subcmd__listen)
-            opts="-k -v -q -h -V --port --keep-open --forward --send --recv --name --allow --home --config --broker --stun --turn --registry --offline --json --verbose --quiet --help --version"
+            opts="-k -v -q -h -V --port --keep-open --forward --forward-udp --udp-idle --send --recv --name --allow --home --config --broker --stun --turn --registry --offline --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -499,6 +507,14 @@ _warpgate() {
                     return 0
                     ;;
                 --forward)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --forward-udp)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --udp-idle)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -58,6 +58,8 @@ complete -c warpgate -n "__fish_warpgate_using_subcommand addr" -s h -l help -d 
 complete -c warpgate -n "__fish_warpgate_using_subcommand addr" -s V -l version -d 'Print version'
 complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l port -d 'Port for TCP and UDP [default: derived from the identity; 0 = any free port]' -r
 complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l forward -d 'Connect each inbound stream to this TCP port (default host: localhost)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l forward-udp -d 'Send the datagrams of a peer\'s `connect --local-udp` to this UDP port (default host: localhost, its IPv4 address first), one socket per flow; not with --forward' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l udp-idle -d 'Close a UDP flow after this many seconds without a datagram either way' -r
 complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l send -d 'Send this file instead of stdin' -r -F
 complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l recv -d 'Write what the peer sends to this file instead of stdout' -r -F
 complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l name -d 'Claim this name on the registries, renew it and republish it when the address changes' -r
@@ -73,9 +75,11 @@ complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l offline -d 
 complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l json -d 'Machine-readable output: reports as JSON on stdout, events as JSON lines on stderr'
 complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -s v -l verbose -d 'More detail on stderr (-v: every connection attempt, -vv: debug)'
 complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -s q -l quiet -d 'Only errors on stderr'
-complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -s h -l help -d 'Print help'
+complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -s V -l version -d 'Print version'
 complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -l local -d 'Listen on this local TCP port and carry each connection to the peer\'s --forward' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -l local-udp -d 'Listen on this local UDP port and carry each source\'s datagrams to the peer\'s --forward-udp (default host: 127.0.0.1)' -r
+complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -l udp-idle -d 'Forget a UDP flow after this many seconds without a datagram either way' -r
 complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -l send -d 'Send this file instead of stdin' -r -F
 complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -l recv -d 'Write what the peer sends to this file instead of stdout' -r -F
 complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -l via -d 'Only these methods: strategies (direct, reverse, tcp_punch, udp_punch, random_probe, relay) and/or transports (tcp, quic)' -r
@@ -90,7 +94,7 @@ complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -l offline -d
 complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -l json -d 'Machine-readable output: reports as JSON on stdout, events as JSON lines on stderr'
 complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -s v -l verbose -d 'More detail on stderr (-v: every connection attempt, -vv: debug)'
 complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -s q -l quiet -d 'Only errors on stderr'
-complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -s h -l help -d 'Print help'
+complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -s V -l version -d 'Print version'
 complete -c warpgate -n "__fish_warpgate_using_subcommand nat-info" -l timeout -d 'Give up after this many seconds, whatever is still unanswered' -r
 complete -c warpgate -n "__fish_warpgate_using_subcommand nat-info" -l home -d 'State directory: identity key, config, caches (two homes = two nodes on one machine)' -r -F

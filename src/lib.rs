@@ -23,6 +23,8 @@
 //!   refresh, permissions, channel bindings, data to and from peers, deallocation.
 //! - [`signal`]: end-to-end sealed, acknowledged messages between nodes over several MQTT brokers.
 //! - [`splice`]: stdio, files and TCP sockets ↔ link streams, with half-close and byte counts.
+//! - [`udp_forward`]: UDP datagrams over a link (`--forward-udp`, `--local-udp`): flows per
+//!   local source, QUIC datagrams or frames on a stream, idle flows forgotten, caps.
 //! - [`discovery`]: what the network in front of this machine does (nat-info's report: the probe
 //!   plan as data, the judging, the driver), the quick look `addr` and `listen` take, and the
 //!   per-network cache of the facts.
@@ -56,6 +58,7 @@ pub mod splice;
 pub mod stun;
 pub mod timing;
 pub mod traversal;
+pub mod udp_forward;
 
 /// ALPN protocol id spoken on every link, TLS and QUIC alike.
 pub const ALPN: &[u8] = b"warpgate/1";

@@ -226,6 +226,25 @@ impl Reporter {
         }
     }
 
+    /// A UDP forwarding session with `peer` ended: what it carried and what it dropped.
+    pub fn udp_done(&self, peer: &str, totals: &crate::udp_forward::Totals) {
+        #[derive(Serialize)]
+        struct Done<'a> {
+            peer: &'a str,
+            #[serde(flatten)]
+            totals: &'a crate::udp_forward::Totals,
+        }
+        let t = totals;
+        self.emit("done", Done { peer, totals }, || {
+            format!(
+                "warpgate: UDP forwarding with {peer} ended: {} datagrams sent, {} received, {} \
+                 flows; {} oversized (too large for the link, not sent), {} dropped, {} refused \
+                 (flow cap)",
+                t.datagrams_sent, t.datagrams_received, t.flows, t.oversized, t.dropped, t.refused
+            )
+        });
+    }
+
     /// A name registry is serving on `bind` (the real port when 0 was asked for).
     pub fn registry(&self, bind: &str, db: &str, tls: bool) {
         #[derive(Serialize)]

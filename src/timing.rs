@@ -46,6 +46,14 @@ pub const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(2);
 /// Sent data unacknowledged this long means the connection is dead (TCP_USER_TIMEOUT).
 pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(15);
 
+// UDP forwarding (`listen --forward-udp`, `connect --local-udp`).
+
+/// A UDP flow with no datagram either way for this long is forgotten (its listener-side socket
+/// closed), unless `--udp-idle` says otherwise: above WireGuard's 25 s persistent keepalive and
+/// the gaps of games and VoIP, and about what NATs keep an idle UDP mapping (Linux conntrack:
+/// 30 s unanswered, 120 s answered), so a flow outlives no mapping by much.
+pub const UDP_FLOW_IDLE: Duration = Duration::from_secs(60);
+
 // Traversal: the cascade, its strategies and the rendezvous.
 
 /// The punch phase (and so signalling) starts this long after `direct`: a peer reachable

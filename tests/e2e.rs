@@ -10,6 +10,9 @@
 //!   Initials and garbage datagrams: a real peer still connects within 2 s, RSS stays small
 //! - `forward`  — `listen --forward` + `connect --local` with many concurrent clients; the
 //!   warning that a forward without `--allow` is open to anyone with the address
+//! - `forward_udp` — `listen --forward-udp` + `connect --local-udp` over QUIC and TCP: echoes,
+//!   100,000 datagrams (loss, latency), 50 flows kept apart, oversized datagrams counted and
+//!   never truncated, idle flows forgotten, the flags' limits
 //! - `auth`     — `--allow` (over signalling too: strangers get silence), and a listener whose
 //!   key does not match the address
 //! - `failure`  — malformed input (exit 2), a peer killed mid-transfer (exit 1), no listener;
@@ -36,6 +39,8 @@ mod failure;
 mod flood;
 #[path = "e2e/forward.rs"]
 mod forward;
+#[path = "e2e/forward_udp.rs"]
+mod forward_udp;
 #[path = "e2e/interrupt.rs"]
 mod interrupt;
 #[path = "common/mosquitto.rs"]

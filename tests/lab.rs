@@ -17,6 +17,8 @@
 //! - `random_probe` — symmetric ↔ port-restricted, CGNAT, UPnP, address-restricted direct by
 //!   random_probe (19 of 20), within its bounds; beside the relay, and with the probe blocked
 //! - `traversal` — punching between NATs: repeated runs, bulk data, a dead broker, no listener
+//! - `udp`      — UDP forwarding across a NAT pair: a DNS query to dnsmasq, 10,000 datagrams
+//!   echoed with loss and latency
 //! - `names`    — claim and connect by name across sites, a taken name, a claim race, a
 //!   registry killed or down or lying, a changed pinned key, rate limits
 
@@ -44,3 +46,5 @@ mod relay;
 mod services;
 #[path = "lab/traversal.rs"]
 mod traversal;
+#[path = "lab/udp.rs"]
+mod udp;

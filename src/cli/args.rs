@@ -94,6 +94,22 @@ pub struct ListenArgs {
     /// Connect each inbound stream to this TCP port (default host: localhost)
     #[arg(long, value_name = "[HOST:]PORT", conflicts_with_all = ["send", "recv"])]
     pub forward: Option<String>,
+    /// Send the datagrams of a peer's `connect --local-udp` to this UDP port (default host:
+    /// localhost, its IPv4 address first), one socket per flow; not with --forward
+    ///
+    /// Each source address on the peer's side is a flow, with a socket of its own here whose
+    /// replies go back to that source. Over a QUIC link datagrams travel as QUIC datagrams:
+    /// unreliable and unordered like UDP itself, and one larger than the path carries is dropped
+    /// and counted, never truncated. Over a TCP link they travel in order on one stream: none is
+    /// lost, but a lost TCP segment holds up every datagram behind it (head-of-line blocking)
+    /// until it is retransmitted, so latency jumps under loss. A TCP-forward stream carries its
+    /// application's bytes from the first one, so one listener does one or the other: run a
+    /// second listener (its own --port) for TCP.
+    #[arg(long, value_name = "[HOST:]PORT", conflicts_with_all = ["send", "recv", "forward"])]
+    pub forward_udp: Option<String>,
+    /// Close a UDP flow after this many seconds without a datagram either way
+    #[arg(long, value_name = "SECS", requires = "forward_udp", default_value_t = crate::timing::UDP_FLOW_IDLE.as_secs(), value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub udp_idle: u64,
     /// Send this file instead of stdin
     #[arg(long, value_name = "FILE")]
     pub send: Option<PathBuf>,
@@ -117,6 +133,20 @@ pub struct ConnectArgs {
     /// Listen on this local TCP port and carry each connection to the peer's --forward
     #[arg(long, value_name = "[HOST:]PORT", conflicts_with_all = ["send", "recv"])]
     pub local: Option<String>,
+    /// Listen on this local UDP port and carry each source's datagrams to the peer's
+    /// --forward-udp (default host: 127.0.0.1)
+    ///
+    /// Each source address is a flow; replies come back to the source that asked. Over a QUIC
+    /// link datagrams travel as QUIC datagrams: unreliable and unordered like UDP itself, and
+    /// one larger than the path carries is dropped and counted, never truncated. Over a TCP link
+    /// they travel in order on one stream: none is lost, but a lost TCP segment holds up every
+    /// datagram behind it (head-of-line blocking) until it is retransmitted, so latency jumps
+    /// under loss. For WireGuard, games or VoIP prefer QUIC (--via quic).
+    #[arg(long, value_name = "[HOST:]PORT", conflicts_with_all = ["send", "recv", "local"])]
+    pub local_udp: Option<String>,
+    /// Forget a UDP flow after this many seconds without a datagram either way
+    #[arg(long, value_name = "SECS", requires = "local_udp", default_value_t = crate::timing::UDP_FLOW_IDLE.as_secs(), value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub udp_idle: u64,
     /// Send this file instead of stdin
     #[arg(long, value_name = "FILE")]
     pub send: Option<PathBuf>,

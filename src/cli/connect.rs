@@ -1,6 +1,7 @@
 //! `warpgate connect TARGET`: resolve a name to its address if TARGET is one (a local alias, else
 //! the registries), run the traversal cascade to the peer, then splice stdio or files
-//! over one stream, or carry each connection to a local TCP port (`--local`) as a new stream.
+//! over one stream, or carry each connection to a local TCP port (`--local`) as a new stream, or
+//! the datagrams of a local UDP port (`--local-udp`, [`crate::udp_forward`]).
 //! Told to stop once connected, it closes the link with the shutdown reason.
 
 use std::process::ExitCode;
@@ -63,6 +64,13 @@ pub async fn run(
         ),
         None => None,
     };
+    let local_udp = match args.local_udp.as_deref() {
+        Some(text) => Some(
+            HostPort::parse_local(text, "127.0.0.1")
+                .ok_or_else(|| usage(format!("--local-udp {text:?}: expected [HOST:]PORT")))?,
+        ),
+        None => None,
+    };
     let ends = Ends {
         send: args.send,
         recv: args.recv,
@@ -74,6 +82,14 @@ pub async fn run(
             tokio::net::TcpListener::bind((hp.host.as_str(), hp.port))
                 .await
                 .with_context(|| format!("cannot listen on {hp}"))?,
+        ),
+        None => None,
+    };
+    let local_udp = match &local_udp {
+        Some(hp) => Some(
+            tokio::net::UdpSocket::bind((hp.host.as_str(), hp.port))
+                .await
+                .with_context(|| format!("cannot bind UDP {hp}"))?,
         ),
         None => None,
     };
@@ -125,9 +141,11 @@ pub async fn run(
     let _holding = shutdown.hold();
     let stop = shutdown.token();
 
-    match local_listener {
-        Some(tcp) => serve_local(link, tcp, &reporter, &stop).await,
-        None => {
+    let idle = Duration::from_secs(args.udp_idle);
+    match (local_listener, local_udp) {
+        (Some(tcp), _) => serve_local(link, tcp, &reporter, &stop).await,
+        (_, Some(udp)) => serve_local_udp(link, udp, idle, &reporter, &stop).await,
+        (None, None) => {
             let peer = link.info().peer.id().to_string();
             let outcome = match stop.run_until_cancelled(link.open()).await {
                 Some(Ok(stream)) => transfer::run(stream, &ends, &reporter, &peer, &stop).await,
@@ -191,4 +209,20 @@ async fn serve_local(
     }
     link.close_with(close_reason(stop)).await;
     ended
+}
+
+/// Carries the datagrams of each local UDP source to the peer (`--local-udp`) until the link
+/// ends (exit 1) or `stop` is cancelled (exit 0), then reports what was carried.
+async fn serve_local_udp(
+    link: Link,
+    socket: tokio::net::UdpSocket,
+    idle: Duration,
+    reporter: &Reporter,
+    stop: &CancellationToken,
+) -> anyhow::Result<ExitCode> {
+    reporter.forwarding(&socket.local_addr()?.to_string(), "datagrams on");
+    let report = crate::udp_forward::local::serve(&link, &socket, idle, stop).await;
+    reporter.udp_done(&link.info().peer.id().to_string(), &report.totals);
+    link.close_with(close_reason(stop)).await;
+    report.ended.map(|()| ExitCode::SUCCESS).map_err(Into::into)
 }

@@ -1,10 +1,12 @@
 //! `warpgate listen`: accept peers and splice the first (or, with `-k`, each) to stdio or files,
-//! or forward each inbound stream to a local TCP port; with `--name`, keep a name published
-//! meanwhile ([`super::publish`]). Told to stop, it closes every link with
-//! the shutdown reason and shuts the listener down: a `-k` or `--forward` service then exits 0,
-//! a single transfer exits 1 as interrupted.
+//! or forward each inbound stream to a local TCP port, or their UDP datagrams to a UDP port
+//! ([`crate::udp_forward`]); with `--name`, keep a name published meanwhile
+//! ([`super::publish`]). Told to stop, it closes every link with the shutdown reason and shuts
+//! the listener down: a `-k`, `--forward` or `--forward-udp` service then exits 0, a single
+//! transfer exits 1 as interrupted.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::task::JoinSet;
@@ -23,6 +25,7 @@ use crate::names::{pins::Pins, Name};
 use crate::report::{Connected, Reporter};
 use crate::timing::HANDSHAKE_TIMEOUT;
 use crate::traversal::{self, respond, respond::Responder};
+use crate::udp_forward::target::Forwarder;
 
 pub async fn run(
     node: Node,
@@ -52,6 +55,14 @@ pub async fn run(
             HostPort::parse_local(text, "localhost")
                 .filter(|hp| hp.port != 0)
                 .ok_or_else(|| usage(format!("--forward {text:?}: expected [HOST:]PORT")))?,
+        ),
+        None => None,
+    };
+    let forward_udp = match args.forward_udp.as_deref() {
+        Some(text) => Some(
+            HostPort::parse_local(text, "localhost")
+                .filter(|hp| hp.port != 0)
+                .ok_or_else(|| usage(format!("--forward-udp {text:?}: expected [HOST:]PORT")))?,
         ),
         None => None,
     };
@@ -105,18 +116,31 @@ pub async fn run(
         port,
         name.map(|n| n.to_string()).as_deref(),
     );
-    if let (Some(target), true) = (&forward, open_to_all) {
+    let exposed = match (&forward, &forward_udp) {
+        (Some(target), _) => Some(target.to_string()),
+        (_, Some(target)) => Some(format!("{target} (UDP)")),
+        _ => None,
+    };
+    if let (Some(target), true) = (exposed, open_to_all) {
         tracing::warn!(
             "no --allow: anyone with this address can reach {target} through it (add --allow PEER to restrict)"
         );
     }
 
     let serving = async {
-        match forward {
-            Some(target) => {
-                serve_forward(&mut listener, &target, args.keep_open, &reporter, &stop).await
+        match (forward, forward_udp) {
+            (Some(target), _) => {
+                reporter.forwarding(&target.to_string(), "inbound streams to");
+                let forward = |link, stop| forward_link(link, target.clone(), stop);
+                serve_links(&mut listener, args.keep_open, &reporter, &stop, forward).await
             }
-            None => serve_transfers(&mut listener, &ends, args.keep_open, &reporter, &stop).await,
+            (_, Some(target)) => {
+                reporter.forwarding(&target.to_string(), "datagrams to");
+                let forwarder = Forwarder::new(target, Duration::from_secs(args.udp_idle));
+                let forward = |link, stop| udp_link(link, forwarder.clone(), reporter, stop);
+                serve_links(&mut listener, args.keep_open, &reporter, &stop, forward).await
+            }
+            _ => serve_transfers(&mut listener, &ends, args.keep_open, &reporter, &stop).await,
         }
     };
     // The publisher runs beside the service and is dropped with it.
@@ -230,14 +254,19 @@ async fn serve_transfers(
     }
 }
 
-async fn serve_forward(
+/// Serves each link with `serve` (`--forward`, `--forward-udp`): the first only, or with `-k`
+/// all of them at once, until `stop` is cancelled.
+async fn serve_links<F, Fut>(
     listener: &mut Listener,
-    target: &HostPort,
     keep_open: bool,
     reporter: &Reporter,
     stop: &CancellationToken,
-) -> anyhow::Result<()> {
-    reporter.forwarding(&target.to_string(), "inbound streams to");
+    serve: F,
+) -> anyhow::Result<()>
+where
+    F: Fn(Link, CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
     let mut peers = JoinSet::new();
     loop {
         tokio::select! {
@@ -245,7 +274,7 @@ async fn serve_forward(
                 let (link, method) = link.context("listener stopped")?;
                 reporter.connected(&inbound_event(&link, method));
                 let path = reporter.follow_path(&link);
-                let forwarding = forward_link(link, target.clone(), stop.child_token());
+                let forwarding = serve(link, stop.child_token());
                 let forwarding = async move {
                     let _path = path;
                     forwarding.await
@@ -296,6 +325,22 @@ async fn forward_link(link: Link, target: HostPort, stop: CancellationToken) -> 
     link.close_with(close_reason(&stop)).await;
     tracing::info!(%peer, "peer link ended");
     ended.map_err(Into::into)
+}
+
+/// Carries the UDP datagrams of one link (`--forward-udp`) until the link ends or `stop` is
+/// cancelled, then reports what it carried.
+async fn udp_link(
+    link: Link,
+    forwarder: Forwarder,
+    reporter: Reporter,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let peer = link.info().peer.id().to_string();
+    let report = forwarder.serve(&link, &stop).await;
+    reporter.udp_done(&peer, &report.totals);
+    link.close_with(close_reason(&stop)).await;
+    tracing::info!(%peer, "peer link ended");
+    report.ended.map_err(Into::into)
 }
 
 /// One inbound stream carried to a new TCP connection to `target`.

@@ -348,8 +348,8 @@ impl Node {
 async fn run(cli: Cli, reporter: Reporter, start: Instant) -> anyhow::Result<ExitCode> {
     // Long-running services stop cleanly on a signal; a transfer cut short by one has failed.
     let service = match &cli.command {
-        Command::Listen(a) => a.keep_open || a.forward.is_some(),
-        Command::Connect(a) => a.local.is_some(),
+        Command::Listen(a) => a.keep_open || a.forward.is_some() || a.forward_udp.is_some(),
+        Command::Connect(a) => a.local.is_some() || a.local_udp.is_some(),
         Command::Registry(_) => true,
         _ => false,
     };

@@ -2,11 +2,11 @@
 //! takes connections from anyone who has its address, so everything a connection can hold is
 //! capped. [`Admission`] counts the connections between their first packet and their selection
 //! (handshake, verification, the wait for the connector's choice), globally and per source; the
-//! links handed out are capped by the listener with [`MAX_LINKS`]; each link's streams and
-//! flow-control windows by the constants here, which both transports ([`super::tls`],
-//! [`super::quic`]) apply, beside their own details (h2's header and frame sizes, quinn's
-//! buffers for connection attempts). No clock here: the waits are bounded in
-//! [`crate::timing`].
+//! links handed out are capped by the listener with [`MAX_LINKS`]; each link's streams,
+//! flow-control windows and QUIC datagram buffers by the constants here, which both transports
+//! ([`super::tls`], [`super::quic`]) apply, beside their own details (h2's header and frame
+//! sizes, quinn's buffers for connection attempts); UDP forwarding's flows and queues too
+//! ([`crate::udp_forward`]). No clock here: the waits are bounded in [`crate::timing`].
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -47,6 +47,22 @@ pub const UNTAKEN_WINDOW: u32 = 64 << 10;
 /// soak target of issue 13), far above interactive use; each open stream costs state on both
 /// sides, and the connector's next stream simply waits for one to end.
 pub const MAX_STREAMS: u32 = 256;
+
+/// Bytes of QUIC datagrams (RFC 9221) a link buffers each way: received and not yet read by
+/// UDP forwarding (or never read, on a link that forwards none), and queued to send. quinn drops
+/// the oldest beyond it (by default it would hold 1.25 MiB in, 1 MiB out): 32 links park
+/// at most 8 MiB of a stranger's datagrams, and 256 KiB is about 170 full-size datagrams, some
+/// milliseconds of a busy WireGuard tunnel, so a queue this deep adds no lasting latency.
+pub const DATAGRAM_BUFFER: usize = 256 << 10;
+/// UDP flows one link may have at once (`--forward-udp`): a WireGuard peer is one flow, a DNS
+/// client a flow per query port; each costs the listener a socket and a task.
+pub const MAX_UDP_FLOWS: usize = 256;
+/// UDP flows a listener has at once over all its links: each is a socket (a file descriptor),
+/// and the common soft limit of 1024 has to leave room for the links and handshakes themselves.
+pub const MAX_UDP_FLOWS_TOTAL: usize = 512;
+/// Bytes of datagrams queued for a TCP link's session stream (each side): a stream that cannot
+/// take them as fast as they come drops the rest, as a full UDP socket would.
+pub const UDP_QUEUE_BYTES: usize = 1 << 20;
 
 /// The unit a per-source limit applies to: an IPv4 address or an IPv6 /64 (the block one host
 /// usually holds). An IPv4-mapped IPv6 address counts as its IPv4 address.

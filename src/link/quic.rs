@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 
-use super::limits::{CONNECTION_WINDOW, UNTAKEN_WINDOW};
+use super::limits::{CONNECTION_WINDOW, DATAGRAM_BUFFER, UNTAKEN_WINDOW};
 use super::{
     pin, CloseReason, Inner, Link, LinkError, LinkInfo, Path, RecvInner, RecvStream, SendInner,
     SendStream, Stream, Transport,
@@ -45,6 +45,9 @@ fn transport_config(receive_window: u32) -> Arc<quinn::TransportConfig> {
     t.send_window(u64::from(SEND_WINDOW));
     t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(MAX_STREAMS));
     t.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
+    // QUIC datagrams carry UDP forwarding (crate::udp_forward); bounded both ways.
+    t.datagram_receive_buffer_size(Some(DATAGRAM_BUFFER));
+    t.datagram_send_buffer_size(DATAGRAM_BUFFER);
     // Probe for datagrams larger than 1500 bytes: loopback and many LANs carry them, and QUIC's
     // cost is per packet. Internet paths settle at their real MTU. The bound keeps quinn's
     // batches of up to 10 segments within the kernel's 64 KiB limit for one GSO send.
@@ -191,7 +194,7 @@ fn application_reason(close: &quinn::ApplicationClose) -> String {
 }
 
 /// The peer's reason, when the connection ended because the peer closed it.
-pub(super) fn closed_by_peer(e: &quinn::ConnectionError) -> Option<String> {
+pub(crate) fn closed_by_peer(e: &quinn::ConnectionError) -> Option<String> {
     match e {
         quinn::ConnectionError::ApplicationClosed(close) => Some(application_reason(close)),
         _ => None,
