@@ -140,6 +140,29 @@ pub const UPNP_TIMEOUT: Duration = Duration::from_millis(1000);
 /// gives up at 3×.
 pub const NATPMP_RTO: Duration = Duration::from_millis(250);
 
+// Port mapping on the home gateway (`listen`, see `portmap`).
+
+/// The lease asked for: renewals (at half of it) are rare, and a mapping a crashed listener
+/// could not delete closes within the hour.
+pub const PORTMAP_LEASE: Duration = Duration::from_secs(3600);
+/// `listen` waits at most this long for the mapping before printing its address: a LAN
+/// gateway answers NAT-PMP in milliseconds and UPnP (search, description, three SOAP calls)
+/// in tens of them, and the quick look beside it takes up to half a second anyway; a gateway
+/// that says nothing delays the listener this much at most (the mapping goes on, and later
+/// address publications carry it).
+pub const PORTMAP_WAIT: Duration = Duration::from_millis(300);
+/// One UPnP SOAP request (external address, add, delete): a LAN router answers in
+/// milliseconds; a busy one gets a couple of seconds (igd-next bounds only the search).
+pub const PORTMAP_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// Deleting the mappings on exit: inside [`SHUTDOWN_GRACE`], so Ctrl-C still deletes them,
+/// and enough for two NAT-PMP transmissions (250 + 500 ms) or a few SOAP round trips.
+pub const PORTMAP_DELETE_TIMEOUT: Duration = Duration::from_millis(1000);
+/// A failed renewal is retried after this, doubling ...
+pub const PORTMAP_RETRY_MIN: Duration = Duration::from_secs(30);
+/// ... up to this (and never later than halfway to the lease's end): a rebooting router is
+/// back within minutes.
+pub const PORTMAP_RETRY_MAX: Duration = Duration::from_secs(300);
+
 // The name registry (`registry serve`).
 
 /// An expired name stays reserved to its owner this long (DESIGN §8): an owner whose machine
