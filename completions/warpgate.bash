@@ -140,7 +140,7 @@ _warpgate() {
 
     case "${cmd}" in
         warpgate)
-            opts="-v -q -h -V --home --config --broker --stun --turn --registry --offline --json --verbose --quiet --help --version addr listen connect nat-info name registry help"
+            opts="-v -q -h -V --home --config --broker --stun --turn --registry --offline --no-portmap --json --verbose --quiet --help --version addr listen connect nat-info name registry help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -178,7 +178,7 @@ _warpgate() {
             return 0
             ;;
         warpgate__subcmd__addr)
-            opts="-v -q -h -V --port --home --config --broker --stun --turn --registry --offline --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --port --home --config --broker --stun --turn --registry --offline --no-portmap --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -220,7 +220,7 @@ _warpgate() {
             return 0
             ;;
         warpgate__subcmd__connect)
-            opts="-v -q -h -V --local --send --recv --via --timeout --home --config --broker --stun --turn --registry --offline --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --local --send --recv --via --timeout --home --config --broker --stun --turn --registry --offline --no-portmap --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -488,7 +488,7 @@ _warpgate() {
             return 0
             ;;
         warpgate__subcmd__listen)
-            opts="-k -v -q -h -V --port --keep-open --forward --send --recv --name --allow --home --config --broker --stun --turn --registry --offline --json --verbose --quiet --help --version"
+            opts="-k -v -q -h -V --port --keep-open --forward --send --recv --name --allow --home --config --broker --stun --turn --registry --offline --no-portmap --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -550,7 +550,7 @@ _warpgate() {
             return 0
             ;;
         warpgate__subcmd__name)
-            opts="-v -q -h -V --home --config --broker --stun --turn --registry --offline --json --verbose --quiet --help --version claim lookup release add list forget help"
+            opts="-v -q -h -V --home --config --broker --stun --turn --registry --offline --no-portmap --json --verbose --quiet --help --version claim lookup release add list forget help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -588,7 +588,7 @@ _warpgate() {
             return 0
             ;;
         warpgate__subcmd__name__subcmd__add)
-            opts="-v -q -h -V --home --config --broker --stun --turn --registry --offline --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --home --config --broker --stun --turn --registry --offline --no-portmap --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -626,7 +626,7 @@ _warpgate() {
             return 0
             ;;
         warpgate__subcmd__name__subcmd__claim)
-            opts="-v -q -h -V --lifetime --home --config --broker --stun --turn --registry --offline --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --lifetime --home --config --broker --stun --turn --registry --offline --no-portmap --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -668,7 +668,7 @@ _warpgate() {
             return 0
             ;;
         warpgate__subcmd__name__subcmd__forget)
-            opts="-v -q -h -V --home --config --broker --stun --turn --registry --offline --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --home --config --broker --stun --turn --registry --offline --no-portmap --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -818,7 +818,7 @@ _warpgate() {
             return 0
             ;;
         warpgate__subcmd__name__subcmd__list)
-            opts="-v -q -h -V --home --config --broker --stun --turn --registry --offline --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --home --config --broker --stun --turn --registry --offline --no-portmap --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -856,7 +856,7 @@ _warpgate() {
             return 0
             ;;
         warpgate__subcmd__name__subcmd__lookup)
-            opts="-v -q -h -V --home --config --broker --stun --turn --registry --offline --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --home --config --broker --stun --turn --registry --offline --no-portmap --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -894,7 +894,7 @@ _warpgate() {
             return 0
             ;;
         warpgate__subcmd__name__subcmd__release)
-            opts="-v -q -h -V --home --config --broker --stun --turn --registry --offline --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --home --config --broker --stun --turn --registry --offline --no-portmap --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -932,7 +932,7 @@ _warpgate() {
             return 0
             ;;
         warpgate__subcmd__nat__subcmd__info)
-            opts="-v -q -h -V --timeout --home --config --broker --stun --turn --registry --offline --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --timeout --home --config --broker --stun --turn --registry --offline --no-portmap --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -974,7 +974,7 @@ _warpgate() {
             return 0
             ;;
         warpgate__subcmd__registry)
-            opts="-v -q -h -V --home --config --broker --stun --turn --registry --offline --json --verbose --quiet --help --version serve help"
+            opts="-v -q -h -V --home --config --broker --stun --turn --registry --offline --no-portmap --json --verbose --quiet --help --version serve help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1054,7 +1054,7 @@ _warpgate() {
             return 0
             ;;
         warpgate__subcmd__registry__subcmd__serve)
-            opts="-v -q -h -V --bind --db --cert --key --max-names --writes-per-minute --grace --home --config --broker --stun --turn --registry --offline --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --bind --db --cert --key --max-names --writes-per-minute --grace --home --config --broker --stun --turn --registry --offline --no-portmap --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
