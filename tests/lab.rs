@@ -15,6 +15,8 @@
 //! - `faults`   — 1 GiB through 5% loss (TCP, QUIC) and 1% loss relayed; a broker killed
 //!   mid-transfer and back; a peer killed mid-transfer
 //! - `traversal` — punching between NATs: repeated runs, bulk data, a dead broker, no listener
+//! - `portmap`  — a UPnP/NAT-PMP listener reached `--offline` at its mapped candidate; the
+//!   mapping deleted on exit and on SIGINT; `--no-portmap`
 //! - `names`    — claim and connect by name across sites, a taken name, a claim race, a
 //!   registry killed or down or lying, a changed pinned key, rate limits
 
@@ -32,6 +34,8 @@ mod names;
 mod nat;
 #[path = "lab/natinfo.rs"]
 mod natinfo;
+#[path = "lab/portmap.rs"]
+mod portmap;
 #[path = "common/process.rs"]
 mod process;
 #[path = "lab/relay.rs"]
