@@ -15,9 +15,13 @@ const HOST: &str = "up1h";
 
 /// The router's port mappings to `HOST`'s `port`, as `upnpc -l` lists them (UDP/TCP lines).
 fn mappings(lab: &Lab, port: u16) -> Vec<String> {
-    let h = lab.host(HOST);
+    mappings_of(lab, HOST, port)
+}
+
+fn mappings_of(lab: &Lab, host: &str, port: u16) -> Vec<String> {
+    let h = lab.host(host);
     let url = format!("http://{}:5000/rootDesc.xml", h.gateway4);
-    let out = lab.exec(HOST, &["upnpc", "-u", &url, "-l"]);
+    let out = lab.exec(host, &["upnpc", "-u", &url, "-l"]);
     let needle = format!("->{}:{port} ", h.ipv4);
     String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -29,13 +33,23 @@ fn mappings(lab: &Lab, port: u16) -> Vec<String> {
 /// Starts a listener in `HOST` with the lab's servers and `extra` global flags; returns it, its
 /// `listening` event, and how long that took from the spawn.
 fn listen(lab: &Lab, extra: &[&str], args: &[&str], input: &[u8]) -> (Running, Value, Duration) {
+    listen_in(lab, HOST, extra, args, input)
+}
+
+fn listen_in(
+    lab: &Lab,
+    host: &str,
+    extra: &[&str],
+    args: &[&str],
+    input: &[u8],
+) -> (Running, Value, Duration) {
     let infra = infra();
     let mut global: Vec<&str> = infra.iter().map(String::as_str).collect();
     global.extend_from_slice(extra);
     let mut all = vec!["listen", "--port", "0"];
     all.extend_from_slice(args);
     let started = Instant::now();
-    let mut l = lab.spawn(HOST, &global, &all, input);
+    let mut l = lab.spawn(host, &global, &all, input);
     let listening = l
         .wait_event_within("listening", Duration::from_secs(15))
         .unwrap_or_else(|| panic!("no listening event: {}", l.stderr()));
@@ -182,5 +196,82 @@ fn portmap_none_with_no_portmap_and_then_the_offline_connector_is_filtered() {
     eprintln!(
         "portmap: --no-portmap listening after {} ms",
         took.as_millis()
+    );
+}
+
+/// Drops NAT-PMP on a router while held (a table of its own, deleted on drop).
+struct NoNatPmp<'a> {
+    lab: &'a Lab,
+    router: &'a str,
+}
+
+impl<'a> NoNatPmp<'a> {
+    fn on(lab: &'a Lab, router: &'a str) -> Self {
+        for cmd in [
+            "add table inet nonatpmp",
+            "add chain inet nonatpmp input { type filter hook input priority -10; }",
+            "add rule inet nonatpmp input udp dport 5351 drop",
+        ] {
+            let out = lab.exec(router, &["nft", cmd]);
+            assert!(out.status.success(), "nft {cmd}: {out:?}");
+        }
+        NoNatPmp { lab, router }
+    }
+}
+
+impl Drop for NoNatPmp<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .lab
+            .exec(self.router, &["nft", "delete", "table", "inet", "nonatpmp"]);
+    }
+}
+
+/// With NAT-PMP silent, UPnP IGD maps the port: the same offline reach, the same clean exit.
+#[test]
+fn portmap_by_upnp_when_natpmp_is_silent() {
+    let Some(lab) = lab() else { return };
+    // The router's NAT-PMP is switched off for this test: nobody else may use it meanwhile.
+    let _g = crate::harness::exclusive();
+    let host = "up2h";
+    let h = lab.host(host);
+    let _blocked = NoNatPmp::on(lab, &h.router);
+    let (l, listening, took) = listen_in(lab, host, &["-v"], &[], b"hello from the listener\n");
+    let port = port_of(&listening);
+    let mapped = mapped_candidates(&listening);
+    let setup = setup_logged(&l.stderr());
+    assert_eq!(mapped.len(), 1, "{listening}\n{}", l.stderr());
+    assert!(mapped[0].starts_with(&format!("{}:", h.public4)), "{mapped:?}");
+    assert_eq!(setup.as_ref().map(|s| s.0.as_str()), Some("UPnP"), "{setup:?}");
+    let on_router = mappings_of(lab, host, port);
+    assert!(
+        on_router.iter().all(|m| m.contains("'warpgate'")) && on_router.len() == 2,
+        "router lists {on_router:?}"
+    );
+    let c = lab
+        .spawn(
+            "fc1h",
+            &["--offline"],
+            &[
+                "connect",
+                listening["addr"].as_str().unwrap_or_default(),
+                "--timeout",
+                "10",
+            ],
+            b"hello from the connector\n",
+        )
+        .finish(Duration::from_secs(20));
+    let l = l.finish(Duration::from_secs(10));
+    assert_eq!(c.code, Some(0), "{:?}", c.stderr);
+    assert!(c.stdout.contains("hello from the listener"), "{:?}", c.stdout);
+    assert!(l.stdout.contains("hello from the connector"), "{:?}", l.stdout);
+    let ev = c.event("connected").expect("connected");
+    assert_eq!(ev["remote"], mapped[0].as_str(), "{ev}");
+    let left = mappings_of(lab, host, port);
+    assert!(left.is_empty(), "still mapped after exit: {left:?}");
+    eprintln!(
+        "portmap by UPnP: listening after {} ms, mapping {setup:?}, connector's setup {} ms",
+        took.as_millis(),
+        ev["setup_ms"]
     );
 }
