@@ -439,10 +439,14 @@ mod tests {
         assert!(bytes.windows(v4.len()).any(|w| w == v4));
         assert!(bytes.windows(2).any(|w| w == [field::MAPPED_V6, 18]));
         // A wrong length for its family is an error, not a guess.
-        for (ty, len) in [(field::MAPPED_V4, 18u8), (field::MAPPED_V6, 6), (field::MAPPED_V4, 5)] {
+        for (ty, len) in [
+            (field::MAPPED_V4, 18u8),
+            (field::MAPPED_V6, 6),
+            (field::MAPPED_V4, 5),
+        ] {
             let mut bad = sample().to_bytes();
             bad.extend_from_slice(&[ty, len]);
-            bad.extend(std::iter::repeat_n(1u8, usize::from(len)));
+            bad.extend(std::iter::repeat(1u8).take(usize::from(len)));
             assert_eq!(Address::from_bytes(&bad), Err(AddrError::BadField(ty)));
         }
     }

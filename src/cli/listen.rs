@@ -20,8 +20,8 @@ use crate::identity::{Allowed, NodeId};
 use crate::link::listener::Listener;
 use crate::link::{CloseReason, Link};
 use crate::names::{pins::Pins, Name};
-use crate::report::{Connected, Reporter};
 use crate::portmap::PortMap;
+use crate::report::{Connected, Reporter};
 use crate::timing::{HANDSHAKE_TIMEOUT, PORTMAP_WAIT};
 use crate::traversal::{self, respond, respond::Responder};
 
@@ -173,9 +173,7 @@ async fn listen_on(
 
     let serving = async {
         match forward {
-            Some(target) => {
-                serve_forward(&mut listener, &target, keep_open, reporter, stop).await
-            }
+            Some(target) => serve_forward(&mut listener, &target, keep_open, reporter, stop).await,
             None => serve_transfers(&mut listener, &ends, keep_open, reporter, stop).await,
         }
     };

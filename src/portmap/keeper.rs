@@ -183,7 +183,7 @@ impl Mapping {
     }
 
     fn alive(&self, now: Instant) -> bool {
-        self.lease.expires().is_none_or(|e| e > now)
+        self.lease.expires().map_or(true, |e| e > now)
     }
 }
 
@@ -344,7 +344,10 @@ async fn keep(
             () = due => {}
         }
         let now = Instant::now();
-        for m in mappings.iter_mut().filter(|m| m.next.is_some_and(|t| t <= now)) {
+        for m in mappings
+            .iter_mut()
+            .filter(|m| m.next.is_some_and(|t| t <= now))
+        {
             match gw.map(m.protocol, m.internal, m.external, lease).await {
                 Ok(granted) => {
                     if granted.0 != m.external {

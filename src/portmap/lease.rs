@@ -37,8 +37,7 @@ impl Lease {
 
     /// The first renewal: half the lifetime after the grant. `None` for a permanent mapping.
     pub fn renew_at(&self) -> Option<Instant> {
-        self.lifetime
-            .map(|l| self.granted + (l / 2).max(MIN_PAUSE))
+        self.lifetime.map(|l| self.granted + (l / 2).max(MIN_PAUSE))
     }
 
     /// The next try after `failures` (1, 2, …) failed renewals at `now`: a pause doubling from
@@ -89,7 +88,10 @@ mod tests {
         assert_eq!(pauses[1], PORTMAP_RETRY_MIN * 2);
         // ... and never more than half of the 1800 s left, nor the maximum.
         for p in &pauses {
-            assert!(*p <= Duration::from_secs(900).min(PORTMAP_RETRY_MAX), "{p:?}");
+            assert!(
+                *p <= Duration::from_secs(900).min(PORTMAP_RETRY_MAX),
+                "{p:?}"
+            );
             assert!(*p >= MIN_PAUSE);
         }
         // Close to expiry the retries come quickly, down to the floor.

@@ -229,7 +229,10 @@ mod tests {
             parse_natpmp_response(&ok),
             Ok(Ipv4Addr::new(203, 0, 113, 27))
         );
-        assert_eq!(parse_natpmp_response(&ok[..11]), Err(NatPmpError::TooShort(11)));
+        assert_eq!(
+            parse_natpmp_response(&ok[..11]),
+            Err(NatPmpError::TooShort(11))
+        );
         assert!(parse_natpmp_response(&[]).is_err());
         let refused = [0, 128, 0, 3, 0, 0, 0, 9, 0, 0, 0, 0];
         let e = parse_natpmp_response(&refused).unwrap_err();
@@ -339,7 +342,9 @@ mod tests {
             let mut buf = [0u8; 64];
             let (n, from) = server.recv_from(&mut buf).await.unwrap();
             assert_eq!(&buf[..n], &map_request(Protocol::Tcp, 40000, 40000, 60));
-            let mut stale = [0, 130, 0, 0, 0, 0, 0, 5, 0x9c, 0x41, 0x9c, 0x41, 0, 0, 0, 60];
+            let mut stale = [
+                0, 130, 0, 0, 0, 0, 0, 5, 0x9c, 0x41, 0x9c, 0x41, 0, 0, 0, 60,
+            ];
             server.send_to(&stale, from).await.unwrap();
             stale[8..10].copy_from_slice(&40000u16.to_be_bytes());
             stale[10..12].copy_from_slice(&41000u16.to_be_bytes());

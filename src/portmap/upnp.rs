@@ -50,7 +50,11 @@ async fn bounded<T, E: std::fmt::Display>(
 
 impl Igd {
     /// SSDP search sent to `gateway` from `local`, bounded by `timeout`.
-    pub async fn search(local: Ipv4Addr, gateway: Ipv4Addr, timeout: Duration) -> Result<Igd, String> {
+    pub async fn search(
+        local: Ipv4Addr,
+        gateway: Ipv4Addr,
+        timeout: Duration,
+    ) -> Result<Igd, String> {
         let options = igd_next::SearchOptions {
             bind_addr: SocketAddr::new(local.into(), 0),
             broadcast_address: SocketAddr::new(gateway.into(), SSDP_PORT),

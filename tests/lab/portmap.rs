@@ -104,7 +104,10 @@ fn portmap_listener_is_reached_offline_at_its_mapped_candidate_and_unmaps_on_exi
     let port = port_of(&listening);
     let mapped = mapped_candidates(&listening);
     assert_eq!(mapped.len(), 1, "{listening}\n{}", l.stderr());
-    assert!(mapped[0].starts_with(&format!("{}:", h.public4)), "{mapped:?}");
+    assert!(
+        mapped[0].starts_with(&format!("{}:", h.public4)),
+        "{mapped:?}"
+    );
     let on_router = mappings(lab, port);
     assert!(
         on_router.iter().any(|m| m.contains("UDP")) && on_router.iter().any(|m| m.contains("TCP")),
@@ -129,8 +132,16 @@ fn portmap_listener_is_reached_offline_at_its_mapped_candidate_and_unmaps_on_exi
     let l = l.finish(Duration::from_secs(10));
     assert_eq!(c.code, Some(0), "{:?}", c.stderr);
     assert_eq!(l.code, Some(0), "{:?}", l.stderr);
-    assert!(c.stdout.contains("hello from the listener"), "{:?}", c.stdout);
-    assert!(l.stdout.contains("hello from the connector"), "{:?}", l.stdout);
+    assert!(
+        c.stdout.contains("hello from the listener"),
+        "{:?}",
+        c.stdout
+    );
+    assert!(
+        l.stdout.contains("hello from the connector"),
+        "{:?}",
+        l.stdout
+    );
     let ev = c.event("connected").expect("connected");
     assert_eq!(ev["method"], "direct", "{ev}");
     assert_eq!(ev["remote"], mapped[0].as_str(), "{ev}");
@@ -241,8 +252,15 @@ fn portmap_by_upnp_when_natpmp_is_silent() {
     let mapped = mapped_candidates(&listening);
     let setup = setup_logged(&l.stderr());
     assert_eq!(mapped.len(), 1, "{listening}\n{}", l.stderr());
-    assert!(mapped[0].starts_with(&format!("{}:", h.public4)), "{mapped:?}");
-    assert_eq!(setup.as_ref().map(|s| s.0.as_str()), Some("UPnP"), "{setup:?}");
+    assert!(
+        mapped[0].starts_with(&format!("{}:", h.public4)),
+        "{mapped:?}"
+    );
+    assert_eq!(
+        setup.as_ref().map(|s| s.0.as_str()),
+        Some("UPnP"),
+        "{setup:?}"
+    );
     let on_router = mappings_of(lab, host, port);
     assert!(
         on_router.iter().all(|m| m.contains("'warpgate'")) && on_router.len() == 2,
@@ -263,8 +281,16 @@ fn portmap_by_upnp_when_natpmp_is_silent() {
         .finish(Duration::from_secs(20));
     let l = l.finish(Duration::from_secs(10));
     assert_eq!(c.code, Some(0), "{:?}", c.stderr);
-    assert!(c.stdout.contains("hello from the listener"), "{:?}", c.stdout);
-    assert!(l.stdout.contains("hello from the connector"), "{:?}", l.stdout);
+    assert!(
+        c.stdout.contains("hello from the listener"),
+        "{:?}",
+        c.stdout
+    );
+    assert!(
+        l.stdout.contains("hello from the connector"),
+        "{:?}",
+        l.stdout
+    );
     let ev = c.event("connected").expect("connected");
     assert_eq!(ev["remote"], mapped[0].as_str(), "{ev}");
     let left = mappings_of(lab, host, port);
