@@ -145,12 +145,17 @@ pub const NATPMP_RTO: Duration = Duration::from_millis(250);
 /// The lease asked for: renewals (at half of it) are rare, and a mapping a crashed listener
 /// could not delete closes within the hour.
 pub const PORTMAP_LEASE: Duration = Duration::from_secs(3600);
-/// `listen` waits at most this long for the mapping before printing its address: a LAN
-/// gateway answers NAT-PMP in milliseconds and UPnP (search, description, three SOAP calls)
-/// in tens of them, and the quick look beside it takes up to half a second anyway; a gateway
-/// that says nothing delays the listener this much at most (the mapping goes on, and later
-/// address publications carry it).
+/// `listen` waits at most this long (from the mapping's start, beside the quick look) for a
+/// gateway protocol to answer before printing its address: a LAN gateway answers NAT-PMP in
+/// milliseconds and an SSDP search in a few; one that says nothing (and a router without
+/// either, which mostly refuses at once) delays the listener this much at most.
 pub const PORTMAP_WAIT: Duration = Duration::from_millis(300);
+/// Once a protocol answered, `listen` waits up to this long (from the start) for the mapping
+/// itself: the gateway is there and a mapping in the printed address saves every peer a
+/// signalled rendezvous, while a loaded router's NAT-PMP round trips and UPnP's HTTP
+/// requests took up to ~450 ms in the lab. A mapping that lands later is still kept (and
+/// published by `--name`).
+pub const PORTMAP_MAPPED_WAIT: Duration = Duration::from_millis(1500);
 /// One UPnP SOAP request (external address, add, delete): a LAN router answers in
 /// milliseconds; a busy one gets a couple of seconds (igd-next bounds only the search).
 pub const PORTMAP_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);

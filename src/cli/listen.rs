@@ -22,7 +22,7 @@ use crate::link::{CloseReason, Link};
 use crate::names::{pins::Pins, Name};
 use crate::portmap::PortMap;
 use crate::report::{Connected, Reporter};
-use crate::timing::{HANDSHAKE_TIMEOUT, PORTMAP_WAIT};
+use crate::timing::{HANDSHAKE_TIMEOUT, PORTMAP_MAPPED_WAIT, PORTMAP_WAIT};
 use crate::traversal::{self, respond, respond::Responder};
 
 pub async fn run(
@@ -131,9 +131,10 @@ async fn listen_on(
         }
         *portmap = Some(PortMap::start(port, stop));
     }
-    // The mapping gets the look's window (it started beside it) and at most PORTMAP_WAIT.
+    // The mapping gets the look's window (it started beside it): PORTMAP_WAIT for the gateway
+    // to answer at all, PORTMAP_MAPPED_WAIT for a gateway that answered to map.
     let mapped = match portmap.as_mut() {
-        Some(p) => p.first(PORTMAP_WAIT).await,
+        Some(p) => p.first(PORTMAP_WAIT, PORTMAP_MAPPED_WAIT).await,
         None => Vec::new(),
     };
     // Reachable over signalling too, while listening (dropped, it stops).

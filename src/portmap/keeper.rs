@@ -23,7 +23,7 @@ use tokio_util::task::AbortOnDropHandle;
 
 use super::lease::Lease;
 use super::natpmp::{self, NATPMP_PORT};
-use super::upnp::Igd;
+use super::upnp::{self, Igd};
 use super::Protocol;
 use crate::addr::{Candidate, CandidateKind};
 use crate::timing::{PORTMAP_DELETE_TIMEOUT, PORTMAP_LEASE, UPNP_TIMEOUT};
@@ -38,6 +38,8 @@ const DELETE_TRANSMISSIONS: u32 = 2;
 /// What the keeper has found so far.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct State {
+    /// A gateway protocol answered with a public address: a mapping is being made.
+    pub answered: bool,
     /// The first attempt is over (mapped or not).
     pub settled: bool,
     /// The mapped external addresses, while their leases hold.
@@ -79,11 +81,20 @@ impl PortMap {
         self.port
     }
 
-    /// The mapped candidates once the first attempt is over, or what there is `wait` after
-    /// the start (so the wait overlaps whatever the caller did meanwhile).
-    pub async fn first(&mut self, wait: Duration) -> Vec<Candidate> {
-        let deadline = self.started + wait;
-        let _ = tokio::time::timeout_at(deadline, self.state.wait_for(|s| s.settled)).await;
+    /// The mapped candidates once the first attempt is over. Counted from the start (so the
+    /// wait overlaps whatever the caller did meanwhile): `silent` for a gateway protocol to
+    /// answer, then, once one did, up to `answered` for the mapping to be made.
+    pub async fn first(&mut self, silent: Duration, answered: Duration) -> Vec<Candidate> {
+        let heard = tokio::time::timeout_at(
+            self.started + silent,
+            self.state.wait_for(|s| s.settled || s.answered),
+        )
+        .await
+        .is_ok();
+        if heard {
+            let settled = self.state.wait_for(|s| s.settled);
+            let _ = tokio::time::timeout_at(self.started + answered, settled).await;
+        }
         self.candidates()
     }
 
@@ -248,6 +259,7 @@ async fn setup(
     local: Ipv4Addr,
     gateway: Ipv4Addr,
     port: u16,
+    tx: &watch::Sender<State>,
     cancel: &CancellationToken,
 ) -> Option<(Gateway, IpAddr, Vec<Mapping>)> {
     let natpmp = async {
@@ -261,18 +273,19 @@ async fn setup(
         Ok::<_, String>((Gateway::NatPmp(client), IpAddr::from(ip)))
     };
     let upnp = async {
+        upnp::ssdp_answers(local, gateway, UPNP_TIMEOUT).await?;
         let igd = Igd::search(local, gateway, UPNP_TIMEOUT).await?;
         let ip = igd.external_ip().await?;
         Ok::<_, String>((Gateway::Upnp(igd), ip))
     };
     let (mut natpmp, mut upnp) = (pin!(natpmp), pin!(upnp));
     let (mut natpmp_done, mut upnp_done) = (false, false);
-    loop {
+    // Until both have failed (the cancellation branch alone never ends the select).
+    while !(natpmp_done && upnp_done) {
         let answered = tokio::select! {
             r = &mut natpmp, if !natpmp_done => { natpmp_done = true; r }
             r = &mut upnp, if !upnp_done => { upnp_done = true; r }
             () = cancel.cancelled() => return None,
-            else => return None,
         };
         let (gw, external) = match answered {
             Ok(found) => found,
@@ -288,11 +301,13 @@ async fn setup(
             );
             return None;
         }
+        tx.send_modify(|s| s.answered = true);
         match map_both(&gw, port).await {
             Ok(mappings) => return Some((gw, external, mappings)),
             Err(e) => tracing::info!("port mapping by {} refused: {e}", gw.name()),
         }
     }
+    None
 }
 
 /// The keeper task: set up, publish, renew until cancelled, delete.
@@ -303,9 +318,9 @@ async fn keep(
     cancel: CancellationToken,
 ) {
     let settle = |candidates| {
-        tx.send_replace(State {
-            settled: true,
-            candidates,
+        tx.send_modify(|s| {
+            s.settled = true;
+            s.candidates = candidates;
         });
     };
     let Some(gateway) = gateway else {
@@ -317,8 +332,12 @@ async fn keep(
     else {
         return settle(Vec::new());
     };
+    if advertisable(local.into()) {
+        tracing::debug!("port mapping: {local} is public already, nothing to map");
+        return settle(Vec::new());
+    }
     let started = Instant::now();
-    let Some((gw, external, mut mappings)) = setup(local, gateway, port, &cancel).await else {
+    let Some((gw, external, mut mappings)) = setup(local, gateway, port, &tx, &cancel).await else {
         tracing::debug!("port mapping: no gateway protocol mapped port {port}");
         return settle(Vec::new());
     };
@@ -433,21 +452,42 @@ mod tests {
         assert_eq!(candidates(ip, &[permanent], later).len(), 1);
     }
 
-    /// A "gateway" on loopback answers neither protocol (NAT-PMP refused, SSDP silent):
-    /// the listener's wait is bounded, and closing mid-search returns at once.
+    /// A "gateway" on loopback refuses both protocols (nothing listens on 5351 or 1900): the
+    /// keeper settles at once instead of holding the listener for the whole wait.
     #[tokio::test]
-    async fn a_silent_gateway_holds_nothing_up() {
+    async fn a_gateway_refusing_both_protocols_holds_nothing_up() {
         let stop = CancellationToken::new();
         let mut map = PortMap::start_with(40123, Some(Ipv4Addr::LOCALHOST), &stop);
         let started = std::time::Instant::now();
-        assert!(map.first(Duration::from_millis(100)).await.is_empty());
-        assert!(started.elapsed() < Duration::from_millis(400));
-        let started = std::time::Instant::now();
+        let wait = Duration::from_secs(3);
+        assert!(map.first(wait, wait).await.is_empty());
+        assert!(map.state.borrow().settled);
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
         map.close().await;
+        // A silent gateway (both ports bound on another loopback address, never answering):
+        // the listener waits `silent`, and closing mid-search returns at once.
+        let gw = Ipv4Addr::new(127, 0, 0, 3);
+        let _natpmp = tokio::net::UdpSocket::bind((gw, NATPMP_PORT))
+            .await
+            .unwrap();
+        let _ssdp = tokio::net::UdpSocket::bind((gw, 1900)).await.unwrap();
+        let mut silent = PortMap::start_with(40123, Some(gw), &stop);
+        let started = std::time::Instant::now();
+        let quiet = Duration::from_millis(200);
+        assert!(silent.first(quiet, wait).await.is_empty());
+        assert!(!silent.state.borrow().settled);
+        assert!(started.elapsed() < quiet * 2, "{:?}", started.elapsed());
+        let started = std::time::Instant::now();
+        silent.close().await;
         assert!(started.elapsed() < Duration::from_millis(200));
         // No gateway at all: settled at once.
         let mut none = PortMap::start_with(40123, None, &stop);
-        assert!(none.first(Duration::from_secs(5)).await.is_empty());
+        let wait = Duration::from_secs(5);
+        assert!(none.first(wait, wait).await.is_empty());
         assert!(none.state.borrow().settled);
         none.close().await;
     }

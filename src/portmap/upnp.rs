@@ -48,6 +48,41 @@ async fn bounded<T, E: std::fmt::Display>(
     }
 }
 
+/// The SSDP search igd-next sends, for [`ssdp_answers`].
+const SEARCH: &[u8] = b"M-SEARCH * HTTP/1.1\r\nHost:239.255.255.250:1900\r\n\
+ST:urn:schemas-upnp-org:device:InternetGatewayDevice:1\r\nMan:\"ssdp:discover\"\r\nMX:3\r\n\r\n";
+
+/// Whether anything answers an SSDP search on `gateway`'s port 1900, asked from a connected
+/// socket so that a router without UPnP says so at once (ICMP port unreachable: refused)
+/// instead of letting the search time out. An answer of any kind is enough: igd-next's
+/// search then does the real work.
+pub async fn ssdp_answers(
+    local: Ipv4Addr,
+    gateway: Ipv4Addr,
+    timeout: Duration,
+) -> Result<(), String> {
+    let socket = tokio::net::UdpSocket::bind((local, 0))
+        .await
+        .map_err(|e| format!("cannot bind: {e}"))?;
+    socket
+        .connect(SocketAddr::new(gateway.into(), SSDP_PORT))
+        .await
+        .map_err(|e| format!("cannot reach the gateway: {e}"))?;
+    socket
+        .send(SEARCH)
+        .await
+        .map_err(|e| format!("no UPnP IGD: {e}"))?;
+    let mut buf = [0u8; 1500];
+    match tokio::time::timeout(timeout, socket.recv(&mut buf)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!("no UPnP IGD: {e}")),
+        Err(_) => Err(format!(
+            "no UPnP IGD answered within {} ms",
+            timeout.as_millis()
+        )),
+    }
+}
+
 impl Igd {
     /// SSDP search sent to `gateway` from `local`, bounded by `timeout`.
     pub async fn search(
