@@ -491,4 +491,68 @@ mod tests {
         assert!(none.state.borrow().settled);
         none.close().await;
     }
+
+    /// A NAT-PMP "gateway" on loopback that grants two-second leases: the keeper maps UDP then
+    /// TCP (asking for UDP's external port), renews each at half the lease, and on close
+    /// deletes both (lifetime 0, suggested port 0).
+    #[tokio::test]
+    async fn maps_renews_at_half_the_lease_and_deletes_on_close() {
+        let gw = Ipv4Addr::new(127, 0, 0, 4);
+        let server = tokio::net::UdpSocket::bind((gw, NATPMP_PORT)).await.unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(u8, u16, u32)>::new()));
+        let log = seen.clone();
+        let fake = tokio::spawn(async move {
+            let mut buf = [0u8; 64];
+            loop {
+                let Ok((n, from)) = server.recv_from(&mut buf).await else { return };
+                let answer: Vec<u8> = match &buf[..n] {
+                    [0, 0] => vec![0, 128, 0, 0, 0, 0, 0, 1, 203, 0, 113, 9],
+                    [0, op @ (1 | 2), 0, 0, i0, i1, s0, s1, l0, l1, l2, l3] => {
+                        let lifetime = u32::from_be_bytes([*l0, *l1, *l2, *l3]);
+                        let suggested = u16::from_be_bytes([*s0, *s1]);
+                        log.lock().unwrap().push((*op, suggested, lifetime));
+                        let (ext, granted) = if lifetime == 0 {
+                            ([0, 0], 0u32)
+                        } else {
+                            (41000u16.to_be_bytes(), 2)
+                        };
+                        let mut a = vec![0, 128 + op, 0, 0, 0, 0, 0, 1, *i0, *i1, ext[0], ext[1]];
+                        a.extend_from_slice(&granted.to_be_bytes());
+                        a
+                    }
+                    _ => continue,
+                };
+                let _ = server.send_to(&answer, from).await;
+            }
+        });
+        let _fake = AbortOnDropHandle::new(fake);
+        let stop = CancellationToken::new();
+        let mut map = PortMap::start_with(40000, Some(gw), &stop);
+        let wait = Duration::from_secs(2);
+        let mapped = map.first(wait, wait).await;
+        assert_eq!(
+            mapped,
+            vec![Candidate {
+                kind: CandidateKind::Mapped,
+                addr: "203.0.113.9:41000".parse().unwrap(),
+            }]
+        );
+        // Asked for: UDP at the listen port, then TCP at UDP's external port, for the lease.
+        let lease = u32::try_from(PORTMAP_LEASE.as_secs()).unwrap();
+        assert_eq!(
+            seen.lock().unwrap()[..2],
+            [(1, 40000, lease), (2, 41000, lease)]
+        );
+        // Granted 2 s: renewed after 1 s, keeping the external port.
+        tokio::time::sleep(Duration::from_millis(1600)).await;
+        assert_eq!(
+            seen.lock().unwrap()[2..4],
+            [(1, 41000, lease), (2, 41000, lease)]
+        );
+        assert_eq!(map.candidates(), mapped);
+        map.close().await;
+        let seen = seen.lock().unwrap();
+        let deletions: Vec<_> = seen.iter().filter(|r| r.2 == 0).collect();
+        assert_eq!(deletions, [&(1, 0, 0), &(2, 0, 0)], "{seen:?}");
+    }
 }
