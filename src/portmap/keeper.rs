@@ -363,28 +363,35 @@ async fn keep(
             () = due => {}
         }
         let now = Instant::now();
-        for m in mappings
-            .iter_mut()
-            .filter(|m| m.next.is_some_and(|t| t <= now))
-        {
-            match gw.map(m.protocol, m.internal, m.external, lease).await {
-                Ok(granted) => {
-                    if granted.0 != m.external {
-                        tracing::info!(
-                            "port mapping: the gateway moved {:?} {} to port {}",
-                            m.protocol,
-                            m.external,
-                            granted.0
-                        );
+        // A renewal in flight when told to stop is dropped: the deletion follows at once.
+        let renewing = async {
+            for m in mappings
+                .iter_mut()
+                .filter(|m| m.next.is_some_and(|t| t <= now))
+            {
+                match gw.map(m.protocol, m.internal, m.external, lease).await {
+                    Ok(granted) => {
+                        if granted.0 != m.external {
+                            tracing::info!(
+                                "port mapping: the gateway moved {:?} {} to port {}",
+                                m.protocol,
+                                m.external,
+                                granted.0
+                            );
+                        }
+                        *m = Mapping::new(m.protocol, m.internal, granted);
                     }
-                    *m = Mapping::new(m.protocol, m.internal, granted);
-                }
-                Err(e) => {
-                    m.failures += 1;
-                    m.next = Some(m.lease.retry_at(Instant::now(), m.failures));
-                    tracing::warn!("port mapping: renewing {:?} failed: {e}", m.protocol);
+                    Err(e) => {
+                        m.failures += 1;
+                        m.next = Some(m.lease.retry_at(Instant::now(), m.failures));
+                        tracing::warn!("port mapping: renewing {:?} failed: {e}", m.protocol);
+                    }
                 }
             }
+        };
+        tokio::select! {
+            () = renewing => {}
+            () = cancel.cancelled() => break,
         }
         let now = Instant::now();
         let fresh = candidates(external, &mappings, now);
@@ -492,25 +499,32 @@ mod tests {
         none.close().await;
     }
 
-    /// A NAT-PMP "gateway" on loopback that grants two-second leases: the keeper maps UDP then
-    /// TCP (asking for UDP's external port), renews each at half the lease, and on close
-    /// deletes both (lifetime 0, suggested port 0).
-    #[tokio::test]
-    async fn maps_renews_at_half_the_lease_and_deletes_on_close() {
-        let gw = Ipv4Addr::new(127, 0, 0, 4);
-        let server = tokio::net::UdpSocket::bind((gw, NATPMP_PORT)).await.unwrap();
-        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(u8, u16, u32)>::new()));
+    type Requests = std::sync::Arc<std::sync::Mutex<Vec<(u8, u16, u32)>>>;
+
+    /// A NAT-PMP "gateway" on `gw`:5351 that grants two-second leases at external port 41000
+    /// and logs each map request (opcode, suggested port, lifetime); with `renews` false it
+    /// ignores renewals (requests for a port it granted already) but still answers deletions.
+    async fn natpmp_double(gw: Ipv4Addr, renews: bool) -> (Requests, AbortOnDropHandle<()>) {
+        let server = tokio::net::UdpSocket::bind((gw, NATPMP_PORT))
+            .await
+            .unwrap();
+        let seen = Requests::default();
         let log = seen.clone();
         let fake = tokio::spawn(async move {
             let mut buf = [0u8; 64];
             loop {
-                let Ok((n, from)) = server.recv_from(&mut buf).await else { return };
+                let Ok((n, from)) = server.recv_from(&mut buf).await else {
+                    return;
+                };
                 let answer: Vec<u8> = match &buf[..n] {
                     [0, 0] => vec![0, 128, 0, 0, 0, 0, 0, 1, 203, 0, 113, 9],
                     [0, op @ (1 | 2), 0, 0, i0, i1, s0, s1, l0, l1, l2, l3] => {
                         let lifetime = u32::from_be_bytes([*l0, *l1, *l2, *l3]);
                         let suggested = u16::from_be_bytes([*s0, *s1]);
                         log.lock().unwrap().push((*op, suggested, lifetime));
+                        if !renews && lifetime != 0 && suggested == 41000 && *op == 1 {
+                            continue;
+                        }
                         let (ext, granted) = if lifetime == 0 {
                             ([0, 0], 0u32)
                         } else {
@@ -525,7 +539,15 @@ mod tests {
                 let _ = server.send_to(&answer, from).await;
             }
         });
-        let _fake = AbortOnDropHandle::new(fake);
+        (seen, AbortOnDropHandle::new(fake))
+    }
+
+    /// The keeper maps UDP then TCP (asking for UDP's external port), renews each at half the
+    /// lease, and on close deletes both (lifetime 0, suggested port 0).
+    #[tokio::test]
+    async fn maps_renews_at_half_the_lease_and_deletes_on_close() {
+        let gw = Ipv4Addr::new(127, 0, 0, 4);
+        let (seen, _fake) = natpmp_double(gw, true).await;
         let stop = CancellationToken::new();
         let mut map = PortMap::start_with(40000, Some(gw), &stop);
         let wait = Duration::from_secs(2);
@@ -552,6 +574,30 @@ mod tests {
         assert_eq!(map.candidates(), mapped);
         map.close().await;
         let seen = seen.lock().unwrap();
+        let deletions: Vec<_> = seen.iter().filter(|r| r.2 == 0).collect();
+        assert_eq!(deletions, [&(1, 0, 0), &(2, 0, 0)], "{seen:?}");
+    }
+
+    /// Told to stop while a renewal waits for a gateway that does not answer it, the keeper
+    /// drops the renewal and deletes at once (else the deletion would be cut off by `close`'s
+    /// bound while the renewal still retransmits).
+    #[tokio::test]
+    async fn a_renewal_in_flight_does_not_keep_the_deletion_waiting() {
+        let gw = Ipv4Addr::new(127, 0, 0, 5);
+        let (seen, _fake) = natpmp_double(gw, false).await;
+        let stop = CancellationToken::new();
+        let mut map = PortMap::start_with(40000, Some(gw), &stop);
+        let wait = Duration::from_secs(2);
+        assert_eq!(map.first(wait, wait).await.len(), 1);
+        // The UDP renewal goes out after 1 s and is not answered; stop 300 ms into it.
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        stop.cancel();
+        map.close().await;
+        let seen = seen.lock().unwrap();
+        assert!(
+            seen.contains(&(1, 41000, 3600)),
+            "no renewal was tried: {seen:?}"
+        );
         let deletions: Vec<_> = seen.iter().filter(|r| r.2 == 0).collect();
         assert_eq!(deletions, [&(1, 0, 0), &(2, 0, 0)], "{seen:?}");
     }
