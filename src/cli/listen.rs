@@ -1,6 +1,7 @@
 //! `warpgate listen`: accept peers and splice the first (or, with `-k`, each) to stdio or files,
 //! or forward each inbound stream to a local TCP port; with `--name`, keep a name published
-//! meanwhile ([`super::publish`]). Told to stop, it closes every link with
+//! meanwhile ([`super::publish`]); unless `--no-portmap`, keep the port mapped on the gateway
+//! ([`crate::portmap::PortMap`], deleted on the way out). Told to stop, it closes every link with
 //! the shutdown reason and shuts the listener down: a `-k` or `--forward` service then exits 0,
 //! a single transfer exits 1 as interrupted.
 
