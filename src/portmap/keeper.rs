@@ -10,7 +10,8 @@
 //! wrong transport there fails, the right one succeeds).
 //!
 //! Neighbours: `cli::listen` starts a [`PortMap`] beside its listener and closes it on exit;
-//! [`super::natpmp`] and [`super::upnp`] talk to the gateway.
+//! [`super::natpmp`](mod@super::natpmp) and [`super::upnp`](mod@super::upnp) talk to the
+//! gateway.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::pin;

@@ -4,7 +4,8 @@
 //! renews it and deletes it on exit. The gateway is always asked by unicast, never multicast,
 //! and every wait is bounded.
 //!
-//! One file per concern: [`natpmp`] (RFC 6886 codec and client), [`upnp`] (igd-next),
+//! One file per concern: [`natpmp`](mod@natpmp) (RFC 6886 codec and client),
+//! [`upnp`](mod@upnp) (igd-next),
 //! [`lease`] (the renewal schedule, pure), [`keeper`] (the task that maps, renews, deletes).
 //! PCP (RFC 6887) is not spoken yet. Neighbours: [`crate::discovery`] puts the nat-info
 //! results in the report; `cli::listen` runs the keeper.

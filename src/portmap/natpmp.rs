@@ -5,7 +5,7 @@
 //! `natpmp` crate's async API owns its own runtime glue and returns untyped results), and the
 //! messages are 2, 12 and 16 bytes, so they are written here and tested byte for byte.
 //!
-//! Neighbours: [`super::keeper`] maps and renews with [`Client`]; nat-info asks [`natpmp`].
+//! Neighbours: [`super::keeper`] maps and renews with [`Client`]; nat-info asks [`natpmp()`].
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;

@@ -3,7 +3,7 @@
 //! mappings over SOAP. Every call is bounded here: igd-next bounds the search, not the SOAP
 //! requests.
 //!
-//! Neighbours: [`super::keeper`] maps and renews with [`Igd`]; nat-info asks [`upnp`].
+//! Neighbours: [`super::keeper`] maps and renews with [`Igd`]; nat-info asks [`upnp()`].
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
