@@ -140,7 +140,7 @@ _warpgate() {
 
     case "${cmd}" in
         warpgate)
-            opts="-v -q -h -V --home --config --broker --stun --turn --registry --offline --json --verbose --quiet --help --version addr listen connect nat-info name registry help"
+            opts="-v -q -h -V --home --config --broker --stun --turn --registry --offline --no-portmap --json --verbose --quiet --help --version addr listen connect nat-info name registry help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -178,7 +178,7 @@ _warpgate() {
             return 0
             ;;
         warpgate__subcmd__addr)
-            opts="-v -q -h -V --port --home --config --broker --stun --turn --registry --offline --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --port --home --config --broker --stun --turn --registry --offline --no-portmap --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -220,7 +220,7 @@ _warpgate() {
             return 0
             ;;
         warpgate__subcmd__connect)
-            opts="-v -q -h -V --local --local-udp --udp-idle --send --recv --via --timeout --home --config --broker --stun --turn --registry --offline --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --local --local-udp --udp-idle --send --recv --via --timeout --home --config --broker --stun --turn --registry --offline --no-portmap --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -496,7 +496,7 @@ _warpgate() {
             return 0
             ;;
         warpgate__subcmd__listen)
-            opts="-k -v -q -h -V --port --keep-open --forward --forward-udp --udp-idle --send --recv --name --allow --home --config --broker --stun --turn --registry --offline --json --verbose --quiet --help --version"
+            opts="-k -v -q -h -V --port --keep-open --forward --forward-udp --udp-idle --send --recv --name --allow --home --config --broker --stun --turn --registry --offline --no-portmap --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -566,7 +566,7 @@ _warpgate() {
             return 0
             ;;
         warpgate__subcmd__name)
-            opts="-v -q -h -V --home --config --broker --stun --turn --registry --offline --json --verbose --quiet --help --version claim lookup release add list forget help"
+            opts="-v -q -h -V --home --config --broker --stun --turn --registry --offline --no-portmap --json --verbose --quiet --help --version claim lookup release add list forget help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -604,7 +604,7 @@ _warpgate() {
             return 0
             ;;
         warpgate__subcmd__name__subcmd__add)
-            opts="-v -q -h -V --home --config --broker --stun --turn --registry --offline --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --home --config --broker --stun --turn --registry --offline --no-portmap --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -642,7 +642,7 @@ _warpgate() {
             return 0
             ;;
         warpgate__subcmd__name__subcmd__claim)
-            opts="-v -q -h -V --lifetime --home --config --broker --stun --turn --registry --offline --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --lifetime --home --config --broker --stun --turn --registry --offline --no-portmap --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -684,7 +684,7 @@ _warpgate() {
             return 0
             ;;
         warpgate__subcmd__name__subcmd__forget)
-            opts="-v -q -h -V --home --config --broker --stun --turn --registry --offline --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --home --config --broker --stun --turn --registry --offline --no-portmap --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -834,7 +834,7 @@ _warpgate() {
             return 0
             ;;
         warpgate__subcmd__name__subcmd__list)
-            opts="-v -q -h -V --home --config --broker --stun --turn --registry --offline --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --home --config --broker --stun --turn --registry --offline --no-portmap --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -872,7 +872,7 @@ _warpgate() {
             return 0
             ;;
         warpgate__subcmd__name__subcmd__lookup)
-            opts="-v -q -h -V --home --config --broker --stun --turn --registry --offline --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --home --config --broker --stun --turn --registry --offline --no-portmap --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -910,7 +910,7 @@ _warpgate() {
             return 0
             ;;
         warpgate__subcmd__name__subcmd__release)
-            opts="-v -q -h -V --home --config --broker --stun --turn --registry --offline --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --home --config --broker --stun --turn --registry --offline --no-portmap --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -948,7 +948,7 @@ _warpgate() {
             return 0
             ;;
         warpgate__subcmd__nat__subcmd__info)
-            opts="-v -q -h -V --timeout --home --config --broker --stun --turn --registry --offline --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --timeout --home --config --broker --stun --turn --registry --offline --no-portmap --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -990,7 +990,7 @@ _warpgate() {
             return 0
             ;;
         warpgate__subcmd__registry)
-            opts="-v -q -h -V --home --config --broker --stun --turn --registry --offline --json --verbose --quiet --help --version serve help"
+            opts="-v -q -h -V --home --config --broker --stun --turn --registry --offline --no-portmap --json --verbose --quiet --help --version serve help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1070,7 +1070,7 @@ _warpgate() {
             return 0
             ;;
         warpgate__subcmd__registry__subcmd__serve)
-            opts="-v -q -h -V --bind --db --cert --key --max-names --writes-per-minute --grace --home --config --broker --stun --turn --registry --offline --json --verbose --quiet --help --version"
+            opts="-v -q -h -V --bind --db --cert --key --max-names --writes-per-minute --grace --home --config --broker --stun --turn --registry --offline --no-portmap --json --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

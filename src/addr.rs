@@ -41,6 +41,11 @@ mod field {
     /// What the node's NAT does for one family: family (4 or 6), mapping, filtering, port
     /// allocation, UDP blocked (0 no, 1 yes, 2 unknown); one byte each.
     pub const NAT: u8 = 0x06;
+    /// A port mapping the node holds on its gateway (UPnP IGD, NAT-PMP): IPv4 + port. Older
+    /// readers keep it as an unknown field.
+    pub const MAPPED_V4: u8 = 0x07;
+    /// A port mapping (or pinhole) for IPv6: IPv6 + port.
+    pub const MAPPED_V6: u8 = 0x08;
 }
 
 /// The NAT field's value: five bytes, one per fact.
@@ -146,6 +151,9 @@ pub enum CandidateKind {
     Local,
     /// The node's address as seen from the internet (server-reflexive).
     Public,
+    /// An address on the gateway's outside that the node mapped to itself (UPnP IGD,
+    /// NAT-PMP): open to anyone while the node runs.
+    Mapped,
 }
 
 /// One endpoint where the node may be reachable.
@@ -194,6 +202,8 @@ impl Address {
                 (CandidateKind::Local, IpAddr::V6(ip)) => (field::LOCAL_V6, ip.octets().to_vec()),
                 (CandidateKind::Public, IpAddr::V4(ip)) => (field::PUBLIC_V4, ip.octets().to_vec()),
                 (CandidateKind::Public, IpAddr::V6(ip)) => (field::PUBLIC_V6, ip.octets().to_vec()),
+                (CandidateKind::Mapped, IpAddr::V4(ip)) => (field::MAPPED_V4, ip.octets().to_vec()),
+                (CandidateKind::Mapped, IpAddr::V6(ip)) => (field::MAPPED_V6, ip.octets().to_vec()),
             };
             let mut value = ip;
             value.extend_from_slice(&c.addr.port().to_be_bytes());
@@ -253,17 +263,18 @@ impl Address {
             let kind = match *ty {
                 field::LOCAL_V4 | field::LOCAL_V6 => CandidateKind::Local,
                 field::PUBLIC_V4 | field::PUBLIC_V6 => CandidateKind::Public,
+                field::MAPPED_V4 | field::MAPPED_V6 => CandidateKind::Mapped,
                 _ => {
                     addr.unknown_fields.push((*ty, value.to_vec()));
                     continue;
                 }
             };
             let ip: IpAddr = match (*ty, value.len()) {
-                (field::LOCAL_V4 | field::PUBLIC_V4, 6) => Ipv4Addr::from(
+                (field::LOCAL_V4 | field::PUBLIC_V4 | field::MAPPED_V4, 6) => Ipv4Addr::from(
                     <[u8; 4]>::try_from(&value[..4]).map_err(|_| AddrError::BadField(*ty))?,
                 )
                 .into(),
-                (field::LOCAL_V6 | field::PUBLIC_V6, 18) => Ipv6Addr::from(
+                (field::LOCAL_V6 | field::PUBLIC_V6 | field::MAPPED_V6, 18) => Ipv6Addr::from(
                     <[u8; 16]>::try_from(&value[..16]).map_err(|_| AddrError::BadField(*ty))?,
                 )
                 .into(),
@@ -408,6 +419,36 @@ mod tests {
             Address::from_bytes(&bytes),
             Err(AddrError::BadField(field::NAT))
         );
+    }
+
+    #[test]
+    fn mapped_candidates_round_trip_and_are_checked() {
+        let mut addr = sample();
+        addr.candidates.push(Candidate {
+            kind: CandidateKind::Mapped,
+            addr: "203.0.113.17:41000".parse().unwrap(),
+        });
+        addr.candidates.push(Candidate {
+            kind: CandidateKind::Mapped,
+            addr: "[2001:db8::17]:41000".parse().unwrap(),
+        });
+        let bytes = addr.to_bytes();
+        assert_eq!(Address::parse(&addr.to_string()).unwrap(), addr);
+        // The IPv4 one is field 0x07 with 4 + 2 bytes, the IPv6 one 0x08 with 16 + 2.
+        let v4 = [field::MAPPED_V4, 6, 203, 0, 113, 17, 0xa0, 0x28];
+        assert!(bytes.windows(v4.len()).any(|w| w == v4));
+        assert!(bytes.windows(2).any(|w| w == [field::MAPPED_V6, 18]));
+        // A wrong length for its family is an error, not a guess.
+        for (ty, len) in [
+            (field::MAPPED_V4, 18u8),
+            (field::MAPPED_V6, 6),
+            (field::MAPPED_V4, 5),
+        ] {
+            let mut bad = sample().to_bytes();
+            bad.extend_from_slice(&[ty, len]);
+            bad.extend(std::iter::repeat(1u8).take(usize::from(len)));
+            assert_eq!(Address::from_bytes(&bad), Err(AddrError::BadField(ty)));
+        }
     }
 
     #[test]

@@ -144,6 +144,9 @@ pub struct Settings {
     pub registries: Vec<String>,
     /// Use no infrastructure at all: direct paths only.
     pub offline: bool,
+    /// Ask the home gateway for port mappings (UPnP IGD, NAT-PMP) while listening: unless
+    /// `--no-portmap`, and not `--offline` (nothing but the peer is contacted then).
+    pub portmap: bool,
 }
 
 /// What the command line said about infrastructure (empty = not given).
@@ -156,6 +159,7 @@ pub struct Overrides {
     pub turn: Vec<String>,
     pub registries: Vec<String>,
     pub offline: bool,
+    pub no_portmap: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -232,6 +236,7 @@ impl Settings {
             turn,
             registries,
             offline: o.offline,
+            portmap: !o.offline && !o.no_portmap,
         })
     }
 }

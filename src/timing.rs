@@ -176,6 +176,34 @@ pub const UPNP_TIMEOUT: Duration = Duration::from_millis(1000);
 /// gives up at 3×.
 pub const NATPMP_RTO: Duration = Duration::from_millis(250);
 
+// Port mapping on the home gateway (`listen`, see `portmap`).
+
+/// The lease asked for: renewals (at half of it) are rare, and a mapping a crashed listener
+/// could not delete closes within the hour.
+pub const PORTMAP_LEASE: Duration = Duration::from_secs(3600);
+/// `listen` waits at most this long (from the mapping's start, beside the quick look) for a
+/// gateway protocol to answer before printing its address: a LAN gateway answers NAT-PMP in
+/// milliseconds and an SSDP search in a few; one that says nothing (and a router without
+/// either, which mostly refuses at once) delays the listener this much at most.
+pub const PORTMAP_WAIT: Duration = Duration::from_millis(300);
+/// Once a protocol answered, `listen` waits up to this long (from the start) for the mapping
+/// itself: the gateway is there and a mapping in the printed address saves every peer a
+/// signalled rendezvous, while a loaded router's NAT-PMP round trips and UPnP's HTTP
+/// requests took up to ~450 ms in the lab. A mapping that lands later is still kept (and
+/// published by `--name`).
+pub const PORTMAP_MAPPED_WAIT: Duration = Duration::from_millis(1500);
+/// One UPnP SOAP request (external address, add, delete): a LAN router answers in
+/// milliseconds; a busy one gets a couple of seconds (igd-next bounds only the search).
+pub const PORTMAP_REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// Deleting the mappings on exit: inside [`SHUTDOWN_GRACE`], so Ctrl-C still deletes them,
+/// and enough for two NAT-PMP transmissions (250 + 500 ms) or a few SOAP round trips.
+pub const PORTMAP_DELETE_TIMEOUT: Duration = Duration::from_millis(1000);
+/// A failed renewal is retried after this, doubling ...
+pub const PORTMAP_RETRY_MIN: Duration = Duration::from_secs(30);
+/// ... up to this (and never later than halfway to the lease's end): a rebooting router is
+/// back within minutes.
+pub const PORTMAP_RETRY_MAX: Duration = Duration::from_secs(300);
+
 // The name registry (`registry serve`).
 
 /// An expired name stays reserved to its owner this long (DESIGN §8): an owner whose machine

@@ -19,6 +19,8 @@
 //! - `traversal` — punching between NATs: repeated runs, bulk data, a dead broker, no listener
 //! - `udp`      — UDP forwarding across a NAT pair: a DNS query to dnsmasq, 10,000 datagrams
 //!   echoed with loss and latency
+//! - `portmap`  — a UPnP/NAT-PMP listener reached `--offline` at its mapped candidate; the
+//!   mapping deleted on exit and on SIGINT; `--no-portmap`
 //! - `names`    — claim and connect by name across sites, a taken name, a claim race, a
 //!   registry killed or down or lying, a changed pinned key, rate limits
 
@@ -36,6 +38,8 @@ mod names;
 mod nat;
 #[path = "lab/natinfo.rs"]
 mod natinfo;
+#[path = "lab/portmap.rs"]
+mod portmap;
 #[path = "common/process.rs"]
 mod process;
 #[path = "lab/random_probe.rs"]

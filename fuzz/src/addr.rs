@@ -48,6 +48,8 @@ pub fn samples() -> Vec<Sample> {
             candidate(CandidateKind::Local, "[fe80::1]:41641"),
             candidate(CandidateKind::Public, "203.0.113.7:61000"),
             candidate(CandidateKind::Public, "[2001:db8::7]:61000"),
+            candidate(CandidateKind::Mapped, "203.0.113.17:41000"),
+            candidate(CandidateKind::Mapped, "[2001:db8::17]:41000"),
         ],
     );
     full.brokers = vec![

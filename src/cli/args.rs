@@ -47,6 +47,10 @@ pub struct Global {
     /// Use no infrastructure at all: direct paths only
     #[arg(long, global = true)]
     pub offline: bool,
+    /// Ask the home router for no port mapping (UPnP IGD, NAT-PMP) of the listen port
+    /// (--offline implies it)
+    #[arg(long, global = true)]
+    pub no_portmap: bool,
     /// Machine-readable output: reports as JSON on stdout, events as JSON lines on stderr
     #[arg(long, global = true)]
     pub json: bool,

@@ -1,9 +1,10 @@
 //! `warpgate listen`: accept peers and splice the first (or, with `-k`, each) to stdio or files,
 //! or forward each inbound stream to a local TCP port, or their UDP datagrams to a UDP port
 //! ([`crate::udp_forward`]); with `--name`, keep a name published meanwhile
-//! ([`super::publish`]). Told to stop, it closes every link with the shutdown reason and shuts
-//! the listener down: a `-k`, `--forward` or `--forward-udp` service then exits 0, a single
-//! transfer exits 1 as interrupted.
+//! ([`super::publish`]); unless `--no-portmap`, keep the port mapped on the gateway
+//! ([`crate::portmap::PortMap`], deleted on the way out). Told to stop, it closes every link
+//! with the shutdown reason and shuts the listener down: a `-k`, `--forward` or
+//! `--forward-udp` service then exits 0, a single transfer exits 1 as interrupted.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -22,8 +23,9 @@ use crate::identity::{Allowed, NodeId};
 use crate::link::listener::Listener;
 use crate::link::{CloseReason, Link};
 use crate::names::{pins::Pins, Name};
+use crate::portmap::PortMap;
 use crate::report::{Connected, Reporter};
-use crate::timing::HANDSHAKE_TIMEOUT;
+use crate::timing::{HANDSHAKE_TIMEOUT, PORTMAP_MAPPED_WAIT, PORTMAP_WAIT};
 use crate::traversal::{self, respond, respond::Responder};
 use crate::udp_forward::target::Forwarder;
 
@@ -72,9 +74,67 @@ pub async fn run(
     };
     ends.check()?;
 
+    let service = Service {
+        name,
+        allowed,
+        open_to_all,
+        forward,
+        forward_udp,
+        udp_idle: Duration::from_secs(args.udp_idle),
+        ends,
+        keep_open: args.keep_open,
+    };
+    let requested = args.port.unwrap_or_else(|| node.default_port());
+    // From here on there is a port mapping, a listener and links to undo when told to stop.
+    let _holding = shutdown.hold();
+    let stop = shutdown.token();
+    // The gateway is asked for a mapping beside the look, when the port is known already.
+    let mut portmap =
+        (node.settings.portmap && requested != 0).then(|| PortMap::start(requested, &stop));
+    let result = listen_on(&node, requested, &mut portmap, service, &reporter, &stop).await;
+    // Deleted however the listener ended (on a signal the keeper started deleting already).
+    if let Some(portmap) = portmap {
+        portmap.close().await;
+    }
+    result
+}
+
+/// What `listen` was asked to do, checked.
+struct Service {
+    name: Option<Name>,
+    allowed: Option<Vec<Allowed>>,
+    open_to_all: bool,
+    forward: Option<HostPort>,
+    forward_udp: Option<HostPort>,
+    /// How long a UDP flow may be idle before it is forgotten.
+    udp_idle: Duration,
+    ends: Ends,
+    keep_open: bool,
+}
+
+/// Binds the listener (on `requested`, 0 = any port), maps its port on the gateway unless
+/// `portmap` is off (None and not to be started: `--no-portmap`), announces the address and
+/// serves until done or `stop`.
+async fn listen_on(
+    node: &Node,
+    requested: u16,
+    portmap: &mut Option<PortMap>,
+    service: Service,
+    reporter: &Reporter,
+    stop: &CancellationToken,
+) -> anyhow::Result<ExitCode> {
+    let Service {
+        name,
+        allowed,
+        open_to_all,
+        forward,
+        forward_udp,
+        udp_idle,
+        ends,
+        keep_open,
+    } = service;
     // Look at the NAT from the port first (a free one for --port 0), then listen on it: an
     // endpoint-independent NAT keeps the mapping the look found, the address's public candidate.
-    let requested = args.port.unwrap_or_else(|| node.default_port());
     let look = node.look(requested).await;
     // --port 0: the free port the look took (0 again when no look was taken).
     let port = if requested == 0 { look.port } else { requested };
@@ -83,9 +143,19 @@ pub async fn run(
         Err(_) if requested == 0 && port != 0 => Listener::bind(0, &node.creds, allowed.clone())?,
         bound => bound?,
     };
-    // From here on there is a listener (and soon links) to close when told to stop.
-    let _holding = shutdown.hold();
-    let stop = shutdown.token();
+    let port = listener.port();
+    if node.settings.portmap && portmap.as_ref().map(PortMap::port) != Some(port) {
+        if let Some(other) = portmap.take() {
+            other.close().await;
+        }
+        *portmap = Some(PortMap::start(port, stop));
+    }
+    // The mapping gets the look's window (it started beside it): PORTMAP_WAIT for the gateway
+    // to answer at all, PORTMAP_MAPPED_WAIT for a gateway that answered to map.
+    let mapped = match portmap.as_mut() {
+        Some(p) => p.first(PORTMAP_WAIT, PORTMAP_MAPPED_WAIT).await,
+        None => Vec::new(),
+    };
     // Reachable over signalling too, while listening (dropped, it stops).
     let mut signalling = JoinSet::new();
     let brokers = node.brokers();
@@ -101,12 +171,11 @@ pub async fn run(
         };
         signalling.spawn(respond::run(keys, brokers, responder));
     }
-    let port = listener.port();
-    let address = node.address(port, &look)?;
+    let address = node.address(port, &look, &mapped)?;
     // The name is claimed before the listener is announced: another key's name ends it here.
     let publisher = match &name {
         Some(name) => Some(
-            Publisher::start(&node, name.clone(), address.clone(), DEFAULT_NAME_LIFETIME).await?,
+            Publisher::start(node, name.clone(), address.clone(), DEFAULT_NAME_LIFETIME).await?,
         ),
         None => None,
     };
@@ -132,26 +201,27 @@ pub async fn run(
             (Some(target), _) => {
                 reporter.forwarding(&target.to_string(), "inbound streams to");
                 let forward = |link, stop| forward_link(link, target.clone(), stop);
-                serve_links(&mut listener, args.keep_open, &reporter, &stop, forward).await
+                serve_links(&mut listener, keep_open, reporter, stop, forward).await
             }
             (_, Some(target)) => {
                 reporter.forwarding(&target.to_string(), "datagrams to");
-                let forwarder = Forwarder::new(target, Duration::from_secs(args.udp_idle));
-                let forward = |link, stop| udp_link(link, forwarder.clone(), reporter, stop);
-                serve_links(&mut listener, args.keep_open, &reporter, &stop, forward).await
+                let forwarder = Forwarder::new(target, udp_idle);
+                let forward = |link, stop| udp_link(link, forwarder.clone(), *reporter, stop);
+                serve_links(&mut listener, keep_open, reporter, stop, forward).await
             }
-            _ => serve_transfers(&mut listener, &ends, args.keep_open, &reporter, &stop).await,
+            _ => serve_transfers(&mut listener, &ends, keep_open, reporter, stop).await,
         }
     };
     // The publisher runs beside the service and is dropped with it.
+    let mapped = portmap.as_ref().map(PortMap::watch);
     let result = match publisher {
         Some(publisher) => tokio::select! {
             result = serving => result,
-            never = publisher.keep(&node, port, look) => match never {},
+            never = publisher.keep(node, port, look, mapped) => match never {},
         },
         None => serving.await,
     };
-    listener.shutdown(close_reason(&stop)).await;
+    listener.shutdown(close_reason(stop)).await;
     result.map(|()| ExitCode::SUCCESS)
 }
 

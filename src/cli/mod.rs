@@ -240,6 +240,7 @@ fn settings(global: &Global) -> anyhow::Result<Settings> {
         turn: global.turn.clone(),
         registries: global.registries.clone(),
         offline: global.offline,
+        no_portmap: global.no_portmap,
     })?)
 }
 
@@ -270,9 +271,11 @@ impl Node {
     }
 
     /// This node's address on `port`: every usable interface address, the brokers it listens
-    /// on, the public candidate `look` found if it looked from this port, and the NAT facts
-    /// (cached by `nat-info` for this network, else what `look` saw).
-    fn address(&self, port: u16, look: &Quick) -> anyhow::Result<Address> {
+    /// on, the public candidate `look` found if it looked from this port, the port mappings
+    /// `mapped` it holds on its gateway (a public candidate equal to one of them is listed as
+    /// mapped: that says more), and the NAT facts (cached by `nat-info` for this network, else
+    /// what `look` saw).
+    fn address(&self, port: u16, look: &Quick, mapped: &[Candidate]) -> anyhow::Result<Address> {
         let ips = crate::net::interface_ips().context("cannot list network interfaces")?;
         let mut candidates: Vec<Candidate> = ips
             .into_iter()
@@ -281,6 +284,11 @@ impl Node {
                 addr: (ip, port).into(),
             })
             .collect();
+        for m in mapped {
+            if !candidates.iter().any(|c| c.addr == m.addr) {
+                candidates.push(*m);
+            }
+        }
         if let Some(public) = look.public.filter(|_| look.port == port) {
             if !candidates.iter().any(|c| c.addr == public) {
                 candidates.push(Candidate {

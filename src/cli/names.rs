@@ -135,7 +135,7 @@ async fn claim(
     let registries = node.registries("name claim")?;
     let port = node.default_port();
     let look = node.look(port).await;
-    let address = node.address(port, &look)?;
+    let address = node.address(port, &look, &[])?;
     let seq = publish::sequence(0);
     let (record, bytes) = sign_record(&node.identity, name, address, seq, lifetime)?;
     let done: Vec<Done> = client::put_all(&registries, name, &bytes)

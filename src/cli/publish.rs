@@ -12,6 +12,7 @@ use std::convert::Infallible;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::Node;
@@ -21,6 +22,7 @@ use crate::identity::Identity;
 use crate::names::client::{self, ClientError, Registry};
 use crate::names::resolve::{self, Outcome, Verdict};
 use crate::names::{Name, Record};
+use crate::portmap;
 use crate::timing::{NAME_ADDRESS_CHECK, NAME_RETRY};
 
 /// Unix time in seconds (0 for a clock before 1970).
@@ -202,7 +204,14 @@ impl Publisher {
     /// was taken on (the listener now owns the port, so it cannot look again): once the
     /// interface addresses change it is dropped, and peers learn fresh candidates over
     /// signalling. Runs until dropped (the listen driver drops it when it stops).
-    pub async fn keep(mut self, node: &Node, port: u16, mut look: Quick) -> Infallible {
+    /// `mapped` follows the listen port's mappings on the gateway, when it is mapped.
+    pub async fn keep(
+        mut self,
+        node: &Node,
+        port: u16,
+        mut look: Quick,
+        mapped: Option<watch::Receiver<portmap::keeper::State>>,
+    ) -> Infallible {
         let start_locals = locals(&self.published);
         let mut check =
             tokio::time::interval_at(Instant::now() + NAME_ADDRESS_CHECK, NAME_ADDRESS_CHECK);
@@ -213,7 +222,11 @@ impl Publisher {
                 () = renew => true,
                 _ = check.tick() => false,
             };
-            let mut address = match node.address(port, &look) {
+            let mapped = mapped
+                .as_ref()
+                .map(|m| m.borrow().candidates.clone())
+                .unwrap_or_default();
+            let mut address = match node.address(port, &look, &mapped) {
                 Ok(address) => address,
                 Err(e) => {
                     tracing::warn!("{}: {e:#}", self.name);
@@ -298,6 +311,7 @@ mod tests {
             turn: Vec::new(),
             registries: vec![registry],
             offline: false,
+            no_portmap: true,
             json: false,
             verbose: 0,
             quiet: true,
@@ -333,7 +347,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let node = node(dir.path(), url);
         let name = Name::parse("bob").unwrap();
-        let address = node.address(4000, &Quick::default()).unwrap();
+        let address = node.address(4000, &Quick::default(), &[]).unwrap();
         // A one-second lifetime: renewed every half second.
         let publisher = Publisher::start(&node, name.clone(), address.clone(), 1)
             .await
@@ -341,7 +355,7 @@ mod tests {
         assert_eq!(seen.lock().unwrap().len(), 1);
         let kept = tokio::time::timeout(
             std::time::Duration::from_millis(1300),
-            publisher.keep(&node, 4000, Quick::default()),
+            publisher.keep(&node, 4000, Quick::default(), None),
         );
         assert!(kept.await.is_err(), "keep runs until dropped");
         let seen = seen.lock().unwrap();

@@ -11,7 +11,7 @@ use crate::report::Reporter;
 pub async fn addr(node: &Node, args: AddrArgs, reporter: &Reporter) -> anyhow::Result<ExitCode> {
     let port = args.port.unwrap_or_else(|| node.default_port());
     let look = node.look(port).await;
-    let address = node.address(port, &look)?;
+    let address = node.address(port, &look, &[])?;
     let text = address.to_string();
     let line = if reporter.json {
         let doc = serde_json::json!({

@@ -320,6 +320,8 @@ fn exact<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, MessageError> {
 }
 
 /// Candidates travel as (kind, socket address); [`Candidate`] itself is not `Deserialize`.
+/// The kind is one flag, "outside the NAT": a mapped candidate travels as a public one (to the
+/// peer both are addresses on the gateway's outside), so the wire stays what older peers read.
 mod candidates {
     use super::*;
     use std::net::SocketAddr;
@@ -330,7 +332,7 @@ mod candidates {
     pub fn serialize<S: serde::Serializer>(v: &[Candidate], s: S) -> Result<S::Ok, S::Error> {
         s.collect_seq(
             v.iter()
-                .map(|c| Wire(c.kind == CandidateKind::Public, c.addr)),
+                .map(|c| Wire(c.kind != CandidateKind::Local, c.addr)),
         )
     }
 

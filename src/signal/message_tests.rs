@@ -210,3 +210,33 @@ fn a_mapping_this_build_does_not_know_reads_as_unknown() {
         Err(MessageError::BadBody)
     );
 }
+
+/// A mapped candidate crosses the wire as public: the one-flag kind older peers read.
+#[test]
+fn a_mapped_candidate_travels_as_public() {
+    let (alice, bob) = (Keys::random(), Keys::random());
+    let mapped = Candidate {
+        kind: CandidateKind::Mapped,
+        addr: "203.0.113.17:41000".parse().unwrap(),
+    };
+    let Payload::Offer(mut o) = offer() else {
+        unreachable!()
+    };
+    o.udp = vec![mapped];
+    let m = message(&alice, &bob, Payload::Offer(o));
+    let sealed = m.seal(&alice, &bob.public_key()).unwrap();
+    let Ok(Message {
+        payload: Payload::Offer(got),
+        ..
+    }) = Message::open(&bob, &sealed)
+    else {
+        panic!("the offer does not open");
+    };
+    assert_eq!(
+        got.udp,
+        vec![Candidate {
+            kind: CandidateKind::Public,
+            addr: mapped.addr
+        }]
+    );
+}

@@ -39,7 +39,8 @@ fn reachable_family(ip: IpAddr, local: &LocalFacts) -> bool {
 /// Whether dialling the peer's address has a real chance, so signalling may wait for the punch
 /// phase: a candidate on one of this machine's networks (same /24 or /64; a peer on this very
 /// machine lists this machine's addresses too), a public IPv4 host, or a public candidate
-/// behind a NAT whose facts say it filters nothing. Loopback candidates prove nothing: every
+/// behind a NAT whose facts say it filters nothing, or a port the peer mapped on its gateway.
+/// Loopback candidates prove nothing: every
 /// address carries them. A translated
 /// candidate with unknown filtering, or an IPv6 address behind an unknown firewall, is no such
 /// chance: most NATs and firewalls drop what was not asked for, so signalling starts at once.
@@ -65,6 +66,8 @@ pub fn likely_reachable(peer: &Address, local: &LocalFacts) -> bool {
                     IpAddr::V6(_) => rank(ip) == 2 && open(family),
                 },
                 CandidateKind::Public => open(family),
+                // The node holds a port mapping: the gateway lets anyone in there.
+                CandidateKind::Mapped => true,
             }
     })
 }
@@ -266,6 +269,15 @@ mod tests {
             });
             p
         };
+        // Behind a port-restricted NAT, but holding a port mapping (UPnP, NAT-PMP).
+        let mapped = || {
+            let mut p = behind_nat(Behaviour::AddressAndPortDependent);
+            p.candidates.push(Candidate {
+                kind: CandidateKind::Mapped,
+                addr: "203.0.113.17:4001".parse().unwrap(),
+            });
+            p
+        };
         let cases = [
             (peer(&["127.0.0.1:4000", "[::1]:4000"]), false),
             (peer(&["192.168.1.9:4000"]), true),
@@ -277,6 +289,7 @@ mod tests {
             (behind_nat(Behaviour::AddressAndPortDependent), false),
             (behind_nat(Behaviour::Unknown), false),
             (behind_nat(Behaviour::EndpointIndependent), true),
+            (mapped(), true),
         ];
         for (i, (peer, want)) in cases.iter().enumerate() {
             assert_eq!(

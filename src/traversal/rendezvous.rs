@@ -359,10 +359,10 @@ fn may_send_to(addr: &SocketAddr) -> bool {
 }
 
 /// The peer's candidates worth trying: those [`may_send_to`] allows, at most
-/// [`MAX_PEER_CANDIDATES`], public ones first.
+/// [`MAX_PEER_CANDIDATES`], public (and mapped) ones first.
 pub(super) fn usable(candidates: &[Candidate]) -> Vec<SocketAddr> {
     let mut list: Vec<&Candidate> = candidates.iter().filter(|c| may_send_to(&c.addr)).collect();
-    list.sort_by_key(|c| c.kind != CandidateKind::Public);
+    list.sort_by_key(|c| c.kind == CandidateKind::Local);
     let mut addrs: Vec<SocketAddr> = list.into_iter().map(|c| c.addr).collect();
     addrs.dedup();
     addrs.truncate(MAX_PEER_CANDIDATES);

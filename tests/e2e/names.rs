@@ -177,12 +177,14 @@ fn config(node: &Node, registries: &[&str]) -> PathBuf {
     path
 }
 
-/// `warpgate --home … --json --config CONFIG <args>` (not offline: it talks to the doubles).
+/// `warpgate --home … --json --no-portmap --config CONFIG <args>` (not offline: it talks to the
+/// doubles; no port mapping: the machine's own gateway is no part of the test).
 fn online(node: &Node, config: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.arg("--home")
         .arg(node.home())
         .arg("--json")
+        .arg("--no-portmap")
         .arg("--config")
         .arg(config)
         .args(args)

@@ -175,7 +175,11 @@ pub fn lab() -> Option<&'static Lab> {
 
 impl Lab {
     fn up() -> Result<Lab, String> {
-        let prefix = format!("wt{:06x}", std::process::id());
+        // LAB_PREFIX names the run (so engineers sharing a machine keep their labs apart).
+        let prefix = std::env::var("LAB_PREFIX")
+            .ok()
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| format!("wt{:06x}", std::process::id()));
         let started = Instant::now();
         // The watchdog first, so that even a half-built lab is removed.
         let mut watchdog = Command::new("sh")

@@ -1,0 +1,423 @@
+//! Keeps a listen port mapped on the home gateway for as long as its owner runs: asks UPnP IGD
+//! and NAT-PMP at once and maps the UDP and TCP port with whichever answers first (falling back
+//! to the other when that one will not map), renews each lease at half its lifetime
+//! ([`super::lease`]), and deletes the mappings when told to stop — bounded by
+//! [`PORTMAP_DELETE_TIMEOUT`], so exit is never held up by a dead gateway.
+//!
+//! The mapped external addresses are published on a watch channel as candidates of kind
+//! [`CandidateKind::Mapped`]. The UDP and TCP mappings normally share one external port; when
+//! the gateway gives them different ones each is its own candidate (a `direct` dial of the
+//! wrong transport there fails, the right one succeeds).
+//!
+//! Neighbours: `cli::listen` starts a [`PortMap`] beside its listener and closes it on exit;
+//! [`super::natpmp`](mod@super::natpmp) and [`super::upnp`](mod@super::upnp) talk to the
+//! gateway.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::pin::pin;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
+
+use super::lease::Lease;
+use super::natpmp::{self, NATPMP_PORT};
+use super::upnp::{self, Igd};
+use super::Protocol;
+use crate::addr::{Candidate, CandidateKind};
+use crate::timing::{PORTMAP_DELETE_TIMEOUT, PORTMAP_LEASE, UPNP_TIMEOUT};
+
+/// NAT-PMP transmissions for a mapping (250 + 500 + 1000 ms of waiting, RFC 6886 §3.1's start).
+const MAP_TRANSMISSIONS: u32 = 3;
+/// NAT-PMP transmissions for the external address while racing UPnP.
+const PROBE_TRANSMISSIONS: u32 = 3;
+/// NAT-PMP transmissions for a deletion: two fit in [`PORTMAP_DELETE_TIMEOUT`].
+const DELETE_TRANSMISSIONS: u32 = 2;
+
+/// What the keeper has found so far.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct State {
+    /// A gateway protocol answered with a public address: a mapping is being made.
+    pub answered: bool,
+    /// The first attempt is over (mapped or not).
+    pub settled: bool,
+    /// The mapped external addresses, while their leases hold.
+    pub candidates: Vec<Candidate>,
+}
+
+/// A port mapping kept alive by a task; dropped without [`PortMap::close`], the task is
+/// aborted and the gateway drops the mapping when its lease runs out.
+pub struct PortMap {
+    port: u16,
+    started: Instant,
+    state: watch::Receiver<State>,
+    cancel: CancellationToken,
+    task: AbortOnDropHandle<()>,
+}
+
+impl PortMap {
+    /// Starts mapping `port` (UDP and TCP). Cancelling `stop` (or [`PortMap::close`]) deletes
+    /// the mappings.
+    pub fn start(port: u16, stop: &CancellationToken) -> PortMap {
+        Self::start_with(port, super::default_gateway_v4(), stop)
+    }
+
+    /// [`PortMap::start`] with the gateway given (`None`: there is none).
+    pub fn start_with(port: u16, gateway: Option<Ipv4Addr>, stop: &CancellationToken) -> PortMap {
+        let (tx, state) = watch::channel(State::default());
+        let cancel = stop.child_token();
+        let task = tokio::spawn(keep(port, gateway, tx, cancel.clone()));
+        PortMap {
+            port,
+            started: Instant::now(),
+            state,
+            cancel,
+            task: AbortOnDropHandle::new(task),
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The mapped candidates once the first attempt is over. Counted from the start (so the
+    /// wait overlaps whatever the caller did meanwhile): `silent` for a gateway protocol to
+    /// answer, then, once one did, up to `answered` for the mapping to be made.
+    pub async fn first(&mut self, silent: Duration, answered: Duration) -> Vec<Candidate> {
+        let heard = tokio::time::timeout_at(
+            self.started + silent,
+            self.state.wait_for(|s| s.settled || s.answered),
+        )
+        .await
+        .is_ok();
+        if heard {
+            let settled = self.state.wait_for(|s| s.settled);
+            let _ = tokio::time::timeout_at(self.started + answered, settled).await;
+        }
+        self.candidates()
+    }
+
+    pub fn candidates(&self) -> Vec<Candidate> {
+        self.state.borrow().candidates.clone()
+    }
+
+    /// Follows the mapped candidates as they change.
+    pub fn watch(&self) -> watch::Receiver<State> {
+        self.state.clone()
+    }
+
+    /// Stops renewing and deletes the mappings; returns within [`PORTMAP_DELETE_TIMEOUT`] and a
+    /// little.
+    pub async fn close(self) {
+        self.cancel.cancel();
+        let bound = PORTMAP_DELETE_TIMEOUT + Duration::from_millis(100);
+        if tokio::time::timeout(bound, self.task).await.is_err() {
+            tracing::warn!("port mapping: deletion did not finish in time");
+        }
+    }
+}
+
+/// A gateway that answered, by protocol.
+enum Gateway {
+    NatPmp(natpmp::Client),
+    Upnp(Igd),
+}
+
+impl Gateway {
+    fn name(&self) -> &'static str {
+        match self {
+            Gateway::NatPmp(_) => "NAT-PMP",
+            Gateway::Upnp(_) => "UPnP",
+        }
+    }
+
+    /// Maps `internal`, preferably to `external`; returns the external port and the lifetime
+    /// granted (seconds; 0 = permanent).
+    async fn map(
+        &self,
+        protocol: Protocol,
+        internal: u16,
+        external: u16,
+        lease: u32,
+    ) -> Result<(u16, u32), String> {
+        match self {
+            Gateway::NatPmp(client) => {
+                let r = client
+                    .map(protocol, internal, external, lease, MAP_TRANSMISSIONS)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if r.external == 0 || r.lifetime == 0 {
+                    return Err("the gateway granted no mapping".into());
+                }
+                Ok((r.external, r.lifetime))
+            }
+            Gateway::Upnp(igd) => igd.map(protocol, internal, external, lease).await,
+        }
+    }
+
+    async fn unmap(&self, m: &Mapping) -> Result<(), String> {
+        match self {
+            Gateway::NatPmp(client) => client
+                .map(m.protocol, m.internal, 0, 0, DELETE_TRANSMISSIONS)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            Gateway::Upnp(igd) => igd.unmap(m.protocol, m.external).await,
+        }
+    }
+}
+
+/// One mapping held on the gateway.
+#[derive(Clone, Debug)]
+struct Mapping {
+    protocol: Protocol,
+    internal: u16,
+    external: u16,
+    lease: Lease,
+    /// The next renewal (or retry); `None` for a permanent mapping.
+    next: Option<Instant>,
+    failures: u32,
+}
+
+impl Mapping {
+    fn new(protocol: Protocol, internal: u16, (external, lifetime): (u16, u32)) -> Self {
+        let lease = Lease::new(Instant::now(), lifetime);
+        Mapping {
+            protocol,
+            internal,
+            external,
+            lease,
+            next: lease.renew_at(),
+            failures: 0,
+        }
+    }
+
+    fn alive(&self, now: Instant) -> bool {
+        self.lease.expires().map_or(true, |e| e > now)
+    }
+}
+
+/// A gateway's external address worth advertising: a public one (behind a second NAT, the
+/// mapping opens only the inner one).
+fn advertisable(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            !(v4.is_unspecified()
+                || v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || (v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64))
+        }
+        IpAddr::V6(_) => false,
+    }
+}
+
+fn candidates(external: IpAddr, mappings: &[Mapping], now: Instant) -> Vec<Candidate> {
+    let mut out: Vec<Candidate> = Vec::new();
+    for m in mappings.iter().filter(|m| m.alive(now)) {
+        let addr = SocketAddr::new(external, m.external);
+        if !out.iter().any(|c| c.addr == addr) {
+            out.push(Candidate {
+                kind: CandidateKind::Mapped,
+                addr,
+            });
+        }
+    }
+    out
+}
+
+/// Maps `port` for UDP and TCP (TCP asks for UDP's external port, so one candidate serves
+/// both); either alone is kept when the other is refused.
+async fn map_both(gw: &Gateway, port: u16) -> Result<Vec<Mapping>, String> {
+    let lease = u32::try_from(PORTMAP_LEASE.as_secs()).unwrap_or(u32::MAX);
+    let mut mappings = Vec::new();
+    let mut errors = Vec::new();
+    let mut wanted = port;
+    for protocol in [Protocol::Udp, Protocol::Tcp] {
+        match gw.map(protocol, port, wanted, lease).await {
+            Ok(granted) => {
+                wanted = granted.0;
+                mappings.push(Mapping::new(protocol, port, granted));
+            }
+            Err(e) => errors.push(format!("{protocol:?}: {e}")),
+        }
+    }
+    if mappings.is_empty() {
+        return Err(errors.join("; "));
+    }
+    for e in errors {
+        tracing::info!("port mapping by {}: {e}", gw.name());
+    }
+    Ok(mappings)
+}
+
+/// The first gateway protocol that answers and maps: both are asked at once; the other is
+/// tried when the first will not map. `None` when neither does (or `cancel` fires first:
+/// nothing is mapped until a protocol answered).
+async fn setup(
+    local: Ipv4Addr,
+    gateway: Ipv4Addr,
+    port: u16,
+    tx: &watch::Sender<State>,
+    cancel: &CancellationToken,
+) -> Option<(Gateway, IpAddr, Vec<Mapping>)> {
+    let natpmp = async {
+        let client = natpmp::Client::connect(local, gateway)
+            .await
+            .map_err(|e| e.to_string())?;
+        let ip = client
+            .external_address(PROBE_TRANSMISSIONS)
+            .await
+            .map_err(|e| format!("NAT-PMP: {e}"))?;
+        Ok::<_, String>((Gateway::NatPmp(client), IpAddr::from(ip)))
+    };
+    let upnp = async {
+        upnp::ssdp_answers(local, gateway, UPNP_TIMEOUT).await?;
+        let igd = Igd::search(local, gateway, UPNP_TIMEOUT).await?;
+        let ip = igd.external_ip().await?;
+        Ok::<_, String>((Gateway::Upnp(igd), ip))
+    };
+    let (mut natpmp, mut upnp) = (pin!(natpmp), pin!(upnp));
+    let (mut natpmp_done, mut upnp_done) = (false, false);
+    // Until both have failed (the cancellation branch alone never ends the select).
+    while !(natpmp_done && upnp_done) {
+        let answered = tokio::select! {
+            r = &mut natpmp, if !natpmp_done => { natpmp_done = true; r }
+            r = &mut upnp, if !upnp_done => { upnp_done = true; r }
+            () = cancel.cancelled() => return None,
+        };
+        let (gw, external) = match answered {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::debug!("port mapping: {e}");
+                continue;
+            }
+        };
+        if !advertisable(external) {
+            tracing::info!(
+                "port mapping: the gateway's outside address {external} is not public \
+                 (another NAT beyond it); not mapping"
+            );
+            return None;
+        }
+        tx.send_modify(|s| s.answered = true);
+        match map_both(&gw, port).await {
+            Ok(mappings) => return Some((gw, external, mappings)),
+            Err(e) => tracing::info!("port mapping by {} refused: {e}", gw.name()),
+        }
+    }
+    None
+}
+
+/// The keeper task: set up, publish, renew until cancelled, delete.
+async fn keep(
+    port: u16,
+    gateway: Option<Ipv4Addr>,
+    tx: watch::Sender<State>,
+    cancel: CancellationToken,
+) {
+    let settle = |candidates| {
+        tx.send_modify(|s| {
+            s.settled = true;
+            s.candidates = candidates;
+        });
+    };
+    let Some(gateway) = gateway else {
+        tracing::debug!("port mapping: no IPv4 default gateway");
+        return settle(Vec::new());
+    };
+    let Some(IpAddr::V4(local)) =
+        crate::net::route_source(SocketAddr::new(gateway.into(), NATPMP_PORT))
+    else {
+        return settle(Vec::new());
+    };
+    if advertisable(local.into()) {
+        tracing::debug!("port mapping: {local} is public already, nothing to map");
+        return settle(Vec::new());
+    }
+    let started = Instant::now();
+    let Some((gw, external, mut mappings)) = setup(local, gateway, port, &tx, &cancel).await else {
+        tracing::debug!("port mapping: no gateway protocol mapped port {port}");
+        return settle(Vec::new());
+    };
+    let mut published = candidates(external, &mappings, Instant::now());
+    tracing::info!(
+        method = gw.name(),
+        setup_ms = started.elapsed().as_millis() as u64,
+        mapped = ?published.iter().map(|c| c.addr).collect::<Vec<_>>(),
+        "port {port} mapped on the gateway"
+    );
+    settle(published.clone());
+    let lease = u32::try_from(PORTMAP_LEASE.as_secs()).unwrap_or(u32::MAX);
+    loop {
+        let next = mappings.iter().filter_map(|m| m.next).min();
+        let due = async {
+            match next {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = cancel.cancelled() => break,
+            () = due => {}
+        }
+        let now = Instant::now();
+        // A renewal in flight when told to stop is dropped: the deletion follows at once.
+        let renewing = async {
+            for m in mappings
+                .iter_mut()
+                .filter(|m| m.next.is_some_and(|t| t <= now))
+            {
+                match gw.map(m.protocol, m.internal, m.external, lease).await {
+                    Ok(granted) => {
+                        if granted.0 != m.external {
+                            tracing::info!(
+                                "port mapping: the gateway moved {:?} {} to port {}",
+                                m.protocol,
+                                m.external,
+                                granted.0
+                            );
+                        }
+                        *m = Mapping::new(m.protocol, m.internal, granted);
+                    }
+                    Err(e) => {
+                        m.failures += 1;
+                        m.next = Some(m.lease.retry_at(Instant::now(), m.failures));
+                        tracing::warn!("port mapping: renewing {:?} failed: {e}", m.protocol);
+                    }
+                }
+            }
+        };
+        tokio::select! {
+            () = renewing => {}
+            () = cancel.cancelled() => break,
+        }
+        let now = Instant::now();
+        let fresh = candidates(external, &mappings, now);
+        if fresh != published {
+            published = fresh;
+            tx.send_modify(|s| s.candidates = published.clone());
+        }
+    }
+    tx.send_modify(|s| s.candidates.clear());
+    let deleting = async {
+        for m in &mappings {
+            match gw.unmap(m).await {
+                Ok(()) => tracing::debug!("port mapping: {:?} {} deleted", m.protocol, m.external),
+                Err(e) => tracing::warn!("port mapping: deleting {:?} failed: {e}", m.protocol),
+            }
+        }
+    };
+    if tokio::time::timeout(PORTMAP_DELETE_TIMEOUT, deleting)
+        .await
+        .is_err()
+    {
+        tracing::warn!("port mapping: the gateway did not confirm the deletion in time");
+    }
+}
+
+#[cfg(test)]
+#[path = "keeper_tests.rs"]
+mod tests;

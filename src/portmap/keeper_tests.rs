@@ -1,0 +1,185 @@
+//! Tests of [`super`]: the candidate list, and the keeper end to end against NAT-PMP doubles
+//! on loopback addresses (mapping, renewal, deletion, refusal, silence).
+
+use super::*;
+
+#[test]
+fn only_public_outside_addresses_are_advertised() {
+    for (ip, want) in [
+        ("203.0.113.17", true),
+        ("198.51.100.3", true),
+        ("192.168.1.1", false),
+        ("10.1.2.3", false),
+        ("100.64.0.2", false),
+        ("0.0.0.0", false),
+        ("2001:db8::1", false),
+    ] {
+        assert_eq!(advertisable(ip.parse().unwrap()), want, "{ip}");
+    }
+}
+
+#[test]
+fn one_candidate_per_external_port_while_the_lease_holds() {
+    let now = Instant::now();
+    let ip: IpAddr = "203.0.113.17".parse().unwrap();
+    let udp = Mapping::new(Protocol::Udp, 4000, (4000, 3600));
+    let tcp = Mapping::new(Protocol::Tcp, 4000, (4000, 3600));
+    let got = candidates(ip, &[udp.clone(), tcp.clone()], now);
+    assert_eq!(
+        got,
+        vec![Candidate {
+            kind: CandidateKind::Mapped,
+            addr: "203.0.113.17:4000".parse().unwrap(),
+        }]
+    );
+    let moved = Mapping::new(Protocol::Tcp, 4000, (4001, 3600));
+    assert_eq!(candidates(ip, &[udp.clone(), moved], now).len(), 2);
+    // An expired lease is no candidate; a permanent mapping always is.
+    let later = now + Duration::from_secs(3601);
+    assert!(candidates(ip, &[udp], later).is_empty());
+    let permanent = Mapping::new(Protocol::Udp, 4000, (4000, 0));
+    assert_eq!(candidates(ip, &[permanent], later).len(), 1);
+}
+
+/// A "gateway" on loopback refuses both protocols (nothing listens on 5351 or 1900): the
+/// keeper settles at once instead of holding the listener for the whole wait.
+#[tokio::test]
+async fn a_gateway_refusing_both_protocols_holds_nothing_up() {
+    let stop = CancellationToken::new();
+    let mut map = PortMap::start_with(40123, Some(Ipv4Addr::LOCALHOST), &stop);
+    let started = std::time::Instant::now();
+    let wait = Duration::from_secs(3);
+    assert!(map.first(wait, wait).await.is_empty());
+    assert!(map.state.borrow().settled);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    map.close().await;
+    // A silent gateway (both ports bound on another loopback address, never answering):
+    // the listener waits `silent`, and closing mid-search returns at once.
+    let gw = Ipv4Addr::new(127, 0, 0, 3);
+    let _natpmp = tokio::net::UdpSocket::bind((gw, NATPMP_PORT))
+        .await
+        .unwrap();
+    let _ssdp = tokio::net::UdpSocket::bind((gw, 1900)).await.unwrap();
+    let mut silent = PortMap::start_with(40123, Some(gw), &stop);
+    let started = std::time::Instant::now();
+    let quiet = Duration::from_millis(200);
+    assert!(silent.first(quiet, wait).await.is_empty());
+    assert!(!silent.state.borrow().settled);
+    assert!(started.elapsed() < quiet * 2, "{:?}", started.elapsed());
+    let started = std::time::Instant::now();
+    silent.close().await;
+    assert!(started.elapsed() < Duration::from_millis(200));
+    // No gateway at all: settled at once.
+    let mut none = PortMap::start_with(40123, None, &stop);
+    let wait = Duration::from_secs(5);
+    assert!(none.first(wait, wait).await.is_empty());
+    assert!(none.state.borrow().settled);
+    none.close().await;
+}
+
+type Requests = std::sync::Arc<std::sync::Mutex<Vec<(u8, u16, u32)>>>;
+
+/// A NAT-PMP "gateway" on `gw`:5351 that grants two-second leases at external port 41000
+/// and logs each map request (opcode, suggested port, lifetime); with `renews` false it
+/// ignores renewals (requests for a port it granted already) but still answers deletions.
+async fn natpmp_double(gw: Ipv4Addr, renews: bool) -> (Requests, AbortOnDropHandle<()>) {
+    let server = tokio::net::UdpSocket::bind((gw, NATPMP_PORT))
+        .await
+        .unwrap();
+    let seen = Requests::default();
+    let log = seen.clone();
+    let fake = tokio::spawn(async move {
+        let mut buf = [0u8; 64];
+        loop {
+            let Ok((n, from)) = server.recv_from(&mut buf).await else {
+                return;
+            };
+            let answer: Vec<u8> = match &buf[..n] {
+                [0, 0] => vec![0, 128, 0, 0, 0, 0, 0, 1, 203, 0, 113, 9],
+                [0, op @ (1 | 2), 0, 0, i0, i1, s0, s1, l0, l1, l2, l3] => {
+                    let lifetime = u32::from_be_bytes([*l0, *l1, *l2, *l3]);
+                    let suggested = u16::from_be_bytes([*s0, *s1]);
+                    log.lock().unwrap().push((*op, suggested, lifetime));
+                    if !renews && lifetime != 0 && suggested == 41000 && *op == 1 {
+                        continue;
+                    }
+                    let (ext, granted) = if lifetime == 0 {
+                        ([0, 0], 0u32)
+                    } else {
+                        (41000u16.to_be_bytes(), 2)
+                    };
+                    let mut a = vec![0, 128 + op, 0, 0, 0, 0, 0, 1, *i0, *i1, ext[0], ext[1]];
+                    a.extend_from_slice(&granted.to_be_bytes());
+                    a
+                }
+                _ => continue,
+            };
+            let _ = server.send_to(&answer, from).await;
+        }
+    });
+    (seen, AbortOnDropHandle::new(fake))
+}
+
+/// The keeper maps UDP then TCP (asking for UDP's external port), renews each at half the
+/// lease, and on close deletes both (lifetime 0, suggested port 0).
+#[tokio::test]
+async fn maps_renews_at_half_the_lease_and_deletes_on_close() {
+    let gw = Ipv4Addr::new(127, 0, 0, 4);
+    let (seen, _fake) = natpmp_double(gw, true).await;
+    let stop = CancellationToken::new();
+    let mut map = PortMap::start_with(40000, Some(gw), &stop);
+    let wait = Duration::from_secs(2);
+    let mapped = map.first(wait, wait).await;
+    assert_eq!(
+        mapped,
+        vec![Candidate {
+            kind: CandidateKind::Mapped,
+            addr: "203.0.113.9:41000".parse().unwrap(),
+        }]
+    );
+    // Asked for: UDP at the listen port, then TCP at UDP's external port, for the lease.
+    let lease = u32::try_from(PORTMAP_LEASE.as_secs()).unwrap();
+    assert_eq!(
+        seen.lock().unwrap()[..2],
+        [(1, 40000, lease), (2, 41000, lease)]
+    );
+    // Granted 2 s: renewed after 1 s, keeping the external port.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert_eq!(
+        seen.lock().unwrap()[2..4],
+        [(1, 41000, lease), (2, 41000, lease)]
+    );
+    assert_eq!(map.candidates(), mapped);
+    map.close().await;
+    let seen = seen.lock().unwrap();
+    let deletions: Vec<_> = seen.iter().filter(|r| r.2 == 0).collect();
+    assert_eq!(deletions, [&(1, 0, 0), &(2, 0, 0)], "{seen:?}");
+}
+
+/// Told to stop while a renewal waits for a gateway that does not answer it, the keeper
+/// drops the renewal and deletes at once (else the deletion would be cut off by `close`'s
+/// bound while the renewal still retransmits).
+#[tokio::test]
+async fn a_renewal_in_flight_does_not_keep_the_deletion_waiting() {
+    let gw = Ipv4Addr::new(127, 0, 0, 5);
+    let (seen, _fake) = natpmp_double(gw, false).await;
+    let stop = CancellationToken::new();
+    let mut map = PortMap::start_with(40000, Some(gw), &stop);
+    let wait = Duration::from_secs(2);
+    assert_eq!(map.first(wait, wait).await.len(), 1);
+    // The UDP renewal goes out after 1 s and is not answered; stop 300 ms into it.
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    stop.cancel();
+    map.close().await;
+    let seen = seen.lock().unwrap();
+    assert!(
+        seen.contains(&(1, 41000, 3600)),
+        "no renewal was tried: {seen:?}"
+    );
+    let deletions: Vec<_> = seen.iter().filter(|r| r.2 == 0).collect();
+    assert_eq!(deletions, [&(1, 0, 0), &(2, 0, 0)], "{seen:?}");
+}
