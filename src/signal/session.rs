@@ -71,6 +71,8 @@ pub struct Transmit {
     pub bytes: Vec<u8>,
 }
 
+// A handful of events per connection: boxing the payload would save nothing measurable.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
     /// A new, authentic, fresh message from an allowed key (already acknowledged). `from`
