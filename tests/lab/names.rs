@@ -396,7 +396,18 @@ fn a_registry_serving_a_tampered_record_is_not_believed() {
         String::from_utf8_lossy(&out.stderr)
     );
     let mut double = tampering_double(lab, 7715, &genuine);
-    std::thread::sleep(Duration::from_millis(500));
+    // Python may take longer than any fixed pause to start on a loaded machine.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while String::from_utf8_lossy(&lab.exec("inet", &["ss", "-Hltn", "sport = :7715"]).stdout)
+        .trim()
+        .is_empty()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the tampering double did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let bad = vec!["--registry".to_string(), format!("http://{SRV_A}:7715")];
     let reader = tempfile::tempdir().unwrap();
     let refused = run(
