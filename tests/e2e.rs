@@ -7,7 +7,8 @@
 //! - `support`  — nodes (homes, loopback-only commands, listeners), test data and digests
 //! - `transfer` — stdio both ways at once over TCP and QUIC, files, half-close, `| head`
 //! - `flood`    — a listener without `--allow` under 1000 silent TCP connections, blind QUIC
-//!   Initials and garbage datagrams: a real peer still connects within 2 s, RSS stays small
+//!   Initials and garbage datagrams: a real peer still connects within 2 s, RSS stays small;
+//!   its signalling topic flooded with oversized and garbage publishes: still reachable
 //! - `forward`  — `listen --forward` + `connect --local` with many concurrent clients; the
 //!   warning that a forward without `--allow` is open to anyone with the address
 //! - `forward_udp` — `listen --forward-udp` + `connect --local-udp` over QUIC and TCP: echoes,

@@ -219,3 +219,80 @@ fn listener_port(listener: &Running) -> u16 {
         .and_then(|p| u16::try_from(p).ok())
         .expect("the listening event names the port")
 }
+
+/// A publisher that knows the listener's topic floods it (issue 13): oversized publishes past
+/// the listener's MQTT packet limit and a stream of garbage. The real `listen` stays reachable
+/// over signalling: a `connect --via reverse` (signalled only) still links and delivers.
+#[tokio::test]
+async fn a_flooded_signalling_topic_leaves_the_listener_reachable() {
+    use crate::mosquitto::Mosquitto;
+    use warpgate::signal::{topic, Inbox};
+
+    let broker = Mosquitto::start();
+    let (listener_node, connector_node) = (Node::new(), Node::new());
+    let config = listener_node.dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "brokers = [\"127.0.0.1:{}\"]\nstun = []\nturn = []\nregistries = []\n",
+            broker.port
+        ),
+    )
+    .unwrap();
+    let warpgate = |node: &Node, args: &[&str]| {
+        let mut cmd = std::process::Command::new(crate::support::BIN);
+        cmd.arg("--home")
+            .arg(node.home())
+            .arg("--json")
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .env_remove("RUST_LOG")
+            .env_remove("WARPGATE_CONFIG");
+        cmd
+    };
+    let mut listen = warpgate(&listener_node, &["listen", "--port", "0"]);
+    let mut listener = Running::spawn_with_input(&mut listen, b"");
+    let event = listener.wait_event("listening");
+    let text = event["addr"].as_str().unwrap().to_string();
+    let address = warpgate::addr::Address::parse(&text).unwrap();
+    let topic = topic(&address.key, &Inbox::LISTENING);
+
+    let mut options = rumqttc::MqttOptions::new("flooder", "127.0.0.1", broker.port);
+    options.set_max_packet_size(4 << 20, 4 << 20);
+    let (client, mut events) = rumqttc::AsyncClient::new(options, 64);
+    let driver = tokio::spawn(async move { while events.poll().await.is_ok() {} });
+    let big = vec![0x5a; 300 << 10];
+    for _ in 0..10 {
+        client
+            .publish(&topic, rumqttc::QoS::AtMostOnce, false, big.clone())
+            .await
+            .unwrap();
+    }
+    for n in 0..2000u32 {
+        let garbage = n.to_le_bytes().repeat(50);
+        client
+            .publish(&topic, rumqttc::QoS::AtMostOnce, false, garbage)
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let mut connect = warpgate(
+        &connector_node,
+        &["connect", &text, "--via", "reverse", "--timeout", "10"],
+    );
+    let connector = tokio::task::spawn_blocking(move || {
+        Running::spawn_with_input(&mut connect, b"still here").finish(Duration::from_secs(20))
+    })
+    .await
+    .unwrap();
+    driver.abort();
+    assert_eq!(connector.code, Some(0), "{:#?}", connector.stderr);
+    let connected = connector.event("connected").expect("connected");
+    assert_eq!(connected["method"], "reverse", "{connected}");
+    let listener = tokio::task::spawn_blocking(move || listener.finish(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert_eq!(listener.stdout_bytes, b"still here");
+}
