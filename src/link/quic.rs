@@ -252,6 +252,7 @@ pub async fn connect(
             owns_endpoint,
         }),
         held: None,
+        peer_note: Vec::new(),
         info: LinkInfo {
             peer: expected,
             transport: Transport::Quic,
@@ -286,6 +287,7 @@ pub async fn accept(
             owns_endpoint: false,
         }),
         held: None,
+        peer_note: Vec::new(),
         info: LinkInfo {
             peer,
             transport: Transport::Quic,
