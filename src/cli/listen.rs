@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::args::{ListenArgs, DEFAULT_NAME_LIFETIME};
 use super::publish::Publisher;
-use super::transfer::{self, Ends};
+use super::transfer::{Ends, Transfer};
 use super::{close_reason, names, usage, Interrupted, Node, Shutdown};
 use crate::addr::{Address, TEXT_PREFIX};
 use crate::config::HostPort;
@@ -21,7 +21,6 @@ use crate::link::listener::Listener;
 use crate::link::{CloseReason, Link};
 use crate::names::{pins::Pins, Name};
 use crate::report::{Connected, Reporter};
-use crate::timing::HANDSHAKE_TIMEOUT;
 use crate::traversal::{self, respond, respond::Responder};
 
 pub async fn run(
@@ -55,11 +54,12 @@ pub async fn run(
         ),
         None => None,
     };
-    let ends = Ends {
+    let mut transfer = Ends {
         send: args.send,
         recv: args.recv,
-    };
-    ends.check()?;
+    }
+    .prepare()
+    .await?;
 
     // Look at the NAT from the port first (a free one for --port 0), then listen on it: an
     // endpoint-independent NAT keeps the mapping the look found, the address's public candidate.
@@ -72,6 +72,9 @@ pub async fn run(
         Err(_) if requested == 0 && port != 0 => Listener::bind(0, &node.creds, allowed.clone())?,
         bound => bound?,
     };
+    // Every selection is acknowledged with this end's resume facts (none for --forward or
+    // stdio: no note at all).
+    listener.set_note(transfer.note());
     // From here on there is a listener (and soon links) to close when told to stop.
     let _holding = shutdown.hold();
     let stop = shutdown.token();
@@ -116,7 +119,16 @@ pub async fn run(
             Some(target) => {
                 serve_forward(&mut listener, &target, args.keep_open, &reporter, &stop).await
             }
-            None => serve_transfers(&mut listener, &ends, args.keep_open, &reporter, &stop).await,
+            None => {
+                serve_transfers(
+                    &mut listener,
+                    &mut transfer,
+                    args.keep_open,
+                    &reporter,
+                    &stop,
+                )
+                .await
+            }
         }
     };
     // The publisher runs beside the service and is dropped with it.
@@ -172,7 +184,7 @@ fn inbound_event(link: &Link, method: &str) -> Connected {
 
 async fn serve_transfers(
     listener: &mut Listener,
-    ends: &Ends,
+    transfer: &mut Transfer,
     keep_open: bool,
     reporter: &Reporter,
     stop: &CancellationToken,
@@ -194,8 +206,9 @@ async fn serve_transfers(
         reporter.connected(&inbound_event(&link, method));
         let _path = reporter.follow_path(&link);
         let peer = link.info().peer.id().to_string();
-        // The connector opens its stream right after selecting the link.
-        let opened = tokio::time::timeout(HANDSHAKE_TIMEOUT, link.accept());
+        // The connector opens its stream right after selecting the link (and may hash our
+        // resume offer before its first bytes).
+        let opened = tokio::time::timeout(transfer.stream_timeout(link.peer_note()), link.accept());
         let stream = match stop.run_until_cancelled(opened).await {
             None => {
                 link.close_with(CloseReason::Shutdown).await;
@@ -209,7 +222,8 @@ async fn serve_transfers(
             Some(Ok(Ok(Some(stream)))) => Ok(stream),
         };
         let outcome = match stream {
-            Ok(stream) => transfer::run(stream, ends, reporter, &peer, stop)
+            Ok(stream) => transfer
+                .run(stream, link.peer_note(), reporter, &peer, stop)
                 .await
                 .map(drop),
             Err(e) => Err(e),

@@ -2,14 +2,18 @@
 //! running SHA-256 of exactly those bytes, [`RunningSha256`]), so a later run can offer the
 //! sender how much it has and the hash of it without reading the `.part` back.
 //!
-//! **Crash safety.** Bytes go to the `.part` first; only once their write returned is the
-//! sidecar rewritten, in one `pwrite` of one fixed-size record (magic, state, checksum), every
-//! [`RECORD_EVERY`] bytes and when the writer is flushed or dropped. A process killed at any
-//! instant therefore leaves a record that claims at most what the `.part` holds (the bytes
-//! past it, under [`RECORD_EVERY`], are dropped on resume and sent again); a record that claims more than the file's real size
-//! (power loss, a hand-edited file), a torn or truncated one, or none at all is not offered,
-//! and the transfer starts over. A `.part` altered in place under a sound record is caught by
-//! the sender, whose hash of its own first bytes then differs.
+//! **When the record is trusted.** Every write goes to the `.part` first; only once it returned
+//! is the sidecar rewritten, in one `pwrite` of one fixed-size record: magic, hash state, and
+//! the `.part`'s stamp right after that write (device, inode, change time), then a checksum. A
+//! later run takes the record as it is only when the `.part` is still exactly what it
+//! describes: same stamp, size equal to the hashed length. Any other change to the file since
+//! (a byte flipped in place, the file cut or copied, or our own write that a SIGKILL or power
+//! loss kept from being recorded) moves its change time, which nobody can set back, and a
+//! record that is missing, torn or cut proves nothing: then the `.part` is read again and
+//! hashed from its real bytes ([`Part::rehash`]) before anything is offered. So the offer always
+//! describes what is on disk, and a `.part` altered under a sound record is caught by the
+//! sender, whose hash of its own first bytes differs. Re-reading is the exception: a receiver
+//! that was stopped, lost its link or saw its sender die leaves an exact record.
 //!
 //! **Never through a link.** Both files are opened with `O_NOFOLLOW` and without truncation,
 //! then must be regular files of ours with no other hard link; files that are not there are
@@ -30,16 +34,16 @@ use super::Offer;
 
 /// First bytes of a sidecar record (format version 1).
 const MAGIC: &[u8; 8] = b"WGPARTH1";
+/// Bytes of the `.part`'s stamp in a record: device, inode, change time (s, ns).
+const STAMP: usize = 4 * 8;
+/// Where the record's checksum starts.
+const BODY: usize = 8 + STATE_BYTES + STAMP;
 /// Bytes of the record's checksum (a truncated SHA-256 of what precedes it).
 const CHECK: usize = 16;
-/// A sidecar record: magic, hash state, checksum.
-const RECORD: usize = 8 + STATE_BYTES + CHECK;
-/// Where the record's checksum starts.
-const BODY: usize = 8 + STATE_BYTES;
-
-/// The sidecar is brought up to date after at least this many new bytes: a `pwrite` per MiB
-/// costs nothing beside the data, and a killed transfer sends at most this much again.
-pub const RECORD_EVERY: u64 = 1 << 20;
+/// A sidecar record: magic, hash state, stamp, checksum.
+const RECORD: usize = BODY + CHECK;
+/// Bytes read at once when hashing a `.part` again.
+const REHASH_CHUNK: usize = 1 << 20;
 
 /// `FILE.part`.
 pub fn part_path(target: &Path) -> PathBuf {
@@ -57,33 +61,41 @@ fn suffixed(target: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Why a `.part` that holds bytes cannot be offered for resuming.
+/// Why a `.part`'s record was not taken as it is, and the file was hashed again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Unusable {
+pub enum Rehash {
     /// There is no sidecar beside it.
     NoRecord,
     /// The sidecar is not a whole, intact record.
     BadRecord,
-    /// The record claims more bytes than the `.part` holds.
-    BeyondFile,
+    /// The `.part` is not what the record describes (altered, cut, moved, or written after
+    /// its last record).
+    Changed,
 }
 
-impl Unusable {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Unusable::NoRecord => "no-record",
-            Unusable::BadRecord => "bad-record",
-            Unusable::BeyondFile => "record-beyond-file",
-        }
-    }
-
-    /// Completes "FILE.part …: starting over".
+impl Rehash {
+    /// Completes "FILE.part …".
     pub fn describe(self) -> &'static str {
         match self {
-            Unusable::NoRecord => "has no hash record beside it",
-            Unusable::BadRecord => "has a damaged hash record",
-            Unusable::BeyondFile => "is shorter than its hash record says",
+            Rehash::NoRecord => "has no hash record beside it",
+            Rehash::BadRecord => "has a damaged hash record",
+            Rehash::Changed => "changed since its hash record was written",
         }
+    }
+}
+
+/// What identifies a `.part`'s content as of one moment: its device, inode and change time.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Stamp([u64; 4]);
+
+impl Stamp {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        Stamp([
+            meta.dev(),
+            meta.ino(),
+            meta.ctime() as u64,
+            meta.ctime_nsec() as u64,
+        ])
     }
 }
 
@@ -158,21 +170,36 @@ fn checksum(body: &[u8]) -> [u8; CHECK] {
     check
 }
 
-fn encode_record(sha: &RunningSha256) -> [u8; RECORD] {
+fn encode_record(sha: &RunningSha256, stamp: Stamp) -> [u8; RECORD] {
     let mut record = [0u8; RECORD];
     record[..8].copy_from_slice(MAGIC);
-    record[8..BODY].copy_from_slice(&sha.to_bytes());
+    record[8..8 + STATE_BYTES].copy_from_slice(&sha.to_bytes());
+    for (bytes, field) in record[8 + STATE_BYTES..BODY]
+        .chunks_exact_mut(8)
+        .zip(stamp.0)
+    {
+        bytes.copy_from_slice(&field.to_le_bytes());
+    }
     let check = checksum(&record[..BODY]);
     record[BODY..].copy_from_slice(&check);
     record
 }
 
-/// The hash state a sidecar holds; `None` unless it is exactly one intact record.
-fn decode_record(bytes: &[u8]) -> Option<RunningSha256> {
+/// The hash state and stamp a sidecar holds; `None` unless it is exactly one intact record.
+fn decode_record(bytes: &[u8]) -> Option<(RunningSha256, Stamp)> {
     if bytes.len() != RECORD || &bytes[..8] != MAGIC || bytes[BODY..] != checksum(&bytes[..BODY]) {
         return None;
     }
-    RunningSha256::from_bytes(bytes[8..BODY].try_into().ok()?)
+    let sha = RunningSha256::from_bytes(bytes[8..8 + STATE_BYTES].try_into().ok()?)?;
+    let mut stamp = Stamp::default();
+    for (field, chunk) in stamp
+        .0
+        .iter_mut()
+        .zip(bytes[8 + STATE_BYTES..BODY].chunks_exact(8))
+    {
+        *field = u64::from_le_bytes(chunk.try_into().ok()?);
+    }
+    Some((sha, stamp))
 }
 
 /// What an earlier run left for `FILE`, opened and judged, nothing changed yet.
@@ -182,63 +209,100 @@ pub struct Part {
     hash: Option<File>,
     /// The `.part`'s size when opened.
     size: u64,
-    /// The sidecar's state, when it is sound and within the `.part`.
-    record: Result<RunningSha256, Unusable>,
+    /// The hash of the `.part`'s bytes: the record's when it is trusted, else `Err` until
+    /// [`Part::rehash`] has read them.
+    sha: Result<RunningSha256, Rehash>,
+    /// Whether the hash had to be made again by reading the `.part`.
+    rehashed: bool,
 }
 
 impl Part {
-    /// Looks at `FILE.part` and `FILE.part.hash` (see the module doc for what is refused).
+    /// Looks at `FILE.part` and `FILE.part.hash` (see the module doc for what is refused and
+    /// when the record is taken as it is).
     pub fn open(target: &Path) -> Result<Self, PartError> {
         use rustix::fs::OFlags;
         let part_path = part_path(target);
         let hash_path = hash_path(target);
-        let part = open_existing(&part_path, OFlags::WRONLY)?;
+        // Read too: an untrusted record means hashing the file again.
+        let part = open_existing(&part_path, OFlags::RDWR)?;
         let hash = open_existing(&hash_path, OFlags::RDWR)?;
-        let size = match &part {
-            Some(file) => file.metadata().map_err(io_error(&part_path))?.len(),
-            None => 0,
+        let meta = match &part {
+            Some(file) => Some(file.metadata().map_err(io_error(&part_path))?),
+            None => None,
         };
+        let size = meta.as_ref().map_or(0, |m| m.len());
         let record = match &hash {
-            None => Err(Unusable::NoRecord),
+            None => Err(Rehash::NoRecord),
             Some(file) => {
                 let mut bytes = Vec::with_capacity(RECORD + 1);
-                (&*file)
-                    .take(RECORD as u64 + 1)
+                file.take(RECORD as u64 + 1)
                     .read_to_end(&mut bytes)
                     .map_err(io_error(&hash_path))?;
-                match decode_record(&bytes) {
-                    None => Err(Unusable::BadRecord),
-                    Some(sha) if sha.len() > size => Err(Unusable::BeyondFile),
-                    Some(sha) => Ok(sha),
-                }
+                decode_record(&bytes).ok_or(Rehash::BadRecord)
             }
+        };
+        let sha = match (meta, record) {
+            // Nothing there, or nothing in it: nothing to hash.
+            (None, _) => Ok(RunningSha256::default()),
+            (Some(_), _) if size == 0 => Ok(RunningSha256::default()),
+            (Some(meta), Ok((sha, stamp))) if stamp == Stamp::of(&meta) && sha.len() == size => {
+                Ok(sha)
+            }
+            (Some(_), Ok(_)) => Err(Rehash::Changed),
+            (Some(_), Err(why)) => Err(why),
         };
         Ok(Self {
             target: target.to_owned(),
             part,
             hash,
             size,
-            record,
+            sha,
+            rehashed: false,
         })
     }
 
-    /// What a resumed transfer can build on: the recorded bytes and their hash (`None` when
-    /// there is nothing, or nothing sound).
+    /// Why the `.part` must be hashed again before it can be offered ([`Part::rehash`]), and
+    /// how many bytes that reads; `None` when its record was taken as it is.
+    pub fn needs_rehash(&self) -> Option<(Rehash, u64)> {
+        self.sha.as_ref().err().map(|why| (*why, self.size))
+    }
+
+    /// Whether [`Part::rehash`] made the hash (the record was not trusted).
+    pub fn rehashed(&self) -> bool {
+        self.rehashed
+    }
+
+    /// Reads the `.part` and hashes what it really holds (blocking: off the runtime). Stops
+    /// with `Interrupted` once `cancelled` is set.
+    pub fn rehash(&mut self, cancelled: &std::sync::atomic::AtomicBool) -> Result<(), PartError> {
+        let (Err(_), Some(file)) = (&self.sha, &self.part) else {
+            return Ok(());
+        };
+        let path = part_path(&self.target);
+        let mut sha = RunningSha256::default();
+        let mut buf = vec![0u8; REHASH_CHUNK];
+        loop {
+            if cancelled.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(io_error(&path)(io::ErrorKind::Interrupted.into()));
+            }
+            match file.read_at(&mut buf, sha.len()).map_err(io_error(&path))? {
+                0 => break,
+                n => sha.update(&buf[..n]),
+            }
+        }
+        self.sha = Ok(sha);
+        self.rehashed = true;
+        Ok(())
+    }
+
+    /// What a resumed transfer can build on: the `.part`'s bytes and their hash (`None` when
+    /// there are none, or they still need [`Part::rehash`]).
     pub fn offer(&self) -> Option<Offer> {
-        match &self.record {
+        match &self.sha {
             Ok(sha) if !sha.is_empty() => Some(Offer {
                 len: sha.len(),
                 sha256: sha.digest(),
             }),
-            _ => None,
-        }
-    }
-
-    /// Why bytes already in the `.part` cannot be offered, and how many there are; `None`
-    /// when there is an offer or nothing to lose.
-    pub fn unusable(&self) -> Option<(Unusable, u64)> {
-        match &self.record {
-            Err(why) if self.size > 0 => Some((*why, self.size)),
             _ => None,
         }
     }
@@ -249,7 +313,7 @@ impl Part {
     pub fn start(self, from: u64) -> Result<PartWriter, PartError> {
         use rustix::fs::OFlags;
         let (part_path, hash_path) = (part_path(&self.target), hash_path(&self.target));
-        let sha = match self.record {
+        let sha = match self.sha {
             Ok(sha) if from > 0 && sha.len() == from => sha,
             _ if from == 0 => RunningSha256::default(),
             _ => {
@@ -267,49 +331,32 @@ impl Part {
             Some(file) => file,
             None => create_new(&part_path, OFlags::WRONLY)?,
         };
-        // The record first: it never claims more than the cut file holds, even if we stop
-        // between the two.
-        hash.write_all_at(&encode_record(&sha), 0)
+        // A record no file matches first: stopped between the two, the next run hashes again.
+        hash.write_all_at(&encode_record(&sha, Stamp::default()), 0)
             .map_err(io_error(&hash_path))?;
         hash.set_len(RECORD as u64).map_err(io_error(&hash_path))?;
         part.set_len(from).map_err(io_error(&part_path))?;
         let mut part = part;
         io::Seek::seek(&mut part, io::SeekFrom::Start(from)).map_err(io_error(&part_path))?;
-        Ok(PartWriter {
-            part,
-            hash,
-            recorded: sha.len(),
-            sha,
-        })
+        let mut writer = PartWriter { part, hash, sha };
+        writer.record().map_err(io_error(&hash_path))?;
+        Ok(writer)
     }
 }
 
-/// Writes the `.part` in place (a regular file never waits for anyone) and keeps the sidecar's
-/// record in step (module doc).
+/// Writes the `.part` in place (a regular file never waits for anyone) and records every write
+/// in the sidecar right after it (module doc).
 pub struct PartWriter {
     part: File,
     hash: File,
     sha: RunningSha256,
-    /// The length the sidecar's record has.
-    recorded: u64,
 }
 
 impl PartWriter {
-    /// Brings the sidecar up to what the `.part` holds.
+    /// Records the hash of what the `.part` holds, with its stamp as of now.
     fn record(&mut self) -> io::Result<()> {
-        if self.recorded != self.sha.len() {
-            self.hash.write_all_at(&encode_record(&self.sha), 0)?;
-            self.recorded = self.sha.len();
-        }
-        Ok(())
-    }
-}
-
-impl Drop for PartWriter {
-    fn drop(&mut self) {
-        if let Err(e) = self.record() {
-            tracing::warn!("cannot update the partial file's hash record: {e}");
-        }
+        let stamp = Stamp::of(&self.part.metadata()?);
+        self.hash.write_all_at(&encode_record(&self.sha, stamp), 0)
     }
 }
 
@@ -322,16 +369,12 @@ impl tokio::io::AsyncWrite for PartWriter {
         let this = self.get_mut();
         let n = this.part.write(buf)?;
         this.sha.update(&buf[..n]);
-        if this.sha.len() - this.recorded >= RECORD_EVERY {
-            this.record()?;
-        }
+        this.record()?;
         Poll::Ready(Ok(n))
     }
 
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        this.part.flush()?;
-        Poll::Ready(this.record())
+        Poll::Ready(self.get_mut().part.flush())
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -20,7 +20,7 @@ async fn what_was_written_is_offered_with_its_hash_and_resumes_without_reading_i
     let target = dir.path().join("f.bin");
     let fresh = Part::open(&target).unwrap();
     assert_eq!(fresh.offer(), None);
-    assert_eq!(fresh.unusable(), None);
+    assert_eq!(fresh.needs_rehash(), None);
     assert!(!part_path(&target).exists(), "looking creates nothing");
 
     let data: Vec<u8> = (0..300_001u32).map(|i| (i * 31) as u8).collect();
@@ -43,8 +43,16 @@ async fn what_was_written_is_offered_with_its_hash_and_resumes_without_reading_i
     assert!(!part_path(&target).exists() && !hash_path(&target).exists());
 }
 
+/// `Part::open`, hashed again if its record is not trusted (as the transfer does).
+fn opened(target: &Path) -> Part {
+    let mut part = Part::open(target).unwrap();
+    part.rehash(&std::sync::atomic::AtomicBool::new(false))
+        .unwrap();
+    part
+}
+
 #[tokio::test]
-async fn bytes_past_the_record_are_dropped_and_starting_over_empties_both() {
+async fn bytes_past_the_record_are_hashed_again_and_starting_over_empties_both() {
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("f.bin");
     write_fresh(&target, &[b"0123456789"]).await;
@@ -54,60 +62,102 @@ async fn bytes_past_the_record_are_dropped_and_starting_over_empties_both() {
         .open(part_path(&target))
         .unwrap();
     file.write_all(b"unrecorded").unwrap();
+    let mut part = Part::open(&target).unwrap();
+    assert_eq!(part.needs_rehash(), Some((Rehash::Changed, 20)));
+    assert_eq!(part.offer(), None, "nothing is offered before it is hashed");
+    part.rehash(&std::sync::atomic::AtomicBool::new(false))
+        .unwrap();
+    assert!(part.rehashed());
+    assert_eq!(part.offer().unwrap().sha256, sha(b"0123456789unrecorded"));
+    drop(part.start(20).unwrap());
+    assert_eq!(
+        std::fs::read(part_path(&target)).unwrap(),
+        b"0123456789unrecorded"
+    );
+    // Its record is exact again: the next look reads nothing back.
     let part = Part::open(&target).unwrap();
-    assert_eq!(part.offer().map(|o| o.len), Some(10));
-    drop(part.start(10).unwrap());
-    assert_eq!(std::fs::read(part_path(&target)).unwrap(), b"0123456789");
+    assert_eq!(part.needs_rehash(), None);
+    assert_eq!(part.offer().unwrap().len, 20);
 
-    let writer = Part::open(&target).unwrap().start(0).unwrap();
-    drop(writer);
+    drop(part.start(0).unwrap());
     assert_eq!(std::fs::read(part_path(&target)).unwrap(), b"");
     let part = Part::open(&target).unwrap();
-    assert_eq!((part.offer(), part.unusable()), (None, None));
+    assert_eq!((part.offer(), part.needs_rehash()), (None, None));
 }
 
 #[tokio::test]
-async fn a_missing_damaged_cut_or_overclaiming_record_is_not_offered() {
+async fn a_part_altered_in_place_or_a_missing_damaged_or_cut_record_is_hashed_again() {
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("f.bin");
-    write_fresh(&target, &[&[5u8; 1000]]).await;
+    let data = [5u8; 1000];
+    write_fresh(&target, &[&data]).await;
     let record = std::fs::read(hash_path(&target)).unwrap();
     assert_eq!(record.len(), RECORD);
+    assert_eq!(Part::open(&target).unwrap().needs_rehash(), None);
 
-    let judged = |bytes: Option<&[u8]>| {
-        match bytes {
+    let judged = |record_now: Option<&[u8]>| {
+        match record_now {
             Some(bytes) => std::fs::write(hash_path(&target), bytes).unwrap(),
             None => std::fs::remove_file(hash_path(&target)).unwrap(),
         }
-        let part = Part::open(&target).unwrap();
+        let mut part = Part::open(&target).unwrap();
         assert_eq!(part.offer(), None);
-        part.unusable()
+        let why = part.needs_rehash();
+        part.rehash(&std::sync::atomic::AtomicBool::new(false))
+            .unwrap();
+        (why, part.offer())
     };
-    assert_eq!(judged(None), Some((Unusable::NoRecord, 1000)));
+    let whole = Some(Offer {
+        len: 1000,
+        sha256: sha(&data),
+    });
+    assert_eq!(judged(None), (Some((Rehash::NoRecord, 1000)), whole));
     assert_eq!(
         judged(Some(&record[..RECORD - 1])),
-        Some((Unusable::BadRecord, 1000))
+        (Some((Rehash::BadRecord, 1000)), whole)
     );
     assert_eq!(
         judged(Some(&[&record[..], b"x"].concat())),
-        Some((Unusable::BadRecord, 1000))
+        (Some((Rehash::BadRecord, 1000)), whole)
     );
     let mut flipped = record.clone();
     flipped[40] ^= 1;
-    assert_eq!(judged(Some(&flipped)), Some((Unusable::BadRecord, 1000)));
-    // A sound record of more than the file holds (the file cut behind its back).
-    std::fs::write(&hash_path(&target), &record).unwrap();
+    assert_eq!(
+        judged(Some(&flipped)),
+        (Some((Rehash::BadRecord, 1000)), whole)
+    );
+
+    // A byte flipped in place under the intact record: the offer is of what is on disk.
+    std::fs::write(hash_path(&target), &record).unwrap();
+    let mut altered = data;
+    altered[500] ^= 1;
+    // A second apart at most: the change time moves even within the write's clock tick.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::write(part_path(&target), altered).unwrap();
+    let altered_offer = Some(Offer {
+        len: 1000,
+        sha256: sha(&altered),
+    });
+    assert_eq!(
+        judged(Some(&record)),
+        (Some((Rehash::Changed, 1000)), altered_offer)
+    );
+    // Cut below what the record claims.
     std::fs::OpenOptions::new()
         .write(true)
         .open(part_path(&target))
         .unwrap()
         .set_len(999)
         .unwrap();
-    assert_eq!(judged(Some(&record)), Some((Unusable::BeyondFile, 999)));
+    let cut = Some(Offer {
+        len: 999,
+        sha256: sha(&altered[..999]),
+    });
+    assert_eq!(judged(Some(&record)), (Some((Rehash::Changed, 999)), cut));
     // Starting over from any of these is clean.
-    drop(Part::open(&target).unwrap().start(0).unwrap());
+    drop(opened(&target).start(0).unwrap());
     let part = Part::open(&target).unwrap();
-    assert_eq!((part.offer(), part.unusable()), (None, None));
+    assert_eq!((part.offer(), part.needs_rehash()), (None, None));
 }
 
 #[test]
@@ -164,7 +214,7 @@ fn a_fifo_or_a_hard_link_is_refused() {
 }
 
 #[tokio::test]
-async fn a_writer_killed_mid_way_leaves_a_record_within_a_mib_of_its_file() {
+async fn a_writer_killed_mid_way_leaves_an_exact_record_that_is_taken_without_reading() {
     let dir = tempfile::tempdir().unwrap();
     let target = dir.path().join("f.bin");
     let data: Vec<u8> = (0..(7 << 19) + 1234u32)
@@ -176,23 +226,9 @@ async fn a_writer_killed_mid_way_leaves_a_record_within_a_mib_of_its_file() {
     }
     // As SIGKILL leaves it: no flush, no drop.
     std::mem::forget(writer);
-    let size = std::fs::metadata(part_path(&target)).unwrap().len();
-    assert_eq!(size, data.len() as u64);
     let part = Part::open(&target).unwrap();
+    assert_eq!(part.needs_rehash(), None, "the record matches the file");
     let offer = part.offer().unwrap();
-    assert!(
-        offer.len <= size && size - offer.len < RECORD_EVERY,
-        "record at {} for a file of {size}",
-        offer.len
-    );
-    assert_eq!(offer.sha256, sha(&data[..offer.len as usize]));
-    // Resumed there, the unrecorded tail is dropped and written again.
-    let mut writer = part.start(offer.len).unwrap();
-    writer.write_all(&data[offer.len as usize..]).await.unwrap();
-    drop(writer);
-    assert_eq!(std::fs::read(part_path(&target)).unwrap(), data);
-    assert_eq!(
-        Part::open(&target).unwrap().offer().unwrap().sha256,
-        sha(&data)
-    );
+    assert_eq!((offer.len, offer.sha256), (data.len() as u64, sha(&data)));
+    assert!(!part.rehashed());
 }
