@@ -59,7 +59,7 @@ complete -c warpgate -n "__fish_warpgate_using_subcommand addr" -s V -l version 
 complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l port -d 'Port for TCP and UDP [default: derived from the identity; 0 = any free port]' -r
 complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l forward -d 'Connect each inbound stream to this TCP port (default host: localhost)' -r
 complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l send -d 'Send this file instead of stdin' -r -F
-complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l recv -d 'Write what the peer sends to this file instead of stdout' -r -F
+complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l recv -d 'Write what the peer sends to this file instead of stdout (via FILE.part, resumed if there)' -r -F
 complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l name -d 'Claim this name on the registries, renew it and republish it when the address changes' -r
 complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l allow -d 'Accept only this peer: its address, key fingerprint or pinned name (the whole key), or its node id (80 bits of it) (repeatable)' -r
 complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l home -d 'State directory: identity key, config, caches (two homes = two nodes on one machine)' -r -F
@@ -77,7 +77,7 @@ complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -s h -l help -
 complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -s V -l version -d 'Print version'
 complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -l local -d 'Listen on this local TCP port and carry each connection to the peer\'s --forward' -r
 complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -l send -d 'Send this file instead of stdin' -r -F
-complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -l recv -d 'Write what the peer sends to this file instead of stdout' -r -F
+complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -l recv -d 'Write what the peer sends to this file instead of stdout (via FILE.part, resumed if there)' -r -F
 complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -l via -d 'Only these methods: strategies (direct, reverse, tcp_punch, udp_punch) and/or transports (tcp, quic)' -r
 complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -l timeout -d 'Give up finding a path after this many seconds' -r
 complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -l home -d 'State directory: identity key, config, caches (two homes = two nodes on one machine)' -r -F
