@@ -459,48 +459,120 @@ fn a_stdin_sender_cannot_resume_and_the_receiver_starts_over() {
     assert!(!part(&setup.target).exists() && !sidecar(&setup.target).exists());
 }
 
-/// The human lines: one each, saying what happened.
-#[test]
-fn resuming_says_so_in_one_line_each_side() {
-    let setup = Setup::new(Sends::Connector, "tcp");
-    big_file(&setup.source, SMALL, 10);
-    fed_and_killed(&setup, FED);
-    let target = setup.target.to_str().unwrap();
-    let source = setup.source.to_str().unwrap();
+/// One run of `setup` with both ends speaking to a person (no `--json`): their stderr lines.
+fn human_run(setup: &Setup) -> (Vec<String>, Vec<String>) {
     let human = |node: &Node, args: &[&str]| {
         let mut cmd = std::process::Command::new(crate::support::BIN);
         cmd.arg("--home")
             .arg(node.home())
             .arg("--offline")
             .args(args);
+        cmd.stdin(Stdio::null()).stdout(Stdio::null());
         cmd
     };
-    let mut receiver = setup
-        .listener
-        .listen(&["--recv", target], Stdio::null(), Stdio::null());
-    // The listener above speaks JSON (for its address); the sender speaks to a person.
-    let out = human(
+    let target = setup.target.to_str().unwrap();
+    let source = setup.source.to_str().unwrap();
+    let mut listen = human(
+        &setup.listener,
+        &["listen", "--port", "0", "--recv", target],
+    );
+    let receiver = Running::spawn(&mut listen);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let addr = loop {
+        let said = receiver.stderr();
+        if let Some(line) = said.lines().find(|l| l.starts_with("  warpgate connect ")) {
+            break line["  warpgate connect ".len()..].to_string();
+        }
+        assert!(Instant::now() < deadline, "no address: {said}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let sender = Running::spawn(&mut human(
         &setup.connector,
-        &["connect", "--send", source, &receiver.addr],
-    )
-    .stdin(Stdio::null())
-    .output()
-    .unwrap();
-    let said = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{said}");
-    assert!(out.stdout.is_empty(), "stdout carries data only");
-    let lines: Vec<&str> = said.lines().filter(|l| l.contains("resum")).collect();
-    assert_eq!(lines.len(), 2, "{said}");
-    assert!(
-        lines[0].starts_with("warpgate: resuming ") && lines[0].contains("(the peer has them)"),
-        "{said}"
-    );
-    assert!(
-        lines[1].starts_with("warpgate: transfer complete: resumed after "),
-        "{said}"
-    );
-    assert_eq!(receiver.wait(Duration::from_secs(30)), 0);
+        &["connect", "--send", source, &addr],
+    ));
+    let [sender, receiver] = [sender, receiver].map(|end| {
+        let finished = end.finish(Duration::from_secs(60));
+        assert_eq!(finished.code, Some(0), "{:#?}", finished.stderr);
+        finished.stderr
+    });
     assert!(same_bytes(&setup.source, &setup.target));
+    (sender, receiver)
+}
+
+/// The lines of `said` about resuming (one event each), or complaining.
+fn resume_lines(said: &[String]) -> Vec<&str> {
+    let lines: Vec<&str> = said
+        .iter()
+        .map(String::as_str)
+        .filter(|l| l.contains("resum") || l.contains("starting over"))
+        .collect();
+    assert!(!said.iter().any(|l| l.contains("error")), "{said:#?}");
+    lines
+}
+
+/// The human lines: one per side saying what happened, and the `done` line with the count.
+#[test]
+fn resuming_or_starting_over_says_so_in_one_line_each_side() {
+    let setup = Setup::new(Sends::Connector, "tcp");
+    big_file(&setup.source, SMALL, 10);
+    fed_and_stopped(&setup, FED, "INT");
+    let kept = size(&part(&setup.target));
+    let (sender, receiver) = human_run(&setup);
+    assert!(
+        !receiver.iter().any(|l| l.contains("WARN")),
+        "an exact record is taken as it is: {receiver:#?}"
+    );
+    let part_name = part(&setup.target).display().to_string();
+    let source_name = setup.source.display().to_string();
+    assert_eq!(
+        resume_lines(&sender),
+        [
+            format!("warpgate: resuming {source_name} after {kept} bytes (the peer has them)"),
+            format!(
+                "warpgate: transfer complete: resumed after {kept} bytes; {} sent and 0 received now",
+                SMALL - kept
+            ),
+        ]
+    );
+    assert_eq!(
+        resume_lines(&receiver),
+        [
+            format!(
+                "warpgate: resuming {part_name} after {kept} bytes (they match the sender's file)"
+            ),
+            format!(
+                "warpgate: transfer complete: resumed after {kept} bytes; 0 sent and {} received now",
+                SMALL - kept
+            ),
+        ]
+    );
+
+    // A byte flipped: both say they start over, and nothing claims a resume.
+    fed_and_stopped(&setup, FED, "INT");
+    let path = part(&setup.target);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[10] ^= 1;
+    std::fs::write(&path, bytes).unwrap();
+    std::fs::remove_file(&setup.target).unwrap();
+    let (sender, receiver) = human_run(&setup);
+    assert_eq!(
+        resume_lines(&sender),
+        [format!(
+            "warpgate: the peer's {FED} bytes do not match {source_name}: starting over"
+        )]
+    );
+    assert!(
+        receiver.iter().any(|l| l.contains(&format!(
+            "{part_name} changed since its hash record was written: hashing its {FED} bytes again"
+        ))),
+        "the receiver says why it reads its .part back: {receiver:#?}"
+    );
+    let receiver = resume_lines(&receiver);
+    assert_eq!(receiver.len(), 1, "{receiver:?}");
+    assert_eq!(
+        receiver[0],
+        format!("warpgate: {part_name} does not match the sender's file ({FED} bytes compared): starting over")
+    );
 }
 
 /// The resume exchange never reaches a stream spliced to stdio or a TCP port: `connect --send`
