@@ -171,8 +171,9 @@ impl Listener {
         self.inbound.clone()
     }
 
-    /// The note every selection is acknowledged with from now on (see [`super`]'s module doc;
-    /// at most [`super::MAX_NOTE`] bytes), on links made here and by signalled strategies alike.
+    /// The note every selection that came with a note of its own is acknowledged with from
+    /// now on (see [`super`]'s module doc; at most [`super::MAX_NOTE`] bytes), on links made
+    /// here and by signalled strategies alike.
     pub fn set_note(&self, note: Vec<u8>) {
         *self.inbound.note.lock().unwrap_or_else(|e| e.into_inner()) = note;
     }
@@ -298,6 +299,9 @@ impl Inbound {
     /// connector once it was taken, or turns the link away.
     async fn hand_over(&self, link: Link, method: &'static str, selected: Selected) -> bool {
         let (peer, from) = (link.info().peer.id(), link.info().remote);
+        // Our note answers the connector's: one that sent none (older than notes, or with
+        // nothing to say) gets none, and reads the acknowledgement it always read.
+        let answers = !link.peer_note().is_empty();
         let (taken_tx, mut taken) = oneshot::channel();
         let offer = Withdraw(Arc::new(Mutex::new(Some(Pending {
             link,
@@ -314,7 +318,10 @@ impl Inbound {
         // still open: a driver taking it at this very moment still gets it.)
         match take(&offer.0) {
             None if !matches!(outcome, Ok(None)) => {
-                let note = self.note.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let note = match answers {
+                    true => self.note.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+                    false => Vec::new(),
+                };
                 if let Err(e) = selected.confirm(&note).await {
                     tracing::debug!(%from, %peer, "could not confirm the selection: {e}");
                 }

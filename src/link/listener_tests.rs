@@ -460,7 +460,8 @@ fn unvalidated_quic_clients_are_retried_only_under_load() {
 }
 
 /// The selection carries a note each way (resume facts, `crate::resume`), over both
-/// transports; a side with nothing to say sends nothing, and the other reads an empty note.
+/// transports; a side with nothing to say sends nothing, the other reads an empty note, and
+/// the listener answers only a connector that sent one.
 #[tokio::test]
 async fn the_selection_carries_a_note_each_way() {
     let (listener, key) = listening();
@@ -484,10 +485,14 @@ async fn the_selection_carries_a_note_each_way() {
     for transport in [Transport::Tcp, Transport::Quic] {
         let (_link, selecting) = verified(transport, port, key).await;
         assert_eq!(
-            selecting.select(&[]).await.unwrap(),
+            selecting.select(b"hello").await.unwrap(),
             vec![b'n'; MAX_NOTE],
             "{transport:?}"
         );
+        assert_eq!(links.recv().await.unwrap().peer_note(), b"hello");
+        // A connector that says nothing (one older than notes) is answered with nothing.
+        let (_link, selecting) = verified(transport, port, key).await;
+        assert_eq!(selecting.select(&[]).await.unwrap(), b"", "{transport:?}");
         assert_eq!(
             links.recv().await.unwrap().peer_note(),
             b"",

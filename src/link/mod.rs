@@ -11,7 +11,9 @@
 //! travel on the control stream, never on a data stream, so a stream spliced to a TCP port or
 //! stdio never sees them. The link does not read them: [`Link::peer_note`] hands the peer's to
 //! the driver ([`crate::resume`] puts a transfer's resume facts there). A side with nothing to
-//! say sends none, and its selection is byte for byte what it was before notes.
+//! say sends none, and the listener answers only a connector that sent one: a selection
+//! without notes is byte for byte what it was before notes, so a connector older than them
+//! still gets through.
 //!
 //! Neighbours: [`pin`] makes certificates and verifiers; [`listener`] accepts inbound links;
 //! [`crate::traversal`] makes outbound ones; [`crate::splice`] moves bytes over the streams.

@@ -10,7 +10,9 @@
 //!    word, the listener's in the acknowledgement; no extra round trip). A transfer end says
 //!    whether it sends a file (and its length) and, when its `.part` holds a sound prefix,
 //!    offers it ([`Note`]). An end with neither (stdio, `--forward`, `--local`, a fresh
-//!    `--recv`) sends no note at all: its selection is what it was before resuming existed.
+//!    `--recv`) sends no note at all, and the listener answers only a connector that sent
+//!    one: such a selection is what it was before resuming existed. (Whenever a verdict is
+//!    due, the connector has something to say, so it hears the listener's note.)
 //! 2. **A verdict, first on the sender's side of the data stream**, written only when the
 //!    receiver offered *and* the sender sends a file ([`Verdict`], [`VERDICT_LEN`] bytes).
 //!    Both ends know both notes, so both know whether a verdict comes: a stdio or TCP end never
@@ -18,8 +20,8 @@
 //!
 //! The receiver waits for the verdict at most [`verdict_timeout`] (the sender reads and hashes
 //! the offered bytes first). A receiver whose peer does not send a file (stdin cannot be
-//! resumed) starts over without waiting; so does one whose `.part` has no sound record
-//! ([`part`]). An empty note means offset 0 and costs nothing.
+//! resumed) starts over without waiting. What is offered always describes the `.part` as it is
+//! on disk ([`part`]). An empty note means offset 0 and costs nothing.
 //!
 //! Neighbours: [`part`] keeps the `.part`, its running hash and the sidecar; [`sha`] is the
 //! SHA-256 whose state is saved there; `cli::transfer` drives the two ends and reports.
