@@ -6,9 +6,10 @@
 //! A `FILE.part` left by an earlier run is resumed ([`crate::resume`]): its sound prefix is
 //! offered in the link's selection note, a `--send FILE` peer answers ahead of its data, and
 //! the receiver continues after the bytes it has, or starts over and says why (the sender's
-//! file differs, the peer sends stdin, the hash record is missing or damaged). `FILE.part` and
-//! its sidecar are never opened through a symlink and never truncated before they are known
-//! to be regular files of ours ([`crate::resume::part`]).
+//! file differs or is shorter, the peer sends stdin). A `.part` its hash record does not
+//! describe is hashed again first, saying so. `FILE.part` and its sidecar are never opened
+//! through a symlink and never truncated before they are known to be regular files of ours
+//! ([`crate::resume::part`]). The progress bar starts at the resumed offset.
 
 use std::io::{IsTerminal, Seek};
 use std::path::{Path, PathBuf};
@@ -283,9 +284,15 @@ impl splice::Source for Input<'_> {
             .map_err(SpliceError::LocalRead)?;
         reporter.resume(&outcome("sender", path, verdict, offer.len));
         resumed.store(from, Ordering::Relaxed);
-        progress.inc(from);
+        resumed_at(progress, from);
         Ok(Box::new(splice::Inline(file)))
     }
+}
+
+/// Moves the bar to where a resumed file starts, without counting the jump as speed.
+fn resumed_at(progress: &Progress, from: u64) {
+    progress.inc(from);
+    progress.reset_eta();
 }
 
 /// The `resume` event for `verdict` on an offer of `had` bytes.
@@ -374,7 +381,7 @@ impl splice::Sink for Output<'_> {
             .start(from)
             .map_err(|e| SpliceError::Start(e.to_string()))?;
         resumed.store(from, Ordering::Relaxed);
-        progress.inc(from);
+        resumed_at(progress, from);
         Ok(Box::new(writer))
     }
 }
