@@ -397,13 +397,37 @@ impl Transfer {
         peer: &str,
         stop: &CancellationToken,
     ) -> anyhow::Result<Totals> {
-        let theirs = Note::decode(peer_note).map_err(|e: ResumeError| anyhow::anyhow!(e))?;
+        // What can fail before the splice fails the stream too: dropped, a QUIC stream would
+        // end cleanly, as if it had carried a whole (empty) transfer.
+        let early = (|| {
+            let theirs = Note::decode(peer_note).map_err(|e: ResumeError| anyhow::anyhow!(e))?;
+            let file = match &self.ends.send {
+                Some(path) => Some(
+                    std::fs::File::open(path)
+                        .with_context(|| format!("cannot read {}", path.display()))?,
+                ),
+                None => None,
+            };
+            let part = match (&self.ends.recv, self.part.take()) {
+                (Some(_), Some(part)) => Some(part),
+                (Some(path), None) => Some(Part::open(path)?),
+                (None, _) => None,
+            };
+            anyhow::Ok((theirs, file, part))
+        })();
+        let (theirs, file, part) = match early {
+            Ok(ready) => ready,
+            Err(e) => {
+                let Stream { mut send, mut recv } = stream;
+                send.reset();
+                recv.stop();
+                return Err(e);
+            }
+        };
         let resumed = (AtomicU64::new(0), AtomicU64::new(0));
         let ends = &self.ends;
-        let input = match &ends.send {
-            Some(path) => {
-                let file = std::fs::File::open(path)
-                    .with_context(|| format!("cannot read {}", path.display()))?;
+        let input = match (&ends.send, file) {
+            (Some(path), Some(file)) => {
                 let offer = theirs.offer.filter(|_| self.note.sends_file.is_some());
                 Input::File {
                     file,
@@ -414,27 +438,24 @@ impl Transfer {
                 }
             }
             // Receiving into a file: there is nothing to send, and stdin is left alone.
-            None if ends.recv.is_some() => Input::Stream(Box::new(splice::nothing())),
-            None => {
+            _ if ends.recv.is_some() => Input::Stream(Box::new(splice::nothing())),
+            _ => {
                 if theirs.offer.is_some() {
                     tracing::info!("the peer holds part of what we send, but stdin cannot be resumed: it starts over");
                 }
                 Input::Stream(stdin())
             }
         };
-        let output = match &ends.recv {
-            Some(path) => Output::Part {
-                part: Box::new(match self.part.take() {
-                    Some(part) => part,
-                    None => Part::open(path)?,
-                }),
+        let output = match (&ends.recv, part) {
+            (Some(path), Some(part)) => Output::Part {
+                part: Box::new(part),
                 path,
                 offer: self.note.offer,
                 peer_sends_file: theirs.sends_file.is_some(),
                 resumed: &resumed.1,
                 reporter,
             },
-            None => Output::Stream(stdout()),
+            _ => Output::Stream(stdout()),
         };
         // The bar counts toward our file's size, or else the file the peer sends us.
         let len = self

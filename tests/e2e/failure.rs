@@ -190,3 +190,67 @@ fn an_identity_key_others_can_read_is_refused_like_ssh() {
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     node.id();
 }
+
+/// A `listen -k --send FILE` whose file went away between two peers fails the transfer it
+/// cannot serve on both ends: the `--recv` peer never takes the empty stream for a complete
+/// file (the stream is reset, never merely dropped), and the listener keeps serving.
+#[test]
+fn a_sender_that_cannot_open_its_file_fails_the_receiver_too() {
+    let (a, b) = (Node::new(), Node::new());
+    let file = a.dir.path().join("served.bin");
+    std::fs::write(&file, b"first peer's copy").unwrap();
+    let args = ["-k", "--send", file.to_str().unwrap()];
+    let mut listener = a.listen(&args, Stdio::null(), Stdio::null());
+    for (round, via) in ["tcp", "quic"].iter().enumerate() {
+        std::fs::write(&file, b"served").unwrap();
+        let first = b.dir.path().join(format!("first-{via}.bin"));
+        let out = b
+            .command(&[
+                "connect",
+                "--via",
+                via,
+                "--recv",
+                first.to_str().unwrap(),
+                &listener.addr,
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(std::fs::read(&first).unwrap(), b"served");
+
+        std::fs::remove_file(&file).unwrap();
+        let second = b.dir.path().join(format!("second-{via}.bin"));
+        let out = b
+            .command(&[
+                "connect",
+                "--via",
+                via,
+                "--recv",
+                second.to_str().unwrap(),
+                &listener.addr,
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "round {round} ({via}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !second.exists(),
+            "{via}: an empty stream was taken for a complete file"
+        );
+    }
+    assert!(
+        listener.child.try_wait().unwrap().is_none(),
+        "{}",
+        listener.stderr()
+    );
+}
