@@ -54,8 +54,9 @@ pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(15);
 /// only a sender that is gone or stuck waits this out: about a handshake's worth.
 pub const RESUME_VERDICT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The slowest a sender is assumed to read and hash the offered bytes, in bytes per second:
-/// a spinning disk or a small board without SHA instructions manages ~100 MB/s (this machine's
-/// SHA-NI, ~1.5 GB/s); half of the slow case leaves room for a busy machine.
+/// a spinning disk or a small board without SHA instructions manages ~100 MB/s (sha2 with
+/// SHA-NI did ~650 MB/s on a busy 2-core dev VM); half of the slow case leaves room for a
+/// busier machine.
 pub const RESUME_HASH_FLOOR: u64 = 50_000_000;
 
 // Traversal: the cascade, its strategies and the rendezvous.
