@@ -112,6 +112,10 @@ impl Note {
         if flags & !(SENDS_FILE | OFFERS) != 0 {
             return Err(ResumeError::BadNote("unknown flags"));
         }
+        // Nothing to say is said with no bytes: one encoding per note.
+        if flags == 0 {
+            return Err(ResumeError::BadNote("says nothing"));
+        }
         let mut u64_field = || -> Result<u64, ResumeError> {
             let (head, tail) = rest
                 .split_first_chunk::<8>()
@@ -314,6 +318,8 @@ mod tests {
             assert!(Note::decode(&long).is_err());
         }
         assert!(Note::decode(b"WGR1\x04").is_err());
+        // Found by fuzzing: nothing said in bytes is not the empty note's encoding.
+        assert!(Note::decode(b"WGR1\x00").is_err());
         assert!(Note::decode(b"WGR2\x00").is_err());
         let empty_offer = [&b"WGR1\x02"[..], &0u64.to_le_bytes(), &[0; 32]].concat();
         assert!(Note::decode(&empty_offer).is_err());
