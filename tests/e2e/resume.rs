@@ -270,6 +270,16 @@ impl Outcome {
 /// Killed at ~60% of `len`, started again: the rest moves, and only the rest.
 fn killed_and_resumed(len: u64, sends: Sends, via: &'static str, kill: Kill) {
     let setup = Setup::new(sends, via);
+    // The source and the received copy, with room to spare: say so plainly rather than fail
+    // with a write error half way.
+    let disk = rustix::fs::statvfs(setup.listener.dir.path()).expect("statvfs");
+    let free = disk.f_bavail * disk.f_frsize;
+    assert!(
+        free > 2 * len + 256 * MIB,
+        "this test needs {} MiB free in the temporary directory, there are {} MiB",
+        (2 * len + 256 * MIB) / MIB,
+        free / MIB
+    );
     big_file(&setup.source, len, len ^ 0x5eed);
     let kept = setup.interrupted_at(len * 6 / 10, kill);
     let outcome = setup.completed();
