@@ -63,7 +63,7 @@ complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l forward -d 
 complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l forward-udp -d 'Send the datagrams of a peer\'s `connect --local-udp` to this UDP port (default host: localhost, its IPv4 address first), one socket per flow; not with --forward' -r
 complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l udp-idle -d 'Close a UDP flow after this many seconds without a datagram either way' -r
 complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l send -d 'Send this file instead of stdin' -r -F
-complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l recv -d 'Write what the peer sends to this file instead of stdout' -r -F
+complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l recv -d 'Write what the peer sends to this file instead of stdout (via FILE.part, resumed if there)' -r -F
 complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l name -d 'Claim this name on the registries, renew it and republish it when the address changes' -r
 complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l allow -d 'Accept only this peer: its address, key fingerprint or pinned name (the whole key), or its node id (80 bits of it) (repeatable)' -r
 complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l home -d 'State directory: identity key, config, caches (two homes = two nodes on one machine)' -r -F
@@ -84,7 +84,7 @@ complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -l local -d '
 complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -l local-udp -d 'Listen on this local UDP port and carry each source\'s datagrams to the peer\'s --forward-udp (default host: 127.0.0.1)' -r
 complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -l udp-idle -d 'Forget a UDP flow after this many seconds without a datagram either way' -r
 complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -l send -d 'Send this file instead of stdin' -r -F
-complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -l recv -d 'Write what the peer sends to this file instead of stdout' -r -F
+complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -l recv -d 'Write what the peer sends to this file instead of stdout (via FILE.part, resumed if there)' -r -F
 complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -l via -d 'Only these methods: strategies (direct, reverse, tcp_punch, udp_punch, random_probe, relay) and/or transports (tcp, quic)' -r
 complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -l timeout -d 'Give up finding a path after this many seconds' -r
 complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -l home -d 'State directory: identity key, config, caches (two homes = two nodes on one machine)' -r -F

@@ -23,6 +23,9 @@
 //! - [`relay`]: a long-lived TURN allocation (turn-client-proto, sans-IO, driven by one task):
 //!   refresh, permissions, channel bindings, data to and from peers, deallocation.
 //! - [`signal`]: end-to-end sealed, acknowledged messages between nodes over several MQTT brokers.
+//! - [`resume`]: resuming a `--recv` file: the `.part`, its running hash beside it, and the
+//!   offer and verdict the two ends exchange (in the link's selection notes, then ahead of the
+//!   sender's data).
 //! - [`splice`]: stdio, files and TCP sockets ↔ link streams, with half-close and byte counts.
 //! - [`udp_forward`]: UDP datagrams over a link (`--forward-udp`, `--local-udp`): flows per
 //!   local source, QUIC datagrams or frames on a stream, idle flows forgotten, caps.
@@ -54,6 +57,7 @@ pub mod portmap;
 pub mod registry;
 pub mod relay;
 pub mod report;
+pub mod resume;
 pub mod signal;
 pub mod splice;
 pub mod stun;

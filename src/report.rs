@@ -28,6 +28,27 @@ pub struct Connected {
     pub signal: Option<SignalUse>,
 }
 
+/// A resume offer's outcome on one side (`{"event":"resume",…}`).
+#[derive(Clone, Debug, Serialize)]
+pub struct Resume {
+    /// `receiver` (its `.part`) or `sender` (its `--send` file).
+    pub side: &'static str,
+    /// The receiver's `.part` or the sender's file.
+    pub file: String,
+    /// `resumed` or `restarted`.
+    pub outcome: &'static str,
+    /// Where the data now starts: the bytes not moved again (0 when restarted).
+    pub offset: u64,
+    /// What the receiver's `.part` held (or offered).
+    pub had: u64,
+    /// Why it restarted: `mismatch`, `shorter` (the sender's file is shorter than the
+    /// `.part`), `stream` (the peer sends stdin, which cannot be resumed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+    /// Receiver: its `.part` was read and hashed again (its hash record did not describe it).
+    pub rehashed: bool,
+}
+
 /// What a name resolved to (`connect NAME`).
 #[derive(Clone, Debug, Serialize)]
 pub struct Resolved {
@@ -197,25 +218,32 @@ impl Reporter {
         });
     }
 
-    /// A transfer (one peer's stdio or file exchange) finished.
-    pub fn done(&self, peer: &str, totals: crate::splice::Totals) {
+    /// A transfer (one peer's stdio or file exchange) finished: `totals` moved now, after
+    /// `resumed` that a resumed file did not move again.
+    pub fn done(&self, peer: &str, totals: crate::splice::Totals, resumed: crate::splice::Totals) {
         #[derive(Serialize)]
         struct Done<'a> {
             peer: &'a str,
             sent: u64,
             received: u64,
+            resumed: crate::splice::Totals,
         }
-        // Quiet in human mode: the data itself is the result; `-v` logs carry the counts.
-        if self.json {
-            self.emit(
-                "done",
-                Done {
-                    peer,
-                    sent: totals.sent,
-                    received: totals.received,
-                },
-                String::new,
-            );
+        let event = Done {
+            peer,
+            sent: totals.sent,
+            received: totals.received,
+            resumed,
+        };
+        let kept = resumed.sent + resumed.received;
+        // Quiet in human mode unless resumed: the data itself is the result; `-v` logs carry
+        // the counts.
+        if self.json || (kept > 0 && !self.quiet) {
+            self.emit("done", event, || {
+                format!(
+                    "warpgate: transfer complete: resumed after {kept} bytes; {} sent and {} received now",
+                    totals.sent, totals.received
+                )
+            });
         } else {
             tracing::info!(
                 peer,
@@ -242,6 +270,40 @@ impl Reporter {
                  (flow cap)",
                 t.datagrams_sent, t.datagrams_received, t.flows, t.oversized, t.dropped, t.refused
             )
+        });
+    }
+
+    /// A `--recv` file resumed or started over, or a `--send` file's answer to a resume offer.
+    pub fn resume(&self, r: &Resume) {
+        self.emit("resume", r, || {
+            let (file, had) = (&r.file, r.had);
+            match (r.side, r.reason) {
+                ("receiver", None) => format!(
+                    "warpgate: resuming {file} after {} bytes (they match the sender's file)",
+                    r.offset
+                ),
+                ("sender", None) => format!(
+                    "warpgate: resuming {file} after {} bytes (the peer has them)",
+                    r.offset
+                ),
+                ("receiver", Some("mismatch")) => format!(
+                    "warpgate: {file} does not match the sender's file ({had} bytes compared): starting over"
+                ),
+                ("receiver", Some("shorter")) => format!(
+                    "warpgate: {file} holds {had} bytes, more than the sender's file: starting over"
+                ),
+                ("receiver", Some("stream")) => format!(
+                    "warpgate: cannot resume {file}: the peer sends a stream (stdin), not a file: starting over"
+                ),
+                ("sender", Some("mismatch")) => format!(
+                    "warpgate: the peer's {had} bytes do not match {file}: starting over"
+                ),
+                ("sender", Some("shorter")) => format!(
+                    "warpgate: the peer has {had} bytes, more than {file} holds: starting over"
+                ),
+                (_, Some(why)) => format!("warpgate: cannot resume {file} ({why}): starting over"),
+                (_, None) => format!("warpgate: resuming {file} after {} bytes", r.offset),
+            }
         });
     }
 

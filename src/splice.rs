@@ -5,6 +5,10 @@
 //! A failure on one side cancels the other, and the stream is reset, never finished, so the peer
 //! sees an interrupted transfer as an error rather than as a short clean one. A cancelled
 //! [`CancellationToken`] stops a splice the same way, telling the peer this side is shutting down.
+//!
+//! Each direction may first have a word with the peer on its half of the stream before its
+//! copy starts ([`Source`], [`Sink`]: a resumed file's verdict, [`crate::resume`]); the two
+//! directions still start independently, so one waiting for the peer never holds up the other.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::link::{SendStream, Stream};
+use crate::link::{RecvStream, SendStream, Stream};
 
 /// Size of each direction's copy buffer.
 const BUFFER: usize = 256 << 10;
@@ -36,6 +40,9 @@ pub enum SpliceError {
     /// This side was told to stop (its token was cancelled): the transfer is incomplete.
     #[error("stopped after {sent} bytes sent and {received} received")]
     Stopped { sent: u64, received: u64 },
+    /// A direction could not get ready to copy (the two ends did not agree how to start).
+    #[error("{0}")]
+    Start(String),
 }
 
 impl SpliceError {
@@ -152,6 +159,47 @@ where
     output.shutdown().await.map_err(SpliceError::LocalWrite)
 }
 
+/// Where a splice's outbound bytes come from, made ready once the stream is there: it may say
+/// something on the stream first.
+#[allow(async_fn_in_trait)]
+pub trait Source {
+    type Reader: AsyncRead + Unpin;
+    async fn start(
+        self,
+        send: &mut SendStream,
+        progress: &Progress,
+    ) -> Result<Self::Reader, SpliceError>;
+}
+
+/// Where a splice's inbound bytes go, made ready once the stream is there: it may read
+/// something off the stream first.
+#[allow(async_fn_in_trait)]
+pub trait Sink {
+    type Writer: AsyncWrite + Unpin;
+    async fn start(
+        self,
+        recv: &mut RecvStream,
+        progress: &Progress,
+    ) -> Result<Self::Writer, SpliceError>;
+}
+
+/// A reader or writer that is ready as it is.
+pub struct Ready<T>(pub T);
+
+impl<R: AsyncRead + Unpin> Source for Ready<R> {
+    type Reader = R;
+    async fn start(self, _: &mut SendStream, _: &Progress) -> Result<R, SpliceError> {
+        Ok(self.0)
+    }
+}
+
+impl<W: AsyncWrite + Unpin> Sink for Ready<W> {
+    type Writer = W;
+    async fn start(self, _: &mut RecvStream, _: &Progress) -> Result<W, SpliceError> {
+        Ok(self.0)
+    }
+}
+
 /// A link-side failure; the byte counts are filled in by [`splice`], which sees both directions.
 fn interrupted(source: io::Error) -> SpliceError {
     SpliceError::Interrupted {
@@ -167,14 +215,31 @@ fn interrupted(source: io::Error) -> SpliceError {
 /// QUIC stream would end cleanly and pass a cut transfer off as complete).
 pub async fn splice<R, W>(
     stream: Stream,
-    mut input: R,
-    mut output: W,
+    input: R,
+    output: W,
     progress: &Progress,
     stop: &CancellationToken,
 ) -> Result<Totals, SpliceError>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
+{
+    splice_from(stream, Ready(input), Ready(output), progress, stop).await
+}
+
+/// [`splice`] with each direction made ready on the stream first: `source` before the send
+/// direction copies, `sink` before the receive direction does, each within its direction. A
+/// failure or `stop` while getting ready ends the splice as one while copying does.
+pub async fn splice_from<S, K>(
+    stream: Stream,
+    source: S,
+    sink: K,
+    progress: &Progress,
+    stop: &CancellationToken,
+) -> Result<Totals, SpliceError>
+where
+    S: Source,
+    K: Sink,
 {
     let Stream { mut send, mut recv } = stream;
     let (sent, received) = (AtomicU64::new(0), AtomicU64::new(0));
@@ -183,8 +248,14 @@ where
         biased;
         copied = async {
             tokio::try_join!(
-                send_all(&mut input, &mut send, progress, &sent),
-                receive_all(&mut recv, &mut output, progress, &received)
+                async {
+                    let mut input = source.start(&mut send, progress).await?;
+                    send_all(&mut input, &mut send, progress, &sent).await
+                },
+                async {
+                    let mut output = sink.start(&mut recv, progress).await?;
+                    receive_all(&mut recv, &mut output, progress, &received).await
+                }
             )
         } => copied.map(drop),
         () = stop.cancelled() => Err(SpliceError::Stopped { sent: 0, received: 0 }),

@@ -54,6 +54,19 @@ pub const TCP_USER_TIMEOUT: Duration = Duration::from_secs(15);
 /// 30 s unanswered, 120 s answered), so a flow outlives no mapping by much.
 pub const UDP_FLOW_IDLE: Duration = Duration::from_secs(60);
 
+// Resuming a file transfer (`crate::resume`).
+
+/// A receiver that offered a partial file waits this long for the sender's verdict, beyond the
+/// sender's hashing allowance ([`RESUME_HASH_FLOOR`]); a listener waits as long for the stream
+/// of a connector that hashes before it writes. A sender answers as soon as it has hashed, so
+/// only a sender that is gone or stuck waits this out: about a handshake's worth.
+pub const RESUME_VERDICT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The slowest a sender is assumed to read and hash the offered bytes, in bytes per second:
+/// a spinning disk or a small board without SHA instructions manages ~100 MB/s (sha2 with
+/// SHA-NI did ~650 MB/s on a busy 2-core dev VM); half of the slow case leaves room for a
+/// busier machine.
+pub const RESUME_HASH_FLOOR: u64 = 50_000_000;
+
 // Traversal: the cascade, its strategies and the rendezvous.
 
 /// The punch phase (and so signalling) starts this long after `direct`: a peer reachable

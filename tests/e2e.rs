@@ -17,9 +17,12 @@
 //! - `auth`     — `--allow` (over signalling too: strangers get silence), and a listener whose
 //!   key does not match the address
 //! - `failure`  — malformed input (exit 2), a peer killed mid-transfer (exit 1), no listener;
-//!   a stale or symlinked `.part` and an identity key others can read refused (exit 1)
+//!   a symlinked `.part` or hash record and an identity key others can read refused (exit 1)
 //! - `interrupt` — SIGINT/SIGTERM in each long-running mode: links closed with a reason the
 //!   peer sees at once, `.part` kept, services exit 0 and interrupted transfers 1
+//! - `resume`   — `--recv` resumed after a SIGKILL (2 GiB; both directions; TCP and QUIC)
+//!   moves only the rest; an altered `.part`, a damaged hash record and a stdin sender start
+//!   over and say so; stdio and forwarded streams never see a resume byte
 //! - `docs`     — committed completions and man pages match the clap definition
 //! - `registry` — `registry serve` over HTTP: the name rules, forged and malformed requests,
 //!   one winner among simultaneous claims, expiry and grace
@@ -54,6 +57,8 @@ mod process;
 mod registry;
 #[path = "e2e/registry_limits.rs"]
 mod registry_limits;
+#[path = "e2e/resume.rs"]
+mod resume;
 #[path = "e2e/support.rs"]
 mod support;
 #[path = "e2e/transfer.rs"]

@@ -117,7 +117,7 @@ pub struct ListenArgs {
     /// Send this file instead of stdin
     #[arg(long, value_name = "FILE")]
     pub send: Option<PathBuf>,
-    /// Write what the peer sends to this file instead of stdout
+    /// Write what the peer sends to this file instead of stdout (via FILE.part, resumed if there)
     #[arg(long, value_name = "FILE", conflicts_with = "keep_open")]
     pub recv: Option<PathBuf>,
     /// Claim this name on the registries, renew it and republish it when the address changes
@@ -154,7 +154,7 @@ pub struct ConnectArgs {
     /// Send this file instead of stdin
     #[arg(long, value_name = "FILE")]
     pub send: Option<PathBuf>,
-    /// Write what the peer sends to this file instead of stdout
+    /// Write what the peer sends to this file instead of stdout (via FILE.part, resumed if there)
     #[arg(long, value_name = "FILE")]
     pub recv: Option<PathBuf>,
     /// Only these methods: strategies (direct, reverse, tcp_punch, udp_punch, random_probe, relay) and/or transports (tcp, quic)

@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::args::ConnectArgs;
-use super::transfer::{self, Ends};
+use super::transfer::Ends;
 use super::{close_reason, names, usage, Interrupted, Node, Shutdown};
 use crate::addr::{Address, TEXT_PREFIX};
 use crate::config::HostPort;
@@ -71,11 +71,12 @@ pub async fn run(
         ),
         None => None,
     };
-    let ends = Ends {
+    let mut transfer = Ends {
         send: args.send,
         recv: args.recv,
-    };
-    ends.check()?;
+    }
+    .prepare()
+    .await?;
     // Bind the local port before connecting, so a busy port fails before any network work.
     let local_listener = match &local {
         Some(hp) => Some(
@@ -119,7 +120,10 @@ pub async fn run(
         timeout,
     )
     .context("cannot use the identity key")?;
-    let ctx = Arc::new(Context::new(node.creds, peer));
+    let mut ctx = Context::new(node.creds, peer);
+    // A file end's resume facts ride on the selection (none for --local: it has no files).
+    ctx.note = transfer.note();
+    let ctx = Arc::new(ctx);
     let winner = cascade::run(&strategies, &via, &facts, ctx.clone(), exchange, timeout).await?;
     let link = winner.link;
     let mut event = Connected::new(link.info(), winner.method, start.elapsed());
@@ -148,7 +152,10 @@ pub async fn run(
         (None, None) => {
             let peer = link.info().peer.id().to_string();
             let outcome = match stop.run_until_cancelled(link.open()).await {
-                Some(Ok(stream)) => transfer::run(stream, &ends, &reporter, &peer, &stop).await,
+                Some(Ok(stream)) => {
+                    let note = link.peer_note();
+                    transfer.run(stream, note, &reporter, &peer, &stop).await
+                }
                 Some(Err(e)) => Err(e.into()),
                 None => Err(Interrupted::default().into()),
             };

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::args::{ListenArgs, DEFAULT_NAME_LIFETIME};
 use super::publish::Publisher;
-use super::transfer::{self, Ends};
+use super::transfer::{Ends, Transfer};
 use super::{close_reason, names, usage, Interrupted, Node, Shutdown};
 use crate::addr::{Address, TEXT_PREFIX};
 use crate::config::HostPort;
@@ -25,7 +25,7 @@ use crate::link::{CloseReason, Link};
 use crate::names::{pins::Pins, Name};
 use crate::portmap::PortMap;
 use crate::report::{Connected, Reporter};
-use crate::timing::{HANDSHAKE_TIMEOUT, PORTMAP_MAPPED_WAIT, PORTMAP_WAIT};
+use crate::timing::{PORTMAP_MAPPED_WAIT, PORTMAP_WAIT};
 use crate::traversal::{self, respond, respond::Responder};
 use crate::udp_forward::target::Forwarder;
 
@@ -68,11 +68,12 @@ pub async fn run(
         ),
         None => None,
     };
-    let ends = Ends {
+    let transfer = Ends {
         send: args.send,
         recv: args.recv,
-    };
-    ends.check()?;
+    }
+    .prepare()
+    .await?;
 
     let service = Service {
         name,
@@ -81,7 +82,7 @@ pub async fn run(
         forward,
         forward_udp,
         udp_idle: Duration::from_secs(args.udp_idle),
-        ends,
+        transfer,
         keep_open: args.keep_open,
     };
     let requested = args.port.unwrap_or_else(|| node.default_port());
@@ -108,7 +109,8 @@ struct Service {
     forward_udp: Option<HostPort>,
     /// How long a UDP flow may be idle before it is forgotten.
     udp_idle: Duration,
-    ends: Ends,
+    /// The stdio/file side, ready (a `.part` to resume opened and hashed).
+    transfer: Transfer,
     keep_open: bool,
 }
 
@@ -130,7 +132,7 @@ async fn listen_on(
         forward,
         forward_udp,
         udp_idle,
-        ends,
+        mut transfer,
         keep_open,
     } = service;
     // Look at the NAT from the port first (a free one for --port 0), then listen on it: an
@@ -143,6 +145,9 @@ async fn listen_on(
         Err(_) if requested == 0 && port != 0 => Listener::bind(0, &node.creds, allowed.clone())?,
         bound => bound?,
     };
+    // Every selection is acknowledged with this end's resume facts (none for --forward or
+    // stdio: no note at all).
+    listener.set_note(transfer.note());
     let port = listener.port();
     if node.settings.portmap && portmap.as_ref().map(PortMap::port) != Some(port) {
         if let Some(other) = portmap.take() {
@@ -209,7 +214,7 @@ async fn listen_on(
                 let forward = |link, stop| udp_link(link, forwarder.clone(), *reporter, stop);
                 serve_links(&mut listener, keep_open, reporter, stop, forward).await
             }
-            _ => serve_transfers(&mut listener, &ends, keep_open, reporter, stop).await,
+            _ => serve_transfers(&mut listener, &mut transfer, keep_open, reporter, stop).await,
         }
     };
     // The publisher runs beside the service and is dropped with it.
@@ -266,7 +271,7 @@ fn inbound_event(link: &Link, method: &str) -> Connected {
 
 async fn serve_transfers(
     listener: &mut Listener,
-    ends: &Ends,
+    transfer: &mut Transfer,
     keep_open: bool,
     reporter: &Reporter,
     stop: &CancellationToken,
@@ -288,8 +293,9 @@ async fn serve_transfers(
         reporter.connected(&inbound_event(&link, method));
         let _path = reporter.follow_path(&link);
         let peer = link.info().peer.id().to_string();
-        // The connector opens its stream right after selecting the link.
-        let opened = tokio::time::timeout(HANDSHAKE_TIMEOUT, link.accept());
+        // The connector opens its stream right after selecting the link (and may hash our
+        // resume offer before its first bytes).
+        let opened = tokio::time::timeout(transfer.stream_timeout(link.peer_note()), link.accept());
         let stream = match stop.run_until_cancelled(opened).await {
             None => {
                 link.close_with(CloseReason::Shutdown).await;
@@ -303,7 +309,8 @@ async fn serve_transfers(
             Some(Ok(Ok(Some(stream)))) => Ok(stream),
         };
         let outcome = match stream {
-            Ok(stream) => transfer::run(stream, ends, reporter, &peer, stop)
+            Ok(stream) => transfer
+                .run(stream, link.peer_note(), reporter, &peer, stop)
                 .await
                 .map(drop),
             Err(e) => Err(e),

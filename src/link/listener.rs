@@ -109,6 +109,7 @@ impl Listener {
         let inbound = Inbound {
             tx,
             links: Arc::new(Semaphore::new(MAX_LINKS)),
+            note: Arc::default(),
         };
         let gate = Admission::listener();
         let mut tasks = JoinSet::new();
@@ -170,6 +171,13 @@ impl Listener {
         self.inbound.clone()
     }
 
+    /// The note every selection that came with a note of its own is acknowledged with from
+    /// now on (see [`super`]'s module doc; at most [`super::MAX_NOTE`] bytes), on links made
+    /// here and by signalled strategies alike.
+    pub fn set_note(&self, note: Vec<u8>) {
+        *self.inbound.note.lock().unwrap_or_else(|e| e.into_inner()) = note;
+    }
+
     /// Stops accepting, closes for `reason` the links still waiting to be accepted and every
     /// QUIC connection on the port, and lets the close notices go out (bounded).
     pub async fn shutdown(mut self, reason: CloseReason) {
@@ -229,6 +237,8 @@ pub struct Inbound {
     tx: mpsc::Sender<Offer>,
     /// Links handed out or on offer ([`MAX_LINKS`]); each holds a permit until it is dropped.
     links: Arc<Semaphore>,
+    /// What the selection is acknowledged with ([`Listener::set_note`]).
+    note: Arc<Mutex<Vec<u8>>>,
 }
 
 impl Inbound {
@@ -263,7 +273,10 @@ impl Inbound {
         };
         let (peer, from) = (link.info().peer.id(), link.info().remote);
         let selected = match link.answer().await {
-            Ok(selected) => selected,
+            Ok(mut selected) => {
+                link.set_peer_note(selected.take_note());
+                selected
+            }
             Err(e) => {
                 tracing::debug!(method, %from, %peer, "inbound link not selected: {e}");
                 return false;
@@ -286,6 +299,9 @@ impl Inbound {
     /// connector once it was taken, or turns the link away.
     async fn hand_over(&self, link: Link, method: &'static str, selected: Selected) -> bool {
         let (peer, from) = (link.info().peer.id(), link.info().remote);
+        // Our note answers the connector's: one that sent none (older than notes, or with
+        // nothing to say) gets none, and reads the acknowledgement it always read.
+        let answers = !link.peer_note().is_empty();
         let (taken_tx, mut taken) = oneshot::channel();
         let offer = Withdraw(Arc::new(Mutex::new(Some(Pending {
             link,
@@ -302,7 +318,11 @@ impl Inbound {
         // still open: a driver taking it at this very moment still gets it.)
         match take(&offer.0) {
             None if !matches!(outcome, Ok(None)) => {
-                if let Err(e) = selected.confirm().await {
+                let note = match answers {
+                    true => self.note.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+                    false => Vec::new(),
+                };
+                if let Err(e) = selected.confirm(&note).await {
                     tracing::debug!(%from, %peer, "could not confirm the selection: {e}");
                 }
                 true

@@ -14,7 +14,7 @@ use crate::link::limits::{
     CONNECTION_WINDOW, MAX_HANDSHAKES, MAX_HANDSHAKES_PER_SOURCE, MAX_LINKS, MAX_STREAMS,
     UNTAKEN_WINDOW,
 };
-use crate::link::{Transport, Verified};
+use crate::link::{Transport, Verified, MAX_NOTE};
 use crate::timing::VERIFY_TIMEOUT;
 
 /// Issue 13: a link gets streams "in the tens to hundreds" (4096 before).
@@ -67,7 +67,7 @@ async fn verified(transport: Transport, port: u16, key: PublicKey) -> (Link, Ver
 /// A link to the listener over `transport`, selected.
 async fn selected(transport: Transport, port: u16, key: PublicKey) -> Result<Link, LinkError> {
     let (link, verified) = verified(transport, port, key).await;
-    verified.select().await.map(|()| link)
+    verified.select(&[]).await.map(|_| link)
 }
 
 /// Takes every link the listener hands out and keeps it until the test ends.
@@ -219,7 +219,7 @@ async fn quic_clients_prove_their_address_once_handshakes_pile_up() {
     assert!(retried, "no Retry with {RETRY_ABOVE} handshakes in flight");
     let link = link.unwrap();
     let verified = link.verify().await.unwrap();
-    verified.select().await.unwrap();
+    verified.select(&[]).await.unwrap();
     assert!(links.recv().await.is_some());
 }
 
@@ -230,7 +230,7 @@ async fn a_link_the_driver_does_not_take_is_turned_away_busy() {
     for transport in [Transport::Tcp, Transport::Quic] {
         let (_link, verified) = verified(transport, listener.port(), key).await;
         let started = Instant::now();
-        let refused = verified.select().await.unwrap_err();
+        let refused = verified.select(&[]).await.unwrap_err();
         assert!(
             refused.to_string().contains("busy"),
             "{transport:?}: {refused}"
@@ -427,7 +427,7 @@ async fn the_connector_reads_no_more_than_the_selection_needs() {
         .unwrap();
     let verified = link.verify().await.unwrap();
     let started = Instant::now();
-    let refused = verified.select().await.unwrap_err();
+    let refused = verified.select(&[]).await.unwrap_err();
     assert!(
         matches!(refused, LinkError::Protocol(_)),
         "expected a protocol error, got {refused}"
@@ -457,4 +457,49 @@ fn unvalidated_quic_clients_are_retried_only_under_load() {
         quic_admission(&gate, ip, true),
         QuicAdmission::Accept(_)
     ));
+}
+
+/// The selection carries a note each way (resume facts, `crate::resume`), over both
+/// transports; a side with nothing to say sends nothing, the other reads an empty note, and
+/// the listener answers only a connector that sent one.
+#[tokio::test]
+async fn the_selection_carries_a_note_each_way() {
+    let (listener, key) = listening();
+    let port = listener.port();
+    let mut links = taking(listener);
+    for transport in [Transport::Tcp, Transport::Quic] {
+        let (mut link, verified) = verified(transport, port, key).await;
+        link.set_peer_note(verified.select(b"from the connector").await.unwrap());
+        assert_eq!(
+            link.peer_note(),
+            b"",
+            "{transport:?}: the listener set no note"
+        );
+        let taken = links.recv().await.unwrap();
+        assert_eq!(taken.peer_note(), b"from the connector", "{transport:?}");
+    }
+    let (listener, key) = listening();
+    let port = listener.port();
+    listener.set_note(vec![b'n'; MAX_NOTE]);
+    let mut links = taking(listener);
+    for transport in [Transport::Tcp, Transport::Quic] {
+        let (_link, selecting) = verified(transport, port, key).await;
+        assert_eq!(
+            selecting.select(b"hello").await.unwrap(),
+            vec![b'n'; MAX_NOTE],
+            "{transport:?}"
+        );
+        assert_eq!(links.recv().await.unwrap().peer_note(), b"hello");
+        // A connector that says nothing (one older than notes) is answered with nothing.
+        let (_link, selecting) = verified(transport, port, key).await;
+        assert_eq!(selecting.select(&[]).await.unwrap(), b"", "{transport:?}");
+        assert_eq!(
+            links.recv().await.unwrap().peer_note(),
+            b"",
+            "{transport:?}"
+        );
+        // A note past the limit is refused before anything is sent.
+        let (_link, selecting) = verified(transport, port, key).await;
+        assert!(selecting.select(&[0; MAX_NOTE + 1]).await.is_err());
+    }
 }

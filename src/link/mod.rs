@@ -6,6 +6,15 @@
 //! cascade counts it, and *selected* by the connector so the listener knows which of several
 //! racing links is the one in use ([`Link::verify`], [`Link::answer`]).
 //!
+//! The selection may carry a short *note* each way (at most [`MAX_NOTE`] bytes): the connector's
+//! after its select word, the listener's in its acknowledgement. They cost no round trip and
+//! travel on the control stream, never on a data stream, so a stream spliced to a TCP port or
+//! stdio never sees them. The link does not read them: [`Link::peer_note`] hands the peer's to
+//! the driver ([`crate::resume`] puts a transfer's resume facts there). A side with nothing to
+//! say sends none, and the listener answers only a connector that sent one: a selection
+//! without notes is byte for byte what it was before notes, so a connector older than them
+//! still gets through.
+//!
 //! Neighbours: [`pin`] makes certificates and verifiers; [`listener`] accepts inbound links;
 //! [`crate::traversal`] makes outbound ones; [`crate::splice`] moves bytes over the streams.
 
@@ -31,6 +40,8 @@ use crate::timing::{CLOSE_TIMEOUT, SELECT_TIMEOUT, SHUTDOWN_CLOSE_TIMEOUT, VERIF
 const HELLO_MAGIC: &[u8; 8] = b"WGHELLO1";
 /// The connector's word that this link is the one in use.
 const SELECT_WORD: &[u8; 4] = b"USE!";
+/// The longest selection note either side takes from the other (module doc).
+pub const MAX_NOTE: usize = 256;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -227,6 +238,8 @@ pub struct Link {
     relayed: Option<Relayed>,
     /// The listener's count of links handed out ([`limits::MAX_LINKS`]), released with the link.
     held: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// What the peer said in the selection (module doc); empty when it said nothing.
+    peer_note: Vec<u8>,
 }
 
 /// What a relayed link carries besides the connection.
@@ -256,6 +269,16 @@ impl Link {
 
     pub fn info(&self) -> &LinkInfo {
         &self.info
+    }
+
+    /// The note the peer sent with the selection (empty when it sent none).
+    pub fn peer_note(&self) -> &[u8] {
+        &self.peer_note
+    }
+
+    /// Keeps the note the peer sent with the selection ([`Verified::select`]'s answer).
+    pub fn set_peer_note(&mut self, note: Vec<u8>) {
+        self.peer_note = note;
     }
 
     /// Makes this QUIC link a relayed one: shown with the peer at `remote`, keeping `keeper`
@@ -385,18 +408,25 @@ impl Link {
             }
             control.send.write_all(&hello[8..]).await?;
             control.send.flush().await?;
-            // The select word is the whole of the connector's side: read it to its end before
-            // ending ours, so neither side drops a stream the other is still closing (h2 would
-            // reset it, and the connector would see its selection fail after we took the link).
+            // The select word and the connector's note are the whole of its side: read them to
+            // their end before ending ours, so neither side drops a stream the other is still
+            // closing (h2 would reset it, and the connector would see its selection fail after
+            // we took the link).
             let mut word = Vec::new();
             (&mut control.recv)
-                .take(SELECT_WORD.len() as u64 + 1)
+                .take((SELECT_WORD.len() + MAX_NOTE) as u64 + 1)
                 .read_to_end(&mut word)
                 .await?;
-            if word != SELECT_WORD {
+            let Some(note) = word.strip_prefix(SELECT_WORD) else {
                 return Err(LinkError::Protocol("bad select word"));
+            };
+            if note.len() > MAX_NOTE {
+                return Err(LinkError::Protocol("selection note too long"));
             }
-            Ok(Selected { control })
+            Ok(Selected {
+                control,
+                note: note.to_vec(),
+            })
         };
         tokio::time::timeout(SELECT_TIMEOUT, answer)
             .await
@@ -407,12 +437,25 @@ impl Link {
 /// Listener: a link the connector selected; [`Selected::confirm`] tells it the link is taken.
 pub struct Selected {
     control: Stream,
+    /// The connector's selection note.
+    note: Vec<u8>,
 }
 
 impl Selected {
-    /// Ends our side of the control stream: the connector's selection is acknowledged and it
-    /// opens its streams.
-    pub async fn confirm(mut self) -> Result<(), LinkError> {
+    /// The connector's selection note, taken out (empty when it sent none).
+    pub fn take_note(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.note)
+    }
+
+    /// Sends our `note` (nothing when empty; at most [`MAX_NOTE`] bytes) and ends our side of
+    /// the control stream: the connector's selection is acknowledged and it opens its streams.
+    pub async fn confirm(mut self, note: &[u8]) -> Result<(), LinkError> {
+        if note.len() > MAX_NOTE {
+            return Err(LinkError::Protocol("selection note too long"));
+        }
+        if !note.is_empty() {
+            self.control.send.write_all(note).await?;
+        }
         self.control.send.finish().await?;
         Ok(())
     }
@@ -431,22 +474,30 @@ pub struct Verified {
 }
 
 impl Verified {
-    /// Tells the listener this link is the one, and waits for its acknowledgement (the listener
-    /// ends its side of the control stream), so data streams are never opened on a link the
-    /// listener has not taken, and the control stream is not torn down under the select word.
-    pub async fn select(mut self) -> Result<(), LinkError> {
+    /// Tells the listener this link is the one, with our `note` (nothing when empty; at most
+    /// [`MAX_NOTE`] bytes), and waits for its acknowledgement (the listener ends its side of
+    /// the control stream), so data streams are never opened on a link the listener has not
+    /// taken, and the control stream is not torn down under the select word. Returns the
+    /// listener's note (empty when it sent none).
+    pub async fn select(mut self, note: &[u8]) -> Result<Vec<u8>, LinkError> {
+        if note.len() > MAX_NOTE {
+            return Err(LinkError::Protocol("selection note too long"));
+        }
         let exchange = async {
-            self.control.send.write_all(SELECT_WORD).await?;
+            let mut word = SELECT_WORD.to_vec();
+            word.extend_from_slice(note);
+            self.control.send.write_all(&word).await?;
             self.control.send.finish().await?;
-            // The listener's side ends with nothing more: one byte is enough to know it did not,
-            // and a listener that keeps sending is not read into memory.
-            let mut rest = Vec::new();
+            // The listener's side ends after its note: one byte past the longest note is
+            // enough to know it did not, and a listener that keeps sending is not read into
+            // memory.
+            let mut reply = Vec::new();
             (&mut self.control.recv)
-                .take(1)
-                .read_to_end(&mut rest)
+                .take(MAX_NOTE as u64 + 1)
+                .read_to_end(&mut reply)
                 .await?;
-            if rest.is_empty() {
-                Ok(())
+            if reply.len() <= MAX_NOTE {
+                Ok(reply)
             } else {
                 Err(LinkError::Protocol(
                     "unexpected bytes after the verification echo",

@@ -255,6 +255,7 @@ pub async fn connect(
             owns_endpoint,
         }),
         held: None,
+        peer_note: Vec::new(),
         info: LinkInfo {
             peer: expected,
             transport: Transport::Quic,
@@ -289,6 +290,7 @@ pub async fn accept(
             owns_endpoint: false,
         }),
         held: None,
+        peer_note: Vec::new(),
         info: LinkInfo {
             peer,
             transport: Transport::Quic,

@@ -134,6 +134,7 @@ pub async fn connect(
             lost: lost_rx,
         }),
         held: None,
+        peer_note: Vec::new(),
         info: LinkInfo {
             peer: expected,
             transport: Transport::Tcp,
@@ -185,6 +186,7 @@ pub async fn accept(
             lost: lost_rx,
         }),
         held: None,
+        peer_note: Vec::new(),
         info: LinkInfo {
             peer,
             transport: Transport::Tcp,

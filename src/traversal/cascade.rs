@@ -161,11 +161,14 @@ pub async fn run(
             Some(joined) = running.join_next() => {
                 let Ok((attempt, took, outcome)) = joined else { continue };
                 match outcome {
-                    Ok((link, verified)) => {
-                        if let Err(e) = verified.select().await {
-                            tracing::info!(%attempt, "verified but could not be selected: {e}");
-                            failures.push(Failure::of(&attempt, e));
-                            continue;
+                    Ok((mut link, verified)) => {
+                        match verified.select(&ctx.note).await {
+                            Ok(note) => link.set_peer_note(note),
+                            Err(e) => {
+                                tracing::info!(%attempt, "verified but could not be selected: {e}");
+                                failures.push(Failure::of(&attempt, e));
+                                continue;
+                            }
                         }
                         link.mark_selected();
                         tracing::info!(%attempt, ms = took.as_millis() as u64, total_ms = start.elapsed().as_millis() as u64, "won");

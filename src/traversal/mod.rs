@@ -102,6 +102,10 @@ pub struct Context {
     pub peer: Address,
     /// The rendezvous agreed over signalling, once it is (signalled strategies only run then).
     pub rendezvous: OnceLock<Arc<Rendezvous>>,
+    /// What the winning link's selection tells the listener ([`crate::link::MAX_NOTE`] bytes
+    /// at most; empty: nothing). The listener's answer is the link's
+    /// [`crate::link::Link::peer_note`].
+    pub note: Vec<u8>,
 }
 
 impl Context {
@@ -110,6 +114,7 @@ impl Context {
             creds,
             peer,
             rendezvous: OnceLock::new(),
+            note: Vec::new(),
         }
     }
 

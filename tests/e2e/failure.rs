@@ -152,30 +152,27 @@ fn assert_refused(node: &Node, args: &[&str], needle: &str) {
     assert!(out.stdout.is_empty(), "stdout carries data only");
 }
 
+/// Issue 13: a link planted at `FILE.part` or its hash record (someone else's doing, in a
+/// shared directory) is refused before listening and never followed. (A `.part` left by an
+/// earlier run used to be refused too; since issue 14 it is resumed: tests/e2e/resume.rs.)
 #[test]
-fn a_part_file_from_an_earlier_run_or_a_planted_link_is_refused_before_listening() {
+fn a_planted_link_at_the_part_file_or_its_record_is_refused_before_listening() {
     let node = Node::new();
     let target = node.dir.path().join("received.bin");
-    let part = node.dir.path().join("received.bin.part");
     let target_arg = target.to_str().unwrap();
-    std::fs::write(&part, b"earlier").unwrap();
-    assert_refused(
-        &node,
-        &["listen", "--port", "0", "--recv", target_arg],
-        "received.bin.part already exists",
-    );
-    assert_eq!(std::fs::read(&part).unwrap(), b"earlier");
-    // A symlink there (someone else's doing, in a shared directory) is not followed.
-    std::fs::remove_file(&part).unwrap();
     let victim = node.dir.path().join("victim");
     std::fs::write(&victim, b"untouched").unwrap();
-    std::os::unix::fs::symlink(&victim, &part).unwrap();
-    assert_refused(
-        &node,
-        &["listen", "--port", "0", "--recv", target_arg],
-        "already exists",
-    );
-    assert_eq!(std::fs::read(&victim).unwrap(), b"untouched");
+    for planted in ["received.bin.part", "received.bin.part.hash"] {
+        let link = node.dir.path().join(planted);
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        assert_refused(
+            &node,
+            &["listen", "--port", "0", "--recv", target_arg],
+            &format!("{planted} is a symbolic link: refusing to write through it"),
+        );
+        assert_eq!(std::fs::read(&victim).unwrap(), b"untouched");
+        std::fs::remove_file(&link).unwrap();
+    }
 }
 
 #[test]
@@ -192,4 +189,68 @@ fn an_identity_key_others_can_read_is_refused_like_ssh() {
     );
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     node.id();
+}
+
+/// A `listen -k --send FILE` whose file went away between two peers fails the transfer it
+/// cannot serve on both ends: the `--recv` peer never takes the empty stream for a complete
+/// file (the stream is reset, never merely dropped), and the listener keeps serving.
+#[test]
+fn a_sender_that_cannot_open_its_file_fails_the_receiver_too() {
+    let (a, b) = (Node::new(), Node::new());
+    let file = a.dir.path().join("served.bin");
+    std::fs::write(&file, b"first peer's copy").unwrap();
+    let args = ["-k", "--send", file.to_str().unwrap()];
+    let mut listener = a.listen(&args, Stdio::null(), Stdio::null());
+    for (round, via) in ["tcp", "quic"].iter().enumerate() {
+        std::fs::write(&file, b"served").unwrap();
+        let first = b.dir.path().join(format!("first-{via}.bin"));
+        let out = b
+            .command(&[
+                "connect",
+                "--via",
+                via,
+                "--recv",
+                first.to_str().unwrap(),
+                &listener.addr,
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(std::fs::read(&first).unwrap(), b"served");
+
+        std::fs::remove_file(&file).unwrap();
+        let second = b.dir.path().join(format!("second-{via}.bin"));
+        let out = b
+            .command(&[
+                "connect",
+                "--via",
+                via,
+                "--recv",
+                second.to_str().unwrap(),
+                &listener.addr,
+            ])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "round {round} ({via}): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !second.exists(),
+            "{via}: an empty stream was taken for a complete file"
+        );
+    }
+    assert!(
+        listener.child.try_wait().unwrap().is_none(),
+        "{}",
+        listener.stderr()
+    );
 }
