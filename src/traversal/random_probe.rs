@@ -576,8 +576,8 @@ mod tests {
             tokio::time::timeout(within, responses.remove(0))
         );
         let (c, l) = (c.unwrap().unwrap(), l.unwrap().unwrap());
-        let select = async { c.verify().await?.select().await };
-        let take = async { l.answer().await?.confirm().await };
+        let select = async { c.verify().await?.select(&[]).await };
+        let take = async { l.answer().await?.confirm(&[]).await };
         let (selected, taken) = tokio::join!(select, take);
         selected.unwrap();
         taken.unwrap();
