@@ -1,4 +1,5 @@
-//! The TURN relay through the lab (issue 11): 1 GiB each way through a relayed link between
+//! The TURN relay through the lab (issue 11): a transfer killed midway resumes through the
+//! relay (issue 14); 1 GiB each way through a relayed link between
 //! two symmetric NATs; a relayed link that moves to the direct path when a blocking rule is
 //! lifted mid-transfer and then outlives its TURN server; a TURN server killed while the link
 //! still needs it; wrong credentials, an unreachable server, and only one side configured.
@@ -327,4 +328,79 @@ fn wrong_credentials_an_unreachable_server_and_one_side_configured() {
         assert_eq!(c.event("connected").expect("connected")["path"], "relayed");
         assert!(c.stdout.contains("hi") && l.stdout.contains("ho"));
     }
+}
+
+/// Resume through the relay (issue 14): 512 MiB from sym1h to a receiver on sym2h, relayed;
+/// the receiver is killed with SIGKILL once its `.part` holds 128 MiB, started again with the
+/// same `--recv`, and the sender sent again: both ends say they resumed at the same offset,
+/// only the rest moves, and the file is byte-identical.
+#[test]
+fn a_transfer_killed_midway_resumes_through_the_relay() {
+    let Some(lab) = lab() else { return };
+    let _g = shared();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (file, got) = (dir.path().join("file"), dir.path().join("got"));
+    random_file(&file, 512);
+    let len = std::fs::metadata(&file).expect("file").len();
+    let part = dir.path().join("got.part");
+    let flags = with_turn(&lab_turn());
+    let listen = ["listen", "--port", "0", "--recv", arg(&got)];
+    let mut l = lab.spawn("sym2h", &strs(&flags), &listen, b"");
+    let addr = l.wait_event("listening")["addr"]
+        .as_str()
+        .expect("addr")
+        .to_string();
+    let mut c = lab.spawn(
+        "sym1h",
+        &strs(&flags),
+        &["connect", &addr, "--send", arg(&file)],
+        b"",
+    );
+    assert_eq!(c.wait_event("connected")["path"], "relayed");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while std::fs::metadata(&part).map_or(0, |m| m.len()) < 128 << 20 {
+        assert!(Instant::now() < deadline, "the .part never reached 128 MiB");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = l.child.kill();
+    let _ = l.child.wait();
+    assert_eq!(c.finish(Duration::from_secs(30)).code, Some(1));
+
+    let mut l = lab.spawn("sym2h", &strs(&flags), &listen, b"");
+    let addr = l.wait_event("listening")["addr"]
+        .as_str()
+        .expect("addr")
+        .to_string();
+    let c = lab
+        .spawn(
+            "sym1h",
+            &strs(&flags),
+            &["connect", &addr, "--send", arg(&file)],
+            b"",
+        )
+        .finish(Duration::from_secs(300));
+    let l = l.finish(Duration::from_secs(20));
+    assert_eq!(c.code, Some(0), "{:?}", c.stderr);
+    assert_eq!(l.code, Some(0), "{:?}", l.stderr);
+    assert_eq!(c.event("connected").expect("connected")["path"], "relayed");
+    let (sent, received) = (
+        c.event("done").expect("done"),
+        l.event("done").expect("done"),
+    );
+    let at = received["resumed"]["received"]
+        .as_u64()
+        .expect("resumed offset");
+    assert!(at >= 128 << 20 && at < len, "resumed at {at}");
+    assert_eq!(sent["resumed"]["sent"], at, "{sent}");
+    assert_eq!(received["received"], len - at, "{received}");
+    assert_eq!(sent["sent"], len - at, "{sent}");
+    assert_eq!(
+        sha256(&file),
+        sha256(&got),
+        "byte-identical after the resume"
+    );
+    eprintln!(
+        "resumed through the relay at {at} of {len} bytes; {} moved the second time",
+        len - at
+    );
 }
