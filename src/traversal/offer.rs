@@ -129,7 +129,7 @@ async fn offer(
     .ok_or(SignalError::Closed)?;
     let asked = Duration::from_millis(u64::from(answer.fire_in_ms)).min(FIRE_IN * 10);
     let fire_in = fire_delay(asked, round_trip);
-    Ok(Rendezvous::new(Agreed {
+    let agreed = Agreed {
         role: Role::Connector,
         peer: peer.key,
         creds,
@@ -143,5 +143,7 @@ async fn offer(
         strategies,
         fire_at: Instant::now() + fire_in,
         signal: Some(signal),
-    }))
+    };
+    let spray = super::random_probe::spray(&agreed);
+    Ok(Rendezvous::new(agreed, spray))
 }

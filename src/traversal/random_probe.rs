@@ -560,8 +560,12 @@ mod tests {
                 signal: None,
             });
         }
-        let listener = Arc::new(Rendezvous::new(agreed.pop().unwrap()));
-        let connector = Arc::new(Rendezvous::new(agreed.pop().unwrap()));
+        let agreed_listener = agreed.pop().unwrap();
+        let sprayed = spray(&agreed_listener);
+        let listener = Arc::new(Rendezvous::new(agreed_listener, sprayed));
+        let agreed_connector = agreed.pop().unwrap();
+        let sprayed = spray(&agreed_connector);
+        let connector = Arc::new(Rendezvous::new(agreed_connector, sprayed));
         let mut responses = RandomProbe.respond(&listener);
         assert_eq!(responses.len(), 1);
         let attempts = RandomProbe.plan(

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 use super::kit::Kit;
 use super::probing::{self, Probing};
+use super::punch::random::Spray;
 use crate::addr::{Candidate, CandidateKind};
 use crate::identity::{Allowed, PublicKey};
 use crate::link::paths::Route;
@@ -152,12 +153,12 @@ pub struct Agreed {
 
 impl Rendezvous {
     /// The rendezvous, with its probing started when `udp_punch` or `relay` was asked for and
-    /// there is a path to probe, or this side is `random_probe`'s easy side.
-    pub fn new(a: Agreed) -> Self {
+    /// there is a path to probe, or this side is `random_probe`'s easy side (`spray`, from
+    /// [`super::random_probe::spray`]).
+    pub fn new(a: Agreed, spray: Option<Spray>) -> Self {
         let asked = |name: &str| a.strategies.iter().any(|s| s == name);
         let direct = asked("udp_punch");
         let relay = asked("relay") && (a.kit.socket.relay.is_some() || !a.peer_relayed.is_empty());
-        let spray = super::random_probe::spray(&a);
         let probing = (direct && !a.peer_udp.is_empty() || relay || spray.is_some()).then(|| {
             Arc::new(Probing::start(
                 a.kit.socket.clone(),

@@ -148,7 +148,7 @@ async fn answer(
     let sent = Instant::now();
     signal.send(&from, Payload::Answer(answer)).await?;
     let round_trip = sent.elapsed();
-    Ok(Rendezvous::new(Agreed {
+    let agreed = Agreed {
         role: Role::Listener,
         peer,
         creds,
@@ -162,5 +162,7 @@ async fn answer(
         strategies: offer.strategies,
         fire_at: (sent + round_trip / 2 + fire_delay(FIRE_IN, round_trip)).max(Instant::now()),
         signal: None,
-    }))
+    };
+    let spray = super::random_probe::spray(&agreed);
+    Ok(Rendezvous::new(agreed, spray))
 }
