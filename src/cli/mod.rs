@@ -153,6 +153,7 @@ pub fn main() -> ExitCode {
         }
     };
     init_logging(&cli.global);
+    one_malloc_arena();
     let reporter = Reporter {
         json: cli.global.json,
         quiet: cli.global.quiet,
@@ -406,5 +407,18 @@ async fn run(cli: Cli, reporter: Reporter, start: Instant) -> anyhow::Result<Exi
             tracing::warn!("links still closing after {SHUTDOWN_GRACE:?}; leaving them");
             stopped()
         }
+    }
+}
+
+/// glibc gives every thread that allocates an arena of its own and keeps what is freed there;
+/// with the runtime's blocking threads (name lookups, stdio) the process then holds on to its
+/// peaks: 256 concurrent streams through `listen --forward` left the listener at 80-140 MiB
+/// RSS after a few rounds, one arena keeps it flat at 25 MiB (scripts/soak). The runtime is
+/// single-threaded, so one arena costs no contention worth measuring.
+fn one_malloc_arena() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets an allocator parameter; called before the runtime starts.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
     }
 }
