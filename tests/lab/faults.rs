@@ -11,13 +11,11 @@
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::{arg, exclusive, infra, lab, random_file, sha256, shared, Lab, SRV_A, SRV_B};
+use crate::harness::{
+    arg, exclusive, infra, lab, random_file, sha256, shared, strs, Lab, SRV_A, SRV_B,
+};
 use crate::process::{Finished, Running};
 use crate::relay::lab_turn;
-
-fn strs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
-}
 
 /// `listen` in `listener` receiving into `got`, `connect` in `connector` sending `file`;
 /// returns both once the connector has said `connected`.

@@ -371,3 +371,27 @@ pub fn sha256(path: &Path) -> String {
 pub fn arg(path: &Path) -> &str {
     path.to_str().expect("utf-8 path")
 }
+
+/// `len` pseudo-random bytes from `seed` (xorshift): test data that compresses to nothing.
+pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+/// The SHA-256 of `bytes`, in hex.
+pub fn sha(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    format!("{:x}", sha2::Sha256::digest(bytes))
+}
+
+/// Owned flags as the `&str` list the spawners take.
+pub fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::harness::{infra, lab, registries, shared, Lab, SRV_A, SRV_B};
+use crate::harness::{infra, lab, registries, shared, strs, Lab, SRV_A, SRV_B};
 use crate::process::{Finished, Running};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -22,10 +22,6 @@ fn unique(stem: &str) -> String {
         .map(|d| d.subsec_nanos())
         .unwrap_or_default();
     format!("{stem}-{}-{nanos:x}", std::process::id())
-}
-
-fn strs(owned: &[String]) -> Vec<&str> {
-    owned.iter().map(String::as_str).collect()
 }
 
 /// Runs one warpgate command with `home` in `host` and waits for it.

@@ -17,9 +17,8 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
-use crate::harness::{exclusive, infra, lab, shared, Lab, Pair};
+use crate::harness::{exclusive, infra, lab, random_bytes, sha, shared, strs, Lab, Pair};
 use crate::process::Finished;
 use crate::relay::{lab_turn, Block};
 
@@ -33,26 +32,6 @@ const EASY: &[(&str, [&str; 2])] = &[
 ];
 const RUNS: usize = 20;
 const PAYLOAD: usize = 256 << 10;
-
-fn bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
-}
-
-fn sha(bytes: &[u8]) -> String {
-    format!("{:x}", Sha256::digest(bytes))
-}
-
-fn strs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
-}
 
 /// The debug lines `random_probe` logs with its counts (`-vv --json`).
 fn count_lines(f: &Finished) -> Vec<Value> {
@@ -118,8 +97,8 @@ impl Run {
 }
 
 fn run(lab: &Lab, listener: &str, connector: &str, global: &[&str], via: &[&str], n: u64) -> Run {
-    let sent_to_listener = bytes(PAYLOAD, 2 * n + 1);
-    let sent_to_connector = bytes(PAYLOAD, 2 * n + 2);
+    let sent_to_listener = random_bytes(PAYLOAD, 2 * n + 1);
+    let sent_to_connector = random_bytes(PAYLOAD, 2 * n + 2);
     let mut connect_args = vec!["--timeout", "15"];
     connect_args.extend_from_slice(via);
     let pair = Pair::run(

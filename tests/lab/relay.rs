@@ -11,8 +11,8 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::harness::{
-    arg, exclusive, infra, lab, random_file, sha256, shared, Lab, Pair, SRV_A, SRV_B, TURN_PASS,
-    TURN_USER,
+    arg, exclusive, infra, lab, random_file, sha256, shared, strs, Lab, Pair, SRV_A, SRV_B,
+    TURN_PASS, TURN_USER,
 };
 
 /// The lab's TURN server, as `--turn` takes it.
@@ -25,10 +25,6 @@ fn with_turn(turn: &str) -> Vec<String> {
     let mut flags = infra();
     flags.extend(["--turn".to_string(), turn.to_string()]);
     flags
-}
-
-fn strs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
 }
 
 /// A coturn of a test's own in the internet namespace, killed when dropped.

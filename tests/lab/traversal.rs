@@ -4,25 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use sha2::{Digest, Sha256};
-
-use crate::harness::{infra, lab, shared, Pair, SRV_A};
-
-fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
-}
-
-fn sha(bytes: &[u8]) -> String {
-    format!("{:x}", Sha256::digest(bytes))
-}
+use crate::harness::{infra, lab, random_bytes, sha, shared, Pair, SRV_A};
 
 fn global(infra: &[String]) -> Vec<&str> {
     infra.iter().map(String::as_str).collect()
