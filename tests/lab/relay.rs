@@ -304,7 +304,7 @@ fn wrong_credentials_an_unreachable_server_and_one_side_configured() {
     let (c, _) = run("sym2h", "sym1h", Some(&wrong), Some(&wrong));
     assert_eq!(c.code, Some(1));
     let error = c.event("error").expect("error")["message"].to_string();
-    assert!(error.contains("rejected the credentials"), "{error}");
+    assert!(error.contains("rejected the credentials"), "{error}\n{}", c.stderr.join("\n"));
 
     let nowhere = format!("turn://{TURN_USER}:{TURN_PASS}@{SRV_B}:3999");
     let (c, _) = run("sym2h", "sym1h", Some(&nowhere), Some(&nowhere));
