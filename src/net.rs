@@ -60,18 +60,69 @@ pub fn bind_tcp_listener(addr: SocketAddr) -> io::Result<tokio::net::TcpListener
     tokio::net::TcpListener::from_std(socket.into())
 }
 
-/// A TCP socket bound to `port` on every IPv4 address, sharing the port (SO_REUSEADDR and
-/// SO_REUSEPORT) with a listener and other sockets bound the same way: hole punching connects
-/// from the port whose NAT mapping was learned, again and again, while a listener on it catches
-/// a punch that arrives as an inbound connection.
-pub fn shared_tcp_socket(port: u16) -> io::Result<tokio::net::TcpSocket> {
-    let addr: SocketAddr = (std::net::Ipv4Addr::UNSPECIFIED, port).into();
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+/// A TCP socket bound to `port` on every address of `family`'s family (one family only),
+/// sharing the port (SO_REUSEADDR and SO_REUSEPORT) with a listener and other sockets bound the
+/// same way: hole punching connects from the port whose NAT mapping was learned, again and
+/// again, while a listener on it catches a punch that arrives as an inbound connection.
+pub fn shared_tcp_socket(family: IpAddr, port: u16) -> io::Result<tokio::net::TcpSocket> {
+    let addr = SocketAddr::new(unspecified_like(family), port);
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     Ok(tokio::net::TcpSocket::from_std_stream(socket.into()))
+}
+
+/// A UDP socket on a fresh port that carries both families (IPv4 peers appear as IPv4-mapped
+/// IPv6 addresses, see [`canonical`] and [`for_socket`]), with large buffers; a plain IPv4
+/// socket where this machine has no IPv6.
+pub fn bind_udp_dual_stack() -> io::Result<std::net::UdpSocket> {
+    let any6: SocketAddr = (std::net::Ipv6Addr::UNSPECIFIED, 0).into();
+    let dual = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP)).and_then(|socket| {
+        socket.set_only_v6(false)?;
+        socket.bind(&any6.into())?;
+        Ok(socket)
+    });
+    match dual {
+        Ok(socket) => {
+            let _ = socket.set_recv_buffer_size(UDP_BUFFER_BYTES);
+            let _ = socket.set_send_buffer_size(UDP_BUFFER_BYTES);
+            Ok(socket.into())
+        }
+        Err(e) => {
+            tracing::debug!("no dual-stack UDP socket ({e}), IPv4 only");
+            bind_udp((std::net::Ipv4Addr::UNSPECIFIED, 0).into())
+        }
+    }
+}
+
+/// `addr` with an IPv4-mapped IPv6 address (how a dual-stack socket reports IPv4 peers) as the
+/// plain IPv4 address it stands for; any other address as it is.
+pub fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
+/// `addr` in the form a socket of the given family sends to: IPv4 as IPv4-mapped IPv6 on an
+/// IPv6 (dual-stack) socket, as quinn addresses IPv4 peers on one.
+pub fn for_socket(addr: SocketAddr, socket_is_v6: bool) -> SocketAddr {
+    match addr {
+        SocketAddr::V4(v4) if socket_is_v6 => {
+            SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())
+        }
+        other => other,
+    }
+}
+
+/// The unspecified address of `ip`'s family.
+pub fn unspecified_like(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+        IpAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+    }
 }
 
 /// A UDP socket on `addr` (one family only) with large buffers, for QUIC.
@@ -183,14 +234,12 @@ impl tokio::io::AsyncWrite for LingeringTcp {
 
 /// The unspecified address of `addr`'s family with port 0, for outgoing sockets.
 pub fn any_addr_like(addr: &SocketAddr) -> SocketAddr {
-    match addr {
-        SocketAddr::V4(_) => (std::net::Ipv4Addr::UNSPECIFIED, 0).into(),
-        SocketAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
-    }
+    SocketAddr::new(unspecified_like(addr.ip()), 0)
 }
 
 /// The source address the kernel would use to reach `remote` (a route lookup; nothing is sent).
 pub fn route_source(remote: SocketAddr) -> Option<IpAddr> {
+    let remote = canonical(remote);
     let probe = std::net::UdpSocket::bind(any_addr_like(&remote)).ok()?;
     probe.connect(remote).ok()?;
     probe.local_addr().ok().map(|a| a.ip())
@@ -215,6 +264,40 @@ mod tests {
         assert!(!is_usable("169.254.1.1".parse().unwrap()));
         assert!(is_usable("127.0.0.1".parse().unwrap()));
         assert!(is_usable("2001:db8::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn mapped_addresses_round_trip() {
+        let v4: SocketAddr = "192.0.2.7:4000".parse().unwrap();
+        let mapped = for_socket(v4, true);
+        assert_eq!(
+            mapped,
+            "[::ffff:192.0.2.7]:4000".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(canonical(mapped), v4);
+        assert_eq!(for_socket(v4, false), v4);
+        let v6: SocketAddr = "[2001:db8::7]:4000".parse().unwrap();
+        assert_eq!((for_socket(v6, true), canonical(v6)), (v6, v6));
+    }
+
+    #[test]
+    fn a_dual_stack_socket_reaches_both_families() {
+        let dual = bind_udp_dual_stack().unwrap();
+        dual.set_nonblocking(false).unwrap();
+        dual.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .unwrap();
+        let port = dual.local_addr().unwrap().port();
+        for peer in ["127.0.0.1:0", "[::1]:0"] {
+            let Ok(peer) = std::net::UdpSocket::bind(peer) else {
+                continue; // no IPv6 on this machine
+            };
+            let at = SocketAddr::new(peer.local_addr().unwrap().ip(), port);
+            peer.send_to(b"hi", at).unwrap();
+            let mut buf = [0u8; 8];
+            let (n, from) = dual.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..n], b"hi");
+            assert_eq!(canonical(from), peer.local_addr().unwrap());
+        }
     }
 
     #[test]

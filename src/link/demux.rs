@@ -3,6 +3,9 @@
 //! the peer punched towards is the one QUIC uses). Datagrams that look like STUN (RFC 7983) are
 //! diverted from quinn to a channel; STUN is sent on the same socket beside quinn's traffic.
 //!
+//! The socket may be dual-stack: the STUN side sees and names IPv4 peers by their plain IPv4
+//! addresses either way.
+//!
 //! Neighbours: [`super::quic`] makes endpoints on it; [`crate::traversal`] punch strategies read
 //! and write the STUN side.
 
@@ -40,6 +43,8 @@ impl fmt::Debug for DemuxSocket {
 /// The STUN side: send on the shared socket, receive what was diverted.
 pub struct StunSide {
     socket: Arc<dyn AsyncUdpSocket>,
+    /// The socket is IPv6 (dual-stack): IPv4 destinations go out IPv4-mapped.
+    v6: bool,
     pub incoming: mpsc::Receiver<StunDatagram>,
 }
 
@@ -47,7 +52,7 @@ impl StunSide {
     /// Sends one datagram; a full socket buffer drops it (probes are repeated).
     pub fn send(&self, to: SocketAddr, data: &[u8]) -> io::Result<()> {
         let transmit = Transmit {
-            destination: to,
+            destination: crate::net::for_socket(to, self.v6),
             ecn: None,
             contents: data,
             segment_size: None,
@@ -63,6 +68,7 @@ impl StunSide {
 /// Splits `socket` into a quinn socket and its STUN side.
 pub fn split(socket: std::net::UdpSocket) -> io::Result<(Arc<DemuxSocket>, StunSide)> {
     let runtime = quinn::default_runtime().ok_or_else(|| io::Error::other("no async runtime"))?;
+    let v6 = socket.local_addr()?.is_ipv6();
     let inner = runtime.wrap_udp_socket(socket)?;
     let (tx, incoming) = mpsc::channel(STUN_QUEUE);
     Ok((
@@ -72,6 +78,7 @@ pub fn split(socket: std::net::UdpSocket) -> io::Result<(Arc<DemuxSocket>, StunS
         }),
         StunSide {
             socket: inner,
+            v6,
             incoming,
         },
     ))
@@ -102,7 +109,8 @@ impl AsyncUdpSocket for DemuxSocket {
                 // Segments of one receive share a source and a size; STUN is never coalesced
                 // with QUIC in practice, so the whole batch goes one way.
                 for segment in data.chunks(meta.stride.max(1)) {
-                    let _ = self.stun.try_send((segment.to_vec(), meta.addr));
+                    let from = crate::net::canonical(meta.addr);
+                    let _ = self.stun.try_send((segment.to_vec(), from));
                 }
                 // quinn skips a zero-length receive.
                 meta.len = 0;

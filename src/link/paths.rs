@@ -13,6 +13,9 @@
 //! route keeps GSO/GRO. The direct route costs one uncontended read lock per transmit or
 //! receive batch and no allocation.
 //!
+//! On a dual-stack socket quinn names IPv4 peers IPv4-mapped; the table and its callers use
+//! plain IPv4 addresses, and this socket translates at its edge.
+//!
 //! Neighbours: [`RelayPath`] is implemented by a relay allocation ([`crate::relay`]);
 //! [`super::quic`] configures the endpoint made by [`endpoint`].
 
@@ -31,6 +34,7 @@ use quinn::{AsyncUdpSocket, UdpPoller};
 use tokio::sync::mpsc;
 
 use super::demux::{self, DemuxSocket, StunSide};
+use crate::net;
 
 /// Datagrams from relays waiting for quinn; more are dropped, as a full socket buffer would.
 const RELAY_INBOUND_QUEUE: usize = 256;
@@ -110,6 +114,8 @@ impl Table {
 /// The quinn socket: routes by virtual address, merges what arrives directly and via relays.
 pub struct PathSocket {
     inner: Arc<DemuxSocket>,
+    /// The inner socket is IPv6 (dual-stack): quinn's addresses for IPv4 peers are mapped.
+    v6: bool,
     table: RwLock<Table>,
     inbound_tx: RelayInbound,
     inbound: Mutex<mpsc::Receiver<(SocketAddr, Bytes)>>,
@@ -125,10 +131,12 @@ impl fmt::Debug for PathSocket {
 impl PathSocket {
     /// Wraps `socket`: a path socket for quinn and the STUN side of the same socket.
     pub fn bind(socket: std::net::UdpSocket) -> io::Result<(Arc<PathSocket>, StunSide)> {
+        let v6 = socket.local_addr()?.is_ipv6();
         let (inner, stun) = demux::split(socket)?;
         let (inbound_tx, inbound) = mpsc::channel(RELAY_INBOUND_QUEUE);
         let socket = PathSocket {
             inner,
+            v6,
             table: RwLock::new(Table::default()),
             inbound_tx,
             inbound: Mutex::new(inbound),
@@ -222,7 +230,7 @@ impl PathSocket {
             }
             buf[..data.len()].copy_from_slice(&data);
             meta[filled] = RecvMeta {
-                addr: *virtual_addr,
+                addr: net::for_socket(*virtual_addr, self.v6),
                 len: data.len(),
                 stride: data.len(),
                 ecn: None,
@@ -256,14 +264,14 @@ impl AsyncUdpSocket for PathSocket {
 
     fn try_send(&self, transmit: &Transmit) -> io::Result<()> {
         let table = self.read();
-        match table.routes.get(&transmit.destination) {
+        match table.routes.get(&net::canonical(transmit.destination)) {
             None => {
                 drop(table);
                 self.inner.try_send(transmit)
             }
             Some(Route::Direct(real)) => {
                 let direct = Transmit {
-                    destination: *real,
+                    destination: net::for_socket(*real, self.v6),
                     ..*transmit
                 };
                 drop(table);
@@ -305,8 +313,8 @@ impl AsyncUdpSocket for PathSocket {
         let table = self.read();
         if !table.direct.is_empty() {
             for meta in meta.iter_mut().take(count).filter(|m| m.len > 0) {
-                if let Some(virtual_addr) = table.direct.get(&meta.addr) {
-                    meta.addr = *virtual_addr;
+                if let Some(virtual_addr) = table.direct.get(&net::canonical(meta.addr)) {
+                    meta.addr = net::for_socket(*virtual_addr, self.v6);
                     self.counters
                         .direct_received
                         .fetch_add(meta.len as u64, Ordering::Relaxed);

@@ -151,6 +151,7 @@ fn local_addr(connection: &quinn::Connection, endpoint: &quinn::Endpoint) -> Soc
     let ip = connection
         .local_ip()
         .filter(|ip| !ip.is_unspecified())
+        .map(|ip| ip.to_canonical())
         .or_else(|| crate::net::route_source(connection.remote_address()))
         .unwrap_or(bound.ip());
     SocketAddr::new(ip, bound.port())
@@ -274,7 +275,7 @@ pub async fn accept(
     endpoint: quinn::Endpoint,
 ) -> Result<Link, LinkError> {
     let started = std::time::Instant::now();
-    let remote = incoming.remote_address();
+    let remote = crate::net::canonical(incoming.remote_address());
     let connection = incoming.await.map_err(|e| connection_error(e, None))?;
     let certs = connection.peer_identity().and_then(|any| {
         any.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()

@@ -7,10 +7,16 @@
 //! announced is the mapping used), allocates the relay meanwhile, and turns what was learned
 //! into candidates for the peer.
 //!
+//! IPv6 travels beside IPv4 without NAT: the UDP socket is dual-stack and the TCP port is bound
+//! in both families, so the host's global IPv6 addresses are candidates too, on the same
+//! ports. Behind a stateful IPv6 firewall both sides' probes (or SYNs) open the way as they do
+//! through a port-preserving NAT, so a pair whose IPv4 NATs defeat punching can still be
+//! direct over IPv6.
+//!
 //! Neighbours: [`super::rendezvous`] owns a kit per side; the punch strategies use its sockets;
 //! [`super::probing`] probes on its UDP socket and relay.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use std::future::Future;
 use std::sync::Arc;
@@ -59,6 +65,8 @@ pub struct Kit {
     pub socket: Arc<UdpSide>,
     /// Accepts on the punching TCP port (reverse connects, and punches that land as accepts).
     pub tcp_listener: tokio::sync::Mutex<TcpListener>,
+    /// The same port in IPv6, where this host has IPv6 and the port was free there too.
+    pub tcp_listener6: Option<tokio::sync::Mutex<TcpListener>>,
     pub tcp_port: u16,
     pub udp: Vec<Candidate>,
     pub tcp: Vec<Candidate>,
@@ -81,25 +89,44 @@ impl Kit {
         stun_servers: &[HostPort],
         relay: impl Future<Output = Option<Result<Allocation, RelayError>>>,
     ) -> std::io::Result<Self> {
-        let udp = crate::net::bind_udp((Ipv4Addr::UNSPECIFIED, 0).into())?;
+        let udp = crate::net::bind_udp_dual_stack()?;
         udp.set_nonblocking(true)?;
         let udp = tokio::net::UdpSocket::from_std(udp)?;
         let udp_port = udp.local_addr()?.port();
-        let listener = crate::net::shared_tcp_socket(0)?;
+        let udp_v6 = udp.local_addr()?.is_ipv6();
+        let listener = crate::net::shared_tcp_socket(Ipv4Addr::UNSPECIFIED.into(), 0)?;
         let tcp_port = listener.local_addr()?.port();
         let tcp_listener = listener.listen(16)?;
+        let interface_ips = crate::net::interface_ips()?;
+        let (local_ips, ips6) = local_ips(&interface_ips);
+        let tcp_listener6 = if ips6.is_empty() {
+            None
+        } else {
+            crate::net::shared_tcp_socket(Ipv6Addr::UNSPECIFIED.into(), tcp_port)
+                .and_then(|socket| socket.listen(16))
+                .map_err(|e| tracing::debug!("no IPv6 punching port: {e}"))
+                .ok()
+        };
 
         let ((udp_public, tcp_public), allocated) =
             tokio::join!(learn_mappings(&udp, tcp_port, stun_servers), relay);
         tracing::debug!(?udp_public, ?tcp_public, "kit mappings");
         let mapping = classify(&udp_public);
-        let local_ips: Vec<IpAddr> = crate::net::interface_ips()?
-            .into_iter()
-            .filter(|ip| ip.is_ipv4() && !ip.is_loopback())
-            .collect();
         let tcp_public = tcp_public_or_guess(tcp_public, &udp_public, udp_port, tcp_port);
-        let udp_candidates = candidates(udp_port, &with_predictions(udp_public), &local_ips);
-        let tcp_candidates = candidates(tcp_port, &with_predictions(tcp_public), &local_ips);
+        let with_v6 = |yes: bool| {
+            let extra: &[IpAddr] = if yes { &ips6 } else { &[] };
+            local_ips
+                .iter()
+                .chain(extra)
+                .copied()
+                .collect::<Vec<IpAddr>>()
+        };
+        let udp_candidates = candidates(udp_port, &with_predictions(udp_public), &with_v6(udp_v6));
+        let tcp_candidates = candidates(
+            tcp_port,
+            &with_predictions(tcp_public),
+            &with_v6(tcp_listener6.is_some()),
+        );
 
         let server = quic::server_config(creds, Some(vec![Allowed::Key(*peer)]))
             .map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -124,6 +151,7 @@ impl Kit {
                 relay,
             }),
             tcp_listener: tokio::sync::Mutex::new(tcp_listener),
+            tcp_listener6: tcp_listener6.map(tokio::sync::Mutex::new),
             tcp_port,
             udp: udp_candidates,
             tcp: tcp_candidates,
@@ -168,6 +196,14 @@ pub(super) fn classify(mapped: &[SocketAddr]) -> SocketMapping {
     }
 }
 
+/// This host's addresses worth offering from a kit, loopback left out: the IPv4 ones, and apart
+/// the IPv6 ones (no NAT stands before those: each is its own public candidate).
+fn local_ips(interface_ips: &[IpAddr]) -> (Vec<IpAddr>, Vec<IpAddr>) {
+    let usable = interface_ips.iter().filter(|ip| !ip.is_loopback());
+    let (v4, v6): (Vec<IpAddr>, Vec<IpAddr>) = usable.partition(|ip| ip.is_ipv4());
+    (v4, v6)
+}
+
 /// The public mappings of the kit's UDP socket and TCP port, as the STUN servers saw them.
 /// Every server is asked at once, each from the kit's own socket or port: two answers tell a
 /// NAT that keeps the mapping from one that allocates a new port per destination (and by what
@@ -192,7 +228,7 @@ async fn learn_mappings(
     let tcp_binding = futures_util::future::join_all(servers.iter().map(|&to| {
         let (counter, tcp_found) = (&counter, &tcp_found);
         async move {
-            let Ok(socket) = crate::net::shared_tcp_socket(tcp_port) else {
+            let Ok(socket) = crate::net::shared_tcp_socket(to.ip(), tcp_port) else {
                 return;
             };
             if let Ok((binding, _)) =

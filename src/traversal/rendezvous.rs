@@ -225,8 +225,19 @@ impl Rendezvous {
     /// link with the peer are skipped.
     pub async fn accept_tcp(&self) -> Result<Link, LinkError> {
         let listener = self.kit.tcp_listener.lock().await;
+        let listener6 = match &self.kit.tcp_listener6 {
+            Some(l) => Some(l.lock().await),
+            None => None,
+        };
         loop {
-            let (tcp, from) = listener.accept().await?;
+            let accepted = match &listener6 {
+                Some(listener6) => tokio::select! {
+                    a = listener.accept() => a,
+                    a = listener6.accept() => a,
+                },
+                None => listener.accept().await,
+            };
+            let (tcp, from) = accepted?;
             match self.secure_tcp(tcp).await {
                 Ok(link) => return Ok(link),
                 Err(e) => tracing::debug!(%from, "inbound on the punching port failed: {e}"),
@@ -302,6 +313,7 @@ impl Rendezvous {
     /// How datagrams from `remote` (as quinn sees it) come: through a relay, from a source
     /// `random_probe`'s spray heard, or straight.
     async fn arrival_of(&self, remote: SocketAddr) -> Arrival {
+        let remote = crate::net::canonical(remote);
         let ours = matches!(
             self.kit.socket.paths.route(remote),
             Some(Route::Relayed { .. })
@@ -337,36 +349,56 @@ impl Rendezvous {
     }
 }
 
-/// Most candidates per transport a rendezvous dials or probes: anyone may send an offer, and its
-/// candidates could name a third party, so what one offer can make us send is bounded.
+/// Most IPv4 candidates per transport a rendezvous dials or probes: anyone may send an offer,
+/// and its candidates could name a third party, so what one offer can make us send is bounded.
 const MAX_PEER_CANDIDATES: usize = 8;
+/// Most IPv6 candidates per transport, beside the IPv4 ones (a host's global addresses).
+const MAX_PEER_CANDIDATES_V6: usize = 4;
 
 /// Whether an offer or answer may make us send to `addr`: anyone can send an offer, so its
 /// addresses must not steer our packets at this machine, its link or a group (loopback,
-/// link-local, multicast, broadcast, unspecified, port 0). Genuine peers never offer these; a
-/// LAN peer's private range is fine. IPv4 only (the kit's family).
+/// link-local, multicast, broadcast, unspecified, port 0; in IPv6 also IPv4-mapped and
+/// -compatible forms, which would name IPv4 addresses past these checks). Genuine peers never
+/// offer these; a LAN peer's private (or unique local) range is fine.
 fn may_send_to(addr: &SocketAddr) -> bool {
-    match addr.ip() {
+    let ip_ok = match addr.ip() {
         std::net::IpAddr::V4(ip) => {
             !(ip.is_unspecified()
                 || ip.is_loopback()
                 || ip.is_link_local()
                 || ip.is_multicast()
                 || ip.is_broadcast())
-                && addr.port() != 0
         }
-        std::net::IpAddr::V6(_) => false,
-    }
+        std::net::IpAddr::V6(ip) => {
+            let first = ip.segments()[0];
+            let embeds_v4 = ip.segments()[..5] == [0; 5];
+            !(ip.is_unspecified()
+                || ip.is_loopback()
+                || ip.is_multicast()
+                || (first & 0xffc0) == 0xfe80
+                || embeds_v4)
+        }
+    };
+    ip_ok && addr.port() != 0
 }
 
 /// The peer's candidates worth trying: those [`may_send_to`] allows, at most
-/// [`MAX_PEER_CANDIDATES`], public (and mapped) ones first.
+/// [`MAX_PEER_CANDIDATES`] IPv4 and [`MAX_PEER_CANDIDATES_V6`] IPv6, public (and mapped)
+/// ones first.
 pub(super) fn usable(candidates: &[Candidate]) -> Vec<SocketAddr> {
     let mut list: Vec<&Candidate> = candidates.iter().filter(|c| may_send_to(&c.addr)).collect();
     list.sort_by_key(|c| c.kind == CandidateKind::Local);
     let mut addrs: Vec<SocketAddr> = list.into_iter().map(|c| c.addr).collect();
     addrs.dedup();
-    addrs.truncate(MAX_PEER_CANDIDATES);
+    let (mut v4, mut v6) = (0, 0);
+    addrs.retain(|a| {
+        let (count, cap) = match a {
+            SocketAddr::V4(_) => (&mut v4, MAX_PEER_CANDIDATES),
+            SocketAddr::V6(_) => (&mut v6, MAX_PEER_CANDIDATES_V6),
+        };
+        *count += 1;
+        *count <= cap
+    });
     addrs
 }
 
@@ -419,18 +451,50 @@ mod tests {
             "0.0.0.0:4000",
             "192.168.1.20:0",
             "[::1]:4000",
+            "[fe80::1]:4000",
+            "[ff02::1]:4000",
+            "[::]:4000",
+            "[::ffff:127.0.0.1]:4000",
+            "[::127.0.0.1]:4000",
             "192.168.1.20:4000",
             "203.0.113.9:4000",
+            "[2001:db8:9::2]:4000",
+            "[fd00::2]:4000",
         ]
         .iter()
         .map(|a| candidate(a))
         .collect();
         let kept: Vec<String> = usable(&offered).iter().map(|a| a.to_string()).collect();
-        assert_eq!(kept, ["192.168.1.20:4000", "203.0.113.9:4000"]);
+        assert_eq!(
+            kept,
+            [
+                "192.168.1.20:4000",
+                "203.0.113.9:4000",
+                "[2001:db8:9::2]:4000",
+                "[fd00::2]:4000"
+            ]
+        );
         let relayed: Vec<SocketAddr> = ["127.0.0.1:3478", "198.51.100.1:49152"]
             .iter()
             .map(|a| a.parse().unwrap())
             .collect();
         assert_eq!(usable_relayed(&relayed), vec![relayed[1]]);
+    }
+
+    #[test]
+    fn each_family_has_its_own_cap() {
+        let offered: Vec<Candidate> = (0..12)
+            .map(|i| candidate(&format!("203.0.113.{}:4000", i + 1)))
+            .chain((0..12).map(|i| candidate(&format!("[2001:db8::{}]:4000", i + 1))))
+            .collect();
+        let kept = usable(&offered);
+        assert_eq!(
+            kept.iter().filter(|a| a.is_ipv4()).count(),
+            MAX_PEER_CANDIDATES
+        );
+        assert_eq!(
+            kept.iter().filter(|a| a.is_ipv6()).count(),
+            MAX_PEER_CANDIDATES_V6
+        );
     }
 }

@@ -100,7 +100,8 @@ async fn punch(rendezvous: &Rendezvous, remote: SocketAddr) -> Result<Link, Link
         while let Some(action) = dialer.poll_action() {
             connecting = match action {
                 Action::Connect => {
-                    let socket = crate::net::shared_tcp_socket(rendezvous.kit.tcp_port)?;
+                    let socket =
+                        crate::net::shared_tcp_socket(remote.ip(), rendezvous.kit.tcp_port)?;
                     Some(Box::pin(socket.connect(remote)))
                 }
                 Action::Abandon => None,

@@ -310,15 +310,41 @@ impl Lab {
 
     /// Set packet loss on a router (0 switches it off). Hold `exclusive()` around it.
     pub fn loss(&self, router: &str, percent: u32) {
+        let percent = percent.to_string();
+        self.script(&["loss", router, &percent])
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Every host IPv4-only (`scripts/lab ipv6 off`) until the guard is dropped. Hold
+    /// `exclusive()` around it: the other tests expect the dual-stack lab.
+    pub fn ipv4_only(&self) -> Ipv4Only<'_> {
+        let guard = Ipv4Only(self);
+        self.script(&["ipv6", "off"])
+            .unwrap_or_else(|e| panic!("{e}"));
+        guard
+    }
+
+    fn script(&self, args: &[&str]) -> Result<(), String> {
         let out = Command::new(script())
-            .args(["loss", router, &percent.to_string()])
+            .args(args)
             .env("LAB_PREFIX", &self.prefix)
             .output()
-            .expect("scripts/lab loss");
-        assert!(
-            out.status.success(),
-            "scripts/lab loss {router} {percent}: {out:?}"
-        );
+            .map_err(|e| format!("scripts/lab {args:?}: {e}"))?;
+        match out.status.success() {
+            true => Ok(()),
+            false => Err(format!("scripts/lab {args:?}: {out:?}")),
+        }
+    }
+}
+
+/// The lab's hosts without IPv6 while it lives (see [`Lab::ipv4_only`]).
+pub struct Ipv4Only<'a>(&'a Lab);
+
+impl Drop for Ipv4Only<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.0.script(&["ipv6", "on"]) {
+            eprintln!("the lab stays IPv4-only: {e}");
+        }
     }
 }
 

@@ -3,11 +3,14 @@
 //! table (pair, outcome, winning method, transport, direct/relayed, setup ms) and writes
 //! it to $CARGO_TARGET_TMPDIR/lab-matrix.txt (scripts/matrix shows it).
 //!
+//! It runs twice: with the hosts IPv4-only (`scripts/lab ipv6 off`) and dual-stack.
 //! Both ends use the lab's broker, STUN servers and TURN server. It asserts what must work:
 //! every ordered pair connects with the data intact (the relay gets the rest through), and
-//! every pair gets a direct link (over TCP where a side blocks UDP) except a symmetric host
-//! with another symmetric host or with the UDP-blocking firewall (issue 12: `random_probe`
-//! makes symmetric ↔ the endpoint-independent NATs direct).
+//! every pair gets a direct link (over TCP where a side blocks UDP). IPv4-only, a symmetric
+//! host with another symmetric host or with the UDP-blocking firewall may be relayed
+//! (`random_probe` makes symmetric ↔ the endpoint-independent NATs direct); dual-stack, those
+//! pairs must be direct too, over IPv6, which the lab routes without NAT through stateful
+//! firewalls.
 //! Env: LAB_MATRIX_HOSTS="pub1h pr1h ..." limits the hosts, LAB_MATRIX_TIMEOUT the
 //! connect timeout in seconds (default 8), LAB_MATRIX_OFFLINE=1 runs `--offline` (direct only;
 //! only what must be direct to a public host is asserted), LAB_MATRIX_NO_TURN=1 leaves the relay
@@ -18,18 +21,29 @@ use std::time::Duration;
 
 use crate::harness::{exclusive, infra, lab, parallel, Host, Lab};
 
-/// Whether the pair (connector, listener) must connect, and over TCP only.
-fn must_connect(connector: &Host, listener: &Host) -> Option<bool> {
-    let hard = |h: &Host| h.nat == "symmetric";
+/// Whether the hosts have IPv6 beside IPv4.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Family {
+    Ipv4Only,
+    DualStack,
+}
+
+/// Whether the pair (connector, listener) must connect directly, and over TCP only.
+fn must_connect(connector: &Host, listener: &Host, family: Family) -> Option<bool> {
     let fw = |h: &Host| h.nat == "udpblock";
-    // A symmetric NAT meets another, or a firewall without UDP, only through the relay.
-    let hopeless = |a: &Host, b: &Host| hard(a) && (hard(b) || fw(b));
-    if listener.nat != "public" && (hopeless(connector, listener) || hopeless(listener, connector))
+    if family == Family::Ipv4Only
+        && listener.nat != "public"
+        && (ipv4_hopeless(connector, listener) || ipv4_hopeless(listener, connector))
     {
         None
     } else {
         Some(fw(connector) || fw(listener))
     }
+}
+
+/// A symmetric NAT meets another, or a firewall without UDP, over IPv4 only through the relay.
+fn ipv4_hopeless(a: &Host, b: &Host) -> bool {
+    a.nat == "symmetric" && (b.nat == "symmetric" || b.nat == "udpblock")
 }
 
 #[derive(Debug)]
@@ -40,6 +54,7 @@ struct Cell {
     method: String,
     transport: String,
     path: String,
+    remote: String,
     setup_ms: String,
     detail: String,
 }
@@ -52,6 +67,7 @@ fn run_pair(lab: &Lab, connector: &Host, listener: &Host, timeout: u64, global: 
         method: "-".into(),
         transport: "-".into(),
         path: "-".into(),
+        remote: "-".into(),
         setup_ms: "-".into(),
         detail: String::new(),
     };
@@ -92,6 +108,7 @@ fn run_pair(lab: &Lab, connector: &Host, listener: &Host, timeout: u64, global: 
         cell.method = text("method");
         cell.transport = text("transport");
         cell.path = text("path");
+        cell.remote = text("remote");
         cell.setup_ms = text("setup_ms");
     }
     let exchanged = c.stdout.contains(hello.trim()) && l.stdout.contains(hi.trim());
@@ -167,12 +184,26 @@ fn render(cells: &[Cell], hosts: &[&Host]) -> String {
     s
 }
 
-/// Every ordered pair of lab hosts; asserts the pairs that must connect today.
+/// Every ordered pair of lab hosts, IPv4 only.
 #[test]
-fn connectivity_matrix() {
+fn connectivity_matrix_ipv4_only() {
     let Some(lab) = lab() else { return };
     // Alone: 24 pairs at once load both cores, which would skew the self-tests and setup_ms.
     let _g = exclusive();
+    let _v4 = lab.ipv4_only();
+    matrix(lab, Family::Ipv4Only);
+}
+
+/// Every ordered pair of lab hosts, dual-stack.
+#[test]
+fn connectivity_matrix_dual_stack() {
+    let Some(lab) = lab() else { return };
+    let _g = exclusive();
+    matrix(lab, Family::DualStack);
+}
+
+/// Runs every ordered pair; asserts the pairs that must connect today.
+fn matrix(lab: &Lab, family: Family) {
     let only: Option<Vec<String>> = std::env::var("LAB_MATRIX_HOSTS")
         .ok()
         .map(|v| v.split_whitespace().map(str::to_string).collect());
@@ -213,12 +244,16 @@ fn connectivity_matrix() {
     let mut second_runs = Vec::new();
     for (cell, (c, l)) in cells.iter_mut().zip(&pairs) {
         let probed = c.nat == "symmetric" || l.nat == "symmetric";
-        if probed && cell.path == "relayed" && must_connect(c, l).is_some() {
+        if probed && cell.path == "relayed" && must_connect(c, l, family).is_some() {
             second_runs.push(format!("{}->{}", c.name, l.name));
             *cell = run_pair(lab, c, l, timeout, &global);
         }
     }
-    let table = render(&cells, &hosts);
+    let name = match family {
+        Family::Ipv4Only => "ipv4",
+        Family::DualStack => "dual",
+    };
+    let table = format!("hosts {name}\n{}", render(&cells, &hosts));
     eprintln!("{table}");
     eprintln!(
         "matrix: {} pairs in {:.1} s; relayed where random_probe should win, run again: {}",
@@ -230,26 +265,39 @@ fn connectivity_matrix() {
             second_runs.join(" ")
         }
     );
-    let file = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("lab-matrix.txt");
+    let file =
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("lab-matrix-{name}.txt"));
     let _ = std::fs::write(&file, &table);
 
     let mut missing = Vec::new();
     for c in &cells {
         let listener = lab.host(&c.listener);
         let connector = lab.host(&c.connector);
-        let direct =
-            must_connect(connector, listener).filter(|_| !offline || listener.nat == "public");
+        let direct = must_connect(connector, listener, family)
+            .filter(|_| !offline || listener.nat == "public");
+        let over_v6 = c.remote.starts_with('[');
+        // IPv4-only means no IPv6 at all; dual-stack, what IPv4 cannot do goes over IPv6.
+        let family_ok = match family {
+            Family::Ipv4Only => !over_v6,
+            Family::DualStack => {
+                over_v6
+                    || !(ipv4_hopeless(connector, listener) || ipv4_hopeless(listener, connector))
+            }
+        };
         let good = match direct {
             Some(tcp_only) => {
-                c.outcome == "ok" && c.path == "direct" && (!tcp_only || c.transport == "tcp")
+                c.outcome == "ok"
+                    && c.path == "direct"
+                    && (!tcp_only || c.transport == "tcp")
+                    && (family_ok || offline)
             }
-            None if relay => c.outcome == "ok",
+            None if relay => c.outcome == "ok" && family_ok,
             None => continue,
         };
         if !good {
             missing.push(format!(
-                "{}->{}: {} {}",
-                c.connector, c.listener, c.outcome, c.detail
+                "{}->{}: {} {} {} {}",
+                c.connector, c.listener, c.outcome, c.path, c.remote, c.detail
             ));
         }
     }

@@ -5,7 +5,8 @@
 //! 256 KiB each way compared byte for byte.
 //!
 //! IPv4 only: `--via random_probe` leaves no strategy that could use the hosts' IPv6 addresses
-//! (the punching kit is IPv4). The TURN server is *absent* (the lab's `infra()` names none) and
+//! (the probe is IPv4: IPv6 has no NAT to defeat), and the tests of the whole cascade make the
+//! lab IPv4-only (dual-stack, `tcp_punch` goes direct over IPv6 first). The TURN server is *absent* (the lab's `infra()` names none) and
 //! `--via` excludes the relay too: a relayed fallback must not hide a probe that failed, and
 //! with TURN present the relay would run only 4 s after the punch anyway. The interplay with the
 //! relay has tests of its own below: with TURN allowed and the default cascade, random_probe
@@ -188,13 +189,14 @@ fn symmetric_meets_every_kept_mapping_directly_by_random_probe() {
     assert!(report.is_empty(), "{}", report.join("\n"));
 }
 
-/// With TURN allowed and nothing restricted, the relay waits for the probe: symmetric ↔
+/// IPv4-only, with TURN allowed and nothing restricted, the relay waits for the probe: symmetric ↔
 /// port-restricted still goes direct by random_probe at least 19 of 20 times, and every run
 /// connects.
 #[test]
 fn with_the_relay_in_the_cascade_random_probe_still_wins() {
     let Some(lab) = lab() else { return };
-    let _g = shared();
+    let _g = exclusive();
+    let _v4 = lab.ipv4_only();
     let mut global = infra();
     global.extend(["--turn".to_string(), lab_turn(), "-vv".to_string()]);
     let mut direct = 0;
@@ -228,7 +230,8 @@ fn with_the_relay_in_the_cascade_random_probe_still_wins() {
 fn when_the_probe_cannot_work_the_relay_connects() {
     let Some(lab) = lab() else { return };
     let _g = exclusive();
-    let _block = Block::new(lab, "sym1", &lab.host("pr1h").public4);
+    let _v4 = lab.ipv4_only();
+    let _block = Block::new(lab, "sym1", &[&lab.host("pr1h").public4]);
     let mut global = infra();
     global.extend(["--turn".to_string(), lab_turn(), "-vv".to_string()]);
     for (n, (listener, connector)) in [("sym1h", "pr1h"), ("pr1h", "sym1h")].iter().enumerate() {

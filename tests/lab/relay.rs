@@ -97,34 +97,58 @@ impl Drop for OwnTurn {
     }
 }
 
-/// An nftables table on `router` dropping everything between it and `peer_ip`, deleted when
-/// dropped (the lab's NAT tables are left alone).
+/// An nftables table on `router` dropping everything between it and `peer_ips` (IPv4 or IPv6),
+/// deleted when dropped (the lab's NAT tables are left alone). Each block has a table of its
+/// own: tests running side by side may block the same router.
 pub struct Block<'a> {
     lab: &'a Lab,
     router: String,
+    table: String,
 }
 
 impl<'a> Block<'a> {
-    pub fn new(lab: &'a Lab, router: &str, peer_ip: &str) -> Self {
-        for rule in [
-            "add table inet wgblock".to_string(),
-            "add chain inet wgblock gate { type filter hook forward priority -10 ; }".to_string(),
-            format!("add rule inet wgblock gate ip daddr {peer_ip} drop"),
-            format!("add rule inet wgblock gate ip saddr {peer_ip} drop"),
-        ] {
+    pub fn new(lab: &'a Lab, router: &str, peer_ips: &[&str]) -> Self {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let table = format!(
+            "wgblock{}",
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let mut rules = vec![
+            format!("add table inet {table}"),
+            format!("add chain inet {table} gate {{ type filter hook forward priority -10 ; }}"),
+        ];
+        for ip in peer_ips {
+            let family = if ip.contains(':') { "ip6" } else { "ip" };
+            rules.push(format!(
+                "add rule inet {table} gate {family} daddr {ip} drop"
+            ));
+            rules.push(format!(
+                "add rule inet {table} gate {family} saddr {ip} drop"
+            ));
+        }
+        let block = Self {
+            lab,
+            router: router.to_string(),
+            table,
+        };
+        for rule in rules {
             let out = lab.exec(router, &["nft", &rule]);
             assert!(out.status.success(), "nft {rule} on {router}: {out:?}");
         }
-        Self {
-            lab,
-            router: router.to_string(),
-        }
+        block
+    }
+
+    /// No IPv6 between the two symmetric sites: over IPv4 alone, the relay is their only way
+    /// (dual-stack, they punch each other directly over IPv6).
+    pub fn ipv6_between_the_symmetric_sites(lab: &'a Lab) -> Self {
+        Self::new(lab, "sym1", &[&lab.host("sym2h").ipv6])
     }
 
     fn lift(&self) {
-        let _ = self
-            .lab
-            .exec(&self.router, &["nft", "delete", "table", "inet", "wgblock"]);
+        let _ = self.lab.exec(
+            &self.router,
+            &["nft", "delete", "table", "inet", &self.table],
+        );
     }
 }
 
@@ -138,6 +162,7 @@ impl Drop for Block<'_> {
 fn a_gibibyte_each_way_through_a_relay_between_symmetric_nats() {
     let Some(lab) = lab() else { return };
     let _g = shared();
+    let _no_v6 = Block::ipv6_between_the_symmetric_sites(lab);
     let dir = tempfile::tempdir().expect("tempdir");
     let (up, down) = (dir.path().join("up"), dir.path().join("down"));
     random_file(&up, 1024);
@@ -178,7 +203,11 @@ fn a_relayed_link_moves_to_direct_and_outlives_its_relay() {
     let Some(lab) = lab() else { return };
     let _g = exclusive();
     let mut turn = OwnTurn::start(lab, 3490);
-    let block = Block::new(lab, "fc1", &lab.host("fc2h").public4);
+    let block = Block::new(
+        lab,
+        "fc1",
+        &[&lab.host("fc2h").public4, &lab.host("fc2h").ipv6],
+    );
     let dir = tempfile::tempdir().expect("tempdir");
     let (file, got) = (dir.path().join("file"), dir.path().join("got"));
     random_file(&file, 1024);
@@ -228,6 +257,7 @@ fn a_relayed_link_moves_to_direct_and_outlives_its_relay() {
 fn a_relay_killed_under_a_relayed_link_ends_both_sides() {
     let Some(lab) = lab() else { return };
     let _g = shared();
+    let _no_v6 = Block::ipv6_between_the_symmetric_sites(lab);
     let mut turn = OwnTurn::start(lab, 3491);
     let dir = tempfile::tempdir().expect("tempdir");
     let (file, got) = (dir.path().join("file"), dir.path().join("got"));
@@ -279,6 +309,7 @@ fn a_relay_killed_under_a_relayed_link_ends_both_sides() {
 fn wrong_credentials_an_unreachable_server_and_one_side_configured() {
     let Some(lab) = lab() else { return };
     let _g = shared();
+    let _no_v6 = Block::ipv6_between_the_symmetric_sites(lab);
     let run = |listener: &str, connector: &str, l_turn: Option<&str>, c_turn: Option<&str>| {
         let flags = |turn: Option<&str>| match turn {
             Some(t) => with_turn(t),
@@ -304,7 +335,11 @@ fn wrong_credentials_an_unreachable_server_and_one_side_configured() {
     let (c, _) = run("sym2h", "sym1h", Some(&wrong), Some(&wrong));
     assert_eq!(c.code, Some(1));
     let error = c.event("error").expect("error")["message"].to_string();
-    assert!(error.contains("rejected the credentials"), "{error}\n{}", c.stderr.join("\n"));
+    assert!(
+        error.contains("rejected the credentials"),
+        "{error}\n{}",
+        c.stderr.join("\n")
+    );
 
     let nowhere = format!("turn://{TURN_USER}:{TURN_PASS}@{SRV_B}:3999");
     let (c, _) = run("sym2h", "sym1h", Some(&nowhere), Some(&nowhere));
@@ -334,6 +369,7 @@ fn wrong_credentials_an_unreachable_server_and_one_side_configured() {
 fn a_transfer_killed_midway_resumes_through_the_relay() {
     let Some(lab) = lab() else { return };
     let _g = shared();
+    let _no_v6 = Block::ipv6_between_the_symmetric_sites(lab);
     let dir = tempfile::tempdir().expect("tempdir");
     let (file, got) = (dir.path().join("file"), dir.path().join("got"));
     random_file(&file, 512);
