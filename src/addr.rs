@@ -41,7 +41,7 @@ mod field {
     /// What the node's NAT does for one family: family (4 or 6), mapping, filtering, port
     /// allocation, UDP blocked (0 no, 1 yes, 2 unknown); one byte each.
     pub const NAT: u8 = 0x06;
-    /// A port mapping the node holds on its gateway (UPnP IGD, NAT-PMP): IPv4 + port. Older
+    /// A port mapping the node holds on its gateway (UPnP IGD, PCP, NAT-PMP): IPv4 + port. Older
     /// readers keep it as an unknown field.
     pub const MAPPED_V4: u8 = 0x07;
     /// A port mapping (or pinhole) for IPv6: IPv6 + port.

@@ -10,7 +10,7 @@
 //! - [`config`]: TOML config, flags and environment resolved into one [`config::Settings`].
 //! - [`identity`]: the node's P-256 key pair under its home, and the 10-byte node id.
 //! - [`net`]: interface discovery and socket helpers.
-//! - [`portmap`]: the router's port-mapping protocols (UPnP IGD, NAT-PMP), asked by unicast;
+//! - [`portmap`]: the router's port-mapping protocols (UPnP IGD, PCP, NAT-PMP; PCP pinholes on IPv6), asked by unicast;
 //!   keeps the listen port mapped while listening.
 //! - [`stun`]: STUN on the caller's own sockets (stun-proto) and the sans-IO NAT classification.
 //! - [`addr`]: the address ("ticket"): a versioned binary record and its `wg…` text form.

@@ -1,8 +1,11 @@
 //! Keeps a listen port mapped on the home gateway for as long as its owner runs: asks UPnP IGD
-//! and NAT-PMP at once and maps the UDP and TCP port with whichever answers first (falling back
-//! to the other when that one will not map), renews each lease at half its lifetime
-//! ([`super::lease`]), and deletes the mappings when told to stop — bounded by
-//! [`PORTMAP_DELETE_TIMEOUT`], so exit is never held up by a dead gateway.
+//! and PCP (falling back to NAT-PMP where the gateway speaks only that) at once and maps the
+//! UDP and TCP port with whichever answers first (falling back to the other when that one will
+//! not map), renews each lease at half its lifetime ([`super::lease`]), and deletes the
+//! mappings when told to stop — bounded by [`PORTMAP_DELETE_TIMEOUT`], so exit is never held
+//! up by a dead gateway. Beside it, where this host has a global IPv6 address and its IPv6
+//! gateway speaks PCP, the same port gets a pinhole through the IPv6 firewall, kept and
+//! deleted the same way (no candidate: the address is the host's own, in the address already).
 //!
 //! The mapped external addresses are published on a watch channel as candidates of kind
 //! [`CandidateKind::Mapped`]. The UDP and TCP mappings normally share one external port; when
@@ -13,7 +16,7 @@
 //! [`super::natpmp`](mod@super::natpmp) and [`super::upnp`](mod@super::upnp) talk to the
 //! gateway.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::pin;
 use std::time::Duration;
 
@@ -24,6 +27,7 @@ use tokio_util::task::AbortOnDropHandle;
 
 use super::lease::Lease;
 use super::natpmp::{self, NATPMP_PORT};
+use super::pcp::{self, PcpError};
 use super::upnp::{self, Igd};
 use super::Protocol;
 use crate::addr::{Candidate, CandidateKind};
@@ -33,6 +37,9 @@ use crate::timing::{PORTMAP_DELETE_TIMEOUT, PORTMAP_LEASE, UPNP_TIMEOUT};
 const MAP_TRANSMISSIONS: u32 = 3;
 /// NAT-PMP transmissions for the external address while racing UPnP.
 const PROBE_TRANSMISSIONS: u32 = 3;
+/// PCP transmissions before NAT-PMP is asked instead (250 + 500 ms of waiting): a NAT-PMP-only
+/// gateway says "unsupported version" at once, so this is spent only on a silent one.
+const PCP_PROBE_TRANSMISSIONS: u32 = 2;
 /// NAT-PMP transmissions for a deletion: two fit in [`PORTMAP_DELETE_TIMEOUT`].
 const DELETE_TRANSMISSIONS: u32 = 2;
 
@@ -53,28 +60,39 @@ pub struct PortMap {
     port: u16,
     started: Instant,
     state: watch::Receiver<State>,
+    /// The IPv6 pinholes' progress (never any candidates).
+    pinholes: watch::Receiver<State>,
     cancel: CancellationToken,
-    task: AbortOnDropHandle<()>,
+    tasks: [AbortOnDropHandle<()>; 2],
 }
 
 impl PortMap {
-    /// Starts mapping `port` (UDP and TCP). Cancelling `stop` (or [`PortMap::close`]) deletes
-    /// the mappings.
+    /// Starts mapping `port` (UDP and TCP) and opening IPv6 pinholes for it. Cancelling
+    /// `stop` (or [`PortMap::close`]) deletes them.
     pub fn start(port: u16, stop: &CancellationToken) -> PortMap {
-        Self::start_with(port, super::default_gateway_v4(), stop)
+        Self::start_with(port, super::default_gateway_v4(), pinhole_target(), stop)
     }
 
-    /// [`PortMap::start`] with the gateway given (`None`: there is none).
-    pub fn start_with(port: u16, gateway: Option<Ipv4Addr>, stop: &CancellationToken) -> PortMap {
+    /// [`PortMap::start`] with the gateways given (`None`: there is none): the IPv4 one, and
+    /// the IPv6 one (PCP's address there) with this host's global address to open.
+    pub fn start_with(
+        port: u16,
+        gateway: Option<Ipv4Addr>,
+        gateway6: Option<(SocketAddr, Ipv6Addr)>,
+        stop: &CancellationToken,
+    ) -> PortMap {
         let (tx, state) = watch::channel(State::default());
+        let (tx6, pinholes) = watch::channel(State::default());
         let cancel = stop.child_token();
         let task = tokio::spawn(keep(port, gateway, tx, cancel.clone()));
+        let task6 = tokio::spawn(keep_pinholes(port, gateway6, tx6, cancel.clone()));
         PortMap {
             port,
             started: Instant::now(),
             state,
+            pinholes,
             cancel,
-            task: AbortOnDropHandle::new(task),
+            tasks: [AbortOnDropHandle::new(task), AbortOnDropHandle::new(task6)],
         }
     }
 
@@ -85,17 +103,14 @@ impl PortMap {
     /// The mapped candidates once the first attempt is over. Counted from the start (so the
     /// wait overlaps whatever the caller did meanwhile): `silent` for a gateway protocol to
     /// answer, then, once one did, up to `answered` for the mapping to be made.
+    /// The pinholes are waited for the same way, at the same time, so the printed address
+    /// is reachable over IPv6 when the gateway is quick.
     pub async fn first(&mut self, silent: Duration, answered: Duration) -> Vec<Candidate> {
-        let heard = tokio::time::timeout_at(
-            self.started + silent,
-            self.state.wait_for(|s| s.settled || s.answered),
-        )
-        .await
-        .is_ok();
-        if heard {
-            let settled = self.state.wait_for(|s| s.settled);
-            let _ = tokio::time::timeout_at(self.started + answered, settled).await;
-        }
+        let (silent, answered) = (self.started + silent, self.started + answered);
+        tokio::join!(
+            settle(&mut self.state, silent, answered),
+            settle(&mut self.pinholes, silent, answered)
+        );
         self.candidates()
     }
 
@@ -113,14 +128,49 @@ impl PortMap {
     pub async fn close(self) {
         self.cancel.cancel();
         let bound = PORTMAP_DELETE_TIMEOUT + Duration::from_millis(100);
-        if tokio::time::timeout(bound, self.task).await.is_err() {
+        let [task, task6] = self.tasks;
+        if tokio::time::timeout(bound, async { tokio::join!(task, task6) })
+            .await
+            .is_err()
+        {
             tracing::warn!("port mapping: deletion did not finish in time");
         }
     }
 }
 
+/// Waits until `state` says its first attempt is over: until `silent` for a gateway protocol
+/// to answer, then, once one did, until `answered`.
+async fn settle(state: &mut watch::Receiver<State>, silent: Instant, answered: Instant) {
+    let heard = tokio::time::timeout_at(silent, state.wait_for(|s| s.settled || s.answered))
+        .await
+        .is_ok();
+    if heard {
+        let _ = tokio::time::timeout_at(answered, state.wait_for(|s| s.settled)).await;
+    }
+}
+
+/// Where to ask for IPv6 pinholes: PCP's address on the IPv6 default gateway (scoped to its
+/// interface when link-local, as home routers' are) and this host's global address there.
+fn pinhole_target() -> Option<(SocketAddr, Ipv6Addr)> {
+    let (gateway, iface) = super::default_gateway_v6()?;
+    let interfaces = if_addrs::get_if_addrs().ok()?;
+    let on_iface = || interfaces.iter().filter(|i| i.name == iface);
+    let local = on_iface().find_map(|i| match i.ip() {
+        IpAddr::V6(v6) if (v6.segments()[0] & 0xe000) == 0x2000 => Some(v6),
+        _ => None,
+    })?;
+    let link_local = (gateway.segments()[0] & 0xffc0) == 0xfe80;
+    let scope = match link_local {
+        true => on_iface().find_map(|i| i.index)?,
+        false => 0,
+    };
+    let pcp = std::net::SocketAddrV6::new(gateway, NATPMP_PORT, 0, scope);
+    Some((pcp.into(), local))
+}
+
 /// A gateway that answered, by protocol.
 enum Gateway {
+    Pcp(pcp::Client),
     NatPmp(natpmp::Client),
     Upnp(Igd),
 }
@@ -128,6 +178,7 @@ enum Gateway {
 impl Gateway {
     fn name(&self) -> &'static str {
         match self {
+            Gateway::Pcp(_) => "PCP",
             Gateway::NatPmp(_) => "NAT-PMP",
             Gateway::Upnp(_) => "UPnP",
         }
@@ -143,6 +194,16 @@ impl Gateway {
         lease: u32,
     ) -> Result<(u16, u32), String> {
         match self {
+            Gateway::Pcp(client) => {
+                let r = client
+                    .map(protocol, internal, external, lease, MAP_TRANSMISSIONS)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if r.external.port() == 0 || r.lifetime == 0 {
+                    return Err("the gateway granted no mapping".into());
+                }
+                Ok((r.external.port(), r.lifetime))
+            }
             Gateway::NatPmp(client) => {
                 let r = client
                     .map(protocol, internal, external, lease, MAP_TRANSMISSIONS)
@@ -159,6 +220,11 @@ impl Gateway {
 
     async fn unmap(&self, m: &Mapping) -> Result<(), String> {
         match self {
+            Gateway::Pcp(client) => client
+                .map(m.protocol, m.internal, 0, 0, DELETE_TRANSMISSIONS)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
             Gateway::NatPmp(client) => client
                 .map(m.protocol, m.internal, 0, 0, DELETE_TRANSMISSIONS)
                 .await
@@ -263,7 +329,23 @@ async fn setup(
     tx: &watch::Sender<State>,
     cancel: &CancellationToken,
 ) -> Option<(Gateway, IpAddr, Vec<Mapping>)> {
+    // PCP first (its UDP mapping is the answer), NAT-PMP where the gateway speaks only that
+    // (RFC 6887 §9) or PCP is silent; nobody on port 5351 (a refusal) ends both.
     let natpmp = async {
+        let pcp = async {
+            let client =
+                pcp::Client::connect(local.into(), pcp::Client::gateway(gateway.into())).await?;
+            let lease = u32::try_from(PORTMAP_LEASE.as_secs()).unwrap_or(u32::MAX);
+            let r = client
+                .map(Protocol::Udp, port, port, lease, PCP_PROBE_TRANSMISSIONS)
+                .await?;
+            Ok::<_, PcpError>((Gateway::Pcp(client), r.external.ip()))
+        };
+        match pcp.await {
+            Ok(found) => return Ok(found),
+            Err(PcpError::Io(e)) => return Err(format!("PCP and NAT-PMP: {e}")),
+            Err(e) => tracing::debug!("port mapping: PCP: {e}; asking NAT-PMP"),
+        }
         let client = natpmp::Client::connect(local, gateway)
             .await
             .map_err(|e| e.to_string())?;
@@ -342,14 +424,70 @@ async fn keep(
         tracing::debug!("port mapping: no gateway protocol mapped port {port}");
         return settle(Vec::new());
     };
-    let mut published = candidates(external, &mappings, Instant::now());
+    let published = candidates(external, &mappings, Instant::now());
     tracing::info!(
         method = gw.name(),
         setup_ms = started.elapsed().as_millis() as u64,
         mapped = ?published.iter().map(|c| c.addr).collect::<Vec<_>>(),
         "port {port} mapped on the gateway"
     );
-    settle(published.clone());
+    settle(published);
+    hold(&gw, Some(external), &mut mappings, &tx, &cancel).await;
+}
+
+/// The pinhole keeper: PCP MAP requests to the IPv6 gateway for this host's own address.
+async fn keep_pinholes(
+    port: u16,
+    target: Option<(SocketAddr, Ipv6Addr)>,
+    tx: watch::Sender<State>,
+    cancel: CancellationToken,
+) {
+    let settle = || tx.send_modify(|s| s.settled = true);
+    let Some((gateway, local)) = target else {
+        tracing::debug!("port mapping: no IPv6 gateway and global address, no pinhole");
+        return settle();
+    };
+    let started = Instant::now();
+    let gw = match pcp::Client::connect(local.into(), gateway).await {
+        Ok(client) => Gateway::Pcp(client),
+        Err(e) => {
+            tracing::debug!("port mapping: IPv6 pinhole: {e}");
+            return settle();
+        }
+    };
+    let mapping = tokio::select! {
+        m = map_both(&gw, port) => m,
+        () = cancel.cancelled() => return settle(),
+    };
+    let mut mappings = match mapping {
+        Ok(mappings) => mappings,
+        Err(e) => {
+            tracing::debug!("port mapping: no IPv6 pinhole for port {port}: {e}");
+            return settle();
+        }
+    };
+    tracing::info!(
+        setup_ms = started.elapsed().as_millis() as u64,
+        "port {port} open on the IPv6 firewall at [{local}]:{port} (PCP pinhole)"
+    );
+    settle();
+    hold(&gw, None, &mut mappings, &tx, &cancel).await;
+}
+
+/// Renews `mappings` on `gw` until cancelled, then deletes them. With `external`, their
+/// candidates (at that address) are published as they change.
+async fn hold(
+    gw: &Gateway,
+    external: Option<IpAddr>,
+    mappings: &mut [Mapping],
+    tx: &watch::Sender<State>,
+    cancel: &CancellationToken,
+) {
+    let publish = |mappings: &[Mapping]| match external {
+        Some(ip) => candidates(ip, mappings, Instant::now()),
+        None => Vec::new(),
+    };
+    let mut published = publish(mappings);
     let lease = u32::try_from(PORTMAP_LEASE.as_secs()).unwrap_or(u32::MAX);
     loop {
         let next = mappings.iter().filter_map(|m| m.next).min();
@@ -394,8 +532,7 @@ async fn keep(
             () = renewing => {}
             () = cancel.cancelled() => break,
         }
-        let now = Instant::now();
-        let fresh = candidates(external, &mappings, now);
+        let fresh = publish(mappings);
         if fresh != published {
             published = fresh;
             tx.send_modify(|s| s.candidates = published.clone());
@@ -403,7 +540,7 @@ async fn keep(
     }
     tx.send_modify(|s| s.candidates.clear());
     let deleting = async {
-        for m in &mappings {
+        for m in mappings.iter() {
             match gw.unmap(m).await {
                 Ok(()) => tracing::debug!("port mapping: {:?} {} deleted", m.protocol, m.external),
                 Err(e) => tracing::warn!("port mapping: deleting {:?} failed: {e}", m.protocol),

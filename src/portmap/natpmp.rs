@@ -135,44 +135,15 @@ impl Client {
         Ok(Self { socket })
     }
 
-    /// Sends `request` up to `transmissions` times (waits of 250 ms, doubling: RFC 6886 §3.1)
-    /// until `read` accepts an answer. Answers `read` rejects (another request's, garbage)
-    /// are skipped; a refusal ends the exchange; a connection error (ICMP port unreachable)
-    /// means nobody listens.
-    async fn exchange<T>(
-        &self,
-        request: &[u8],
-        transmissions: u32,
-        read: impl Fn(&[u8]) -> Result<T, NatPmpError>,
-    ) -> Result<T, NatPmpError> {
-        let mut buf = [0u8; 64];
-        let mut rto = NATPMP_RTO;
-        let mut garbage = None;
-        for _ in 0..transmissions {
-            if let Err(e) = self.socket.send(request).await {
-                return Err(NatPmpError::Io(e.to_string()));
-            }
-            let deadline = tokio::time::Instant::now() + rto;
-            loop {
-                match tokio::time::timeout_at(deadline, self.socket.recv(&mut buf)).await {
-                    Ok(Ok(n)) => match read(&buf[..n]) {
-                        Ok(v) => return Ok(v),
-                        Err(e @ NatPmpError::Refused(_)) => return Err(e),
-                        Err(e) => garbage = Some(e),
-                    },
-                    Ok(Err(e)) => return Err(NatPmpError::Io(e.to_string())),
-                    Err(_) => break,
-                }
-            }
-            rto *= 2;
-        }
-        Err(garbage.unwrap_or(NatPmpError::Timeout))
-    }
-
     /// The gateway's external address.
     pub async fn external_address(&self, transmissions: u32) -> Result<Ipv4Addr, NatPmpError> {
-        self.exchange(&natpmp_request(), transmissions, parse_natpmp_response)
-            .await
+        exchange(
+            &self.socket,
+            &natpmp_request(),
+            transmissions,
+            parse_natpmp_response,
+        )
+        .await
     }
 
     /// Maps (or, with lifetime 0, deletes) `internal`; only the answer about `internal` counts.
@@ -185,7 +156,7 @@ impl Client {
         transmissions: u32,
     ) -> Result<MapResponse, NatPmpError> {
         let request = map_request(protocol, internal, suggested, lifetime);
-        self.exchange(&request, transmissions, |data| {
+        exchange(&self.socket, &request, transmissions, |data| {
             let r = parse_map_response(data, protocol)?;
             if r.internal != internal {
                 return Err(NatPmpError::Unexpected { version: 0, op: 0 });
@@ -194,6 +165,64 @@ impl Client {
         })
         .await
     }
+}
+
+/// What [`exchange`] needs of a gateway protocol's error type.
+pub(super) trait ExchangeError: Sized {
+    fn timeout() -> Self;
+    fn io(e: std::io::Error) -> Self;
+    /// An answer that ends the exchange at once (a refusal): retransmitting will not help.
+    fn is_final(&self) -> bool;
+}
+
+impl ExchangeError for NatPmpError {
+    fn timeout() -> Self {
+        NatPmpError::Timeout
+    }
+
+    fn io(e: std::io::Error) -> Self {
+        NatPmpError::Io(e.to_string())
+    }
+
+    fn is_final(&self) -> bool {
+        matches!(self, NatPmpError::Refused(_))
+    }
+}
+
+/// Sends `request` on `socket` (connected to the gateway) up to `transmissions` times (waits
+/// of 250 ms, doubling: RFC 6886 §3.1, the start RFC 6887 allows for PCP too) until `read`
+/// accepts an answer. Answers `read` rejects (another request's, garbage) are skipped; a
+/// final one ends the exchange; a connection error (ICMP port unreachable) means nobody
+/// listens. NAT-PMP and PCP share it (and the gateway's port 5351).
+pub(super) async fn exchange<T, E: ExchangeError>(
+    socket: &UdpSocket,
+    request: &[u8],
+    transmissions: u32,
+    read: impl Fn(&[u8]) -> Result<T, E>,
+) -> Result<T, E> {
+    // RFC 6887 §7: a PCP message is at most 1100 bytes; NAT-PMP's are 16 at most.
+    let mut buf = [0u8; 1100];
+    let mut rto = NATPMP_RTO;
+    let mut garbage = None;
+    for _ in 0..transmissions {
+        if let Err(e) = socket.send(request).await {
+            return Err(E::io(e));
+        }
+        let deadline = tokio::time::Instant::now() + rto;
+        loop {
+            match tokio::time::timeout_at(deadline, socket.recv(&mut buf)).await {
+                Ok(Ok(n)) => match read(&buf[..n]) {
+                    Ok(v) => return Ok(v),
+                    Err(e) if e.is_final() => return Err(e),
+                    Err(e) => garbage = Some(e),
+                },
+                Ok(Err(e)) => return Err(E::io(e)),
+                Err(_) => break,
+            }
+        }
+        rto *= 2;
+    }
+    Err(garbage.unwrap_or_else(E::timeout))
 }
 
 /// The worst-case time [`Client::map`] and the like wait for `transmissions`.
