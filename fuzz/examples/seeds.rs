@@ -3,19 +3,20 @@
 
 use std::path::Path;
 
-use warpgate_fuzz::{addr, check_samples, names, resume, signal, stun, Sample};
+use warpgate_fuzz::{addr, check_samples, names, portmap, resume, signal, stun, Sample};
 
 /// A target's name, its samples and its body.
 type Target = (&'static str, fn() -> Vec<Sample>, fn(&[u8]) -> bool);
 
 fn main() -> std::io::Result<()> {
     let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
-    let targets: [Target; 5] = [
+    let targets: [Target; 6] = [
         ("addr", addr::samples, addr::run),
         ("stun", stun::samples, stun::run),
         ("signal", signal::samples, signal::run),
         ("names", names::samples, names::run),
         ("resume", resume::samples, resume::run),
+        ("portmap", portmap::samples, portmap::run),
     ];
     for (target, samples, run) in targets {
         check_samples(target, samples(), run);

@@ -12,6 +12,7 @@
 pub mod addr;
 pub mod keys;
 pub mod names;
+pub mod portmap;
 pub mod resume;
 pub mod signal;
 pub mod stun;
