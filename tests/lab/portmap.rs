@@ -115,6 +115,38 @@ fn setup_logged(stderr: &str) -> Option<(String, u64)> {
     })
 }
 
+/// An `--offline` connector in `from` dials the address `listening` announced; both lines
+/// must cross and both ends exit 0. Returns the connector's `connected` event.
+fn hello_offline(lab: &Lab, from: &str, l: Running, listening: &Value) -> Value {
+    let c = lab
+        .spawn(
+            from,
+            &["--offline"],
+            &[
+                "connect",
+                listening["addr"].as_str().unwrap_or_default(),
+                "--timeout",
+                "10",
+            ],
+            b"hello from the connector\n",
+        )
+        .finish(Duration::from_secs(20));
+    let l = l.finish(Duration::from_secs(10));
+    assert_eq!(c.code, Some(0), "{:?}", c.stderr);
+    assert_eq!(l.code, Some(0), "{:?}", l.stderr);
+    assert!(
+        c.stdout.contains("hello from the listener"),
+        "{:?}",
+        c.stdout
+    );
+    assert!(
+        l.stdout.contains("hello from the connector"),
+        "{:?}",
+        l.stdout
+    );
+    c.event("connected").expect("connected").clone()
+}
+
 /// Waits up to `within` for the router to hold nothing for `port` (`upnpc -l` and its rules).
 fn gone(lab: &Lab, port: u16, within: Duration) -> Vec<String> {
     let deadline = Instant::now() + within;
@@ -147,34 +179,8 @@ fn portmap_listener_is_reached_offline_at_its_mapped_candidate_and_unmaps_on_exi
     assert_eq!(on_router.len(), 2, "UDP and TCP: {on_router:?}");
     let setup = setup_logged(&l.stderr());
     let started = Instant::now();
-    let c = lab
-        .spawn(
-            "pub1h",
-            &["--offline"],
-            &[
-                "connect",
-                listening["addr"].as_str().unwrap_or_default(),
-                "--timeout",
-                "10",
-            ],
-            b"hello from the connector\n",
-        )
-        .finish(Duration::from_secs(20));
+    let ev = hello_offline(lab, "pub1h", l, &listening);
     let connect_took = started.elapsed();
-    let l = l.finish(Duration::from_secs(10));
-    assert_eq!(c.code, Some(0), "{:?}", c.stderr);
-    assert_eq!(l.code, Some(0), "{:?}", l.stderr);
-    assert!(
-        c.stdout.contains("hello from the listener"),
-        "{:?}",
-        c.stdout
-    );
-    assert!(
-        l.stdout.contains("hello from the connector"),
-        "{:?}",
-        l.stdout
-    );
-    let ev = c.event("connected").expect("connected");
     assert_eq!(ev["method"], "direct", "{ev}");
     // The mapping and the IPv6 pinhole are both open: either may carry the link.
     let pinholed = format!("[{}]:{port}", h.ipv6);
@@ -329,32 +335,7 @@ fn portmap_by_upnp_when_natpmp_is_silent() {
         on_router.iter().all(|m| m.contains("'warpgate'")) && on_router.len() == 2,
         "router lists {on_router:?}"
     );
-    let c = lab
-        .spawn(
-            "fc1h",
-            &["--offline"],
-            &[
-                "connect",
-                listening["addr"].as_str().unwrap_or_default(),
-                "--timeout",
-                "10",
-            ],
-            b"hello from the connector\n",
-        )
-        .finish(Duration::from_secs(20));
-    let l = l.finish(Duration::from_secs(10));
-    assert_eq!(c.code, Some(0), "{:?}", c.stderr);
-    assert!(
-        c.stdout.contains("hello from the listener"),
-        "{:?}",
-        c.stdout
-    );
-    assert!(
-        l.stdout.contains("hello from the connector"),
-        "{:?}",
-        l.stdout
-    );
-    let ev = c.event("connected").expect("connected");
+    let ev = hello_offline(lab, "fc1h", l, &listening);
     assert_eq!(ev["remote"], mapped[0].as_str(), "{ev}");
     let left = mappings_of(lab, host, port);
     assert!(left.is_empty(), "still mapped after exit: {left:?}");
@@ -424,24 +405,7 @@ fn portmap_ipv6_pinhole_lets_an_offline_connector_in() {
     let port = port_of(&listening);
     let open = pinholes_of(lab, HOST, port);
     assert_eq!(open.len(), 2, "UDP and TCP: {open:?}\n{}", l.stderr());
-    let c = lab
-        .spawn(
-            "pub1h",
-            &["--offline"],
-            &[
-                "connect",
-                listening["addr"].as_str().unwrap_or_default(),
-                "--timeout",
-                "10",
-            ],
-            b"hello from the connector\n",
-        )
-        .finish(Duration::from_secs(20));
-    let l = l.finish(Duration::from_secs(10));
-    assert_eq!(c.code, Some(0), "{:?}", c.stderr);
-    assert!(c.stdout.contains("hello from the listener"));
-    assert!(l.stdout.contains("hello from the connector"));
-    let ev = c.event("connected").expect("connected");
+    let ev = hello_offline(lab, "pub1h", l, &listening);
     assert_eq!(ev["method"], "direct", "{ev}");
     assert_eq!(
         ev["remote"],
