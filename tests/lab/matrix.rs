@@ -130,19 +130,20 @@ fn render(cells: &[Cell], hosts: &[&Host]) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<14} {:<11} {:<10} {:<9} {:<8} {:>8}  detail",
-        "connect->listen", "outcome", "method", "transport", "path", "setup_ms"
+        "{:<14} {:<11} {:<12} {:<9} {:<8} {:>8}  {:<24} detail",
+        "connect->listen", "outcome", "method", "transport", "path", "setup_ms", "remote"
     );
     for c in cells {
         let pair = format!("{}->{}", c.connector, c.listener);
         let detail: String = c.detail.chars().take(160).collect();
         let _ = writeln!(
             s,
-            "{pair:<14} {:<11} {:<10} {:<9} {:<8} {:>8}  {detail}",
-            c.outcome, c.method, c.transport, c.path, c.setup_ms
+            "{pair:<14} {:<11} {:<12} {:<9} {:<8} {:>8}  {:<24} {detail}",
+            c.outcome, c.method, c.transport, c.path, c.setup_ms, c.remote
         );
     }
-    // The same as a grid: rows connect, columns listen; T/Q = tcp/quic, r = relayed.
+    // The same as a grid: rows connect, columns listen; T/Q = tcp/quic, 6 = over IPv6,
+    // r = relayed.
     let _ = write!(s, "\n{:<7}", "c\\l");
     for h in hosts {
         let _ = write!(s, "{:>6}", h.name.trim_end_matches('h'));
@@ -157,8 +158,9 @@ fn render(cells: &[Cell], hosts: &[&Host]) -> String {
                 .map(
                     |c| match (c.outcome.as_str(), c.transport.as_str(), c.path.as_str()) {
                         ("ok", t, p) => format!(
-                            "{}{}",
+                            "{}{}{}",
                             if t == "quic" { "Q" } else { "T" },
+                            if c.remote.starts_with('[') { "6" } else { "" },
                             if p == "relayed" { "r" } else { "" }
                         ),
                         ("fail", _, _) => ".".into(),
