@@ -31,7 +31,7 @@ complete -c warpgate -n "__fish_warpgate_needs_command" -l stun -d 'STUN server,
 complete -c warpgate -n "__fish_warpgate_needs_command" -l turn -d 'TURN server, replaces the configured list (repeatable)' -r
 complete -c warpgate -n "__fish_warpgate_needs_command" -l registry -d 'Name registry, replaces the configured list (repeatable)' -r
 complete -c warpgate -n "__fish_warpgate_needs_command" -l offline -d 'Use no infrastructure at all: direct paths only'
-complete -c warpgate -n "__fish_warpgate_needs_command" -l no-portmap -d 'Ask the home router for no port mapping (UPnP IGD, PCP, NAT-PMP) or IPv6 pinhole (PCP) of the listen port (--offline implies it)'
+complete -c warpgate -n "__fish_warpgate_needs_command" -l no-portmap -d 'Ask the home router for no port mapping (UPnP IGD, PCP, NAT-PMP) of the listen port or of a connection\'s punching port, and no IPv6 pinhole (PCP) (--offline implies it)'
 complete -c warpgate -n "__fish_warpgate_needs_command" -l json -d 'Machine-readable output: reports as JSON on stdout, events as JSON lines on stderr'
 complete -c warpgate -n "__fish_warpgate_needs_command" -s v -l verbose -d 'More detail on stderr (-v: every connection attempt, -vv: debug)'
 complete -c warpgate -n "__fish_warpgate_needs_command" -s q -l quiet -d 'Only errors on stderr'
@@ -52,7 +52,7 @@ complete -c warpgate -n "__fish_warpgate_using_subcommand addr" -l stun -d 'STUN
 complete -c warpgate -n "__fish_warpgate_using_subcommand addr" -l turn -d 'TURN server, replaces the configured list (repeatable)' -r
 complete -c warpgate -n "__fish_warpgate_using_subcommand addr" -l registry -d 'Name registry, replaces the configured list (repeatable)' -r
 complete -c warpgate -n "__fish_warpgate_using_subcommand addr" -l offline -d 'Use no infrastructure at all: direct paths only'
-complete -c warpgate -n "__fish_warpgate_using_subcommand addr" -l no-portmap -d 'Ask the home router for no port mapping (UPnP IGD, PCP, NAT-PMP) or IPv6 pinhole (PCP) of the listen port (--offline implies it)'
+complete -c warpgate -n "__fish_warpgate_using_subcommand addr" -l no-portmap -d 'Ask the home router for no port mapping (UPnP IGD, PCP, NAT-PMP) of the listen port or of a connection\'s punching port, and no IPv6 pinhole (PCP) (--offline implies it)'
 complete -c warpgate -n "__fish_warpgate_using_subcommand addr" -l json -d 'Machine-readable output: reports as JSON on stdout, events as JSON lines on stderr'
 complete -c warpgate -n "__fish_warpgate_using_subcommand addr" -s v -l verbose -d 'More detail on stderr (-v: every connection attempt, -vv: debug)'
 complete -c warpgate -n "__fish_warpgate_using_subcommand addr" -s q -l quiet -d 'Only errors on stderr'
@@ -74,7 +74,7 @@ complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l turn -d 'TU
 complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l registry -d 'Name registry, replaces the configured list (repeatable)' -r
 complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -s k -l keep-open -d 'Keep accepting peers after the first'
 complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l offline -d 'Use no infrastructure at all: direct paths only'
-complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l no-portmap -d 'Ask the home router for no port mapping (UPnP IGD, PCP, NAT-PMP) or IPv6 pinhole (PCP) of the listen port (--offline implies it)'
+complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l no-portmap -d 'Ask the home router for no port mapping (UPnP IGD, PCP, NAT-PMP) of the listen port or of a connection\'s punching port, and no IPv6 pinhole (PCP) (--offline implies it)'
 complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -l json -d 'Machine-readable output: reports as JSON on stdout, events as JSON lines on stderr'
 complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -s v -l verbose -d 'More detail on stderr (-v: every connection attempt, -vv: debug)'
 complete -c warpgate -n "__fish_warpgate_using_subcommand listen" -s q -l quiet -d 'Only errors on stderr'
@@ -94,7 +94,7 @@ complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -l stun -d 'S
 complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -l turn -d 'TURN server, replaces the configured list (repeatable)' -r
 complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -l registry -d 'Name registry, replaces the configured list (repeatable)' -r
 complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -l offline -d 'Use no infrastructure at all: direct paths only'
-complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -l no-portmap -d 'Ask the home router for no port mapping (UPnP IGD, PCP, NAT-PMP) or IPv6 pinhole (PCP) of the listen port (--offline implies it)'
+complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -l no-portmap -d 'Ask the home router for no port mapping (UPnP IGD, PCP, NAT-PMP) of the listen port or of a connection\'s punching port, and no IPv6 pinhole (PCP) (--offline implies it)'
 complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -l json -d 'Machine-readable output: reports as JSON on stdout, events as JSON lines on stderr'
 complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -s v -l verbose -d 'More detail on stderr (-v: every connection attempt, -vv: debug)'
 complete -c warpgate -n "__fish_warpgate_using_subcommand connect" -s q -l quiet -d 'Only errors on stderr'
@@ -108,7 +108,7 @@ complete -c warpgate -n "__fish_warpgate_using_subcommand nat-info" -l stun -d '
 complete -c warpgate -n "__fish_warpgate_using_subcommand nat-info" -l turn -d 'TURN server, replaces the configured list (repeatable)' -r
 complete -c warpgate -n "__fish_warpgate_using_subcommand nat-info" -l registry -d 'Name registry, replaces the configured list (repeatable)' -r
 complete -c warpgate -n "__fish_warpgate_using_subcommand nat-info" -l offline -d 'Use no infrastructure at all: direct paths only'
-complete -c warpgate -n "__fish_warpgate_using_subcommand nat-info" -l no-portmap -d 'Ask the home router for no port mapping (UPnP IGD, PCP, NAT-PMP) or IPv6 pinhole (PCP) of the listen port (--offline implies it)'
+complete -c warpgate -n "__fish_warpgate_using_subcommand nat-info" -l no-portmap -d 'Ask the home router for no port mapping (UPnP IGD, PCP, NAT-PMP) of the listen port or of a connection\'s punching port, and no IPv6 pinhole (PCP) (--offline implies it)'
 complete -c warpgate -n "__fish_warpgate_using_subcommand nat-info" -l json -d 'Machine-readable output: reports as JSON on stdout, events as JSON lines on stderr'
 complete -c warpgate -n "__fish_warpgate_using_subcommand nat-info" -s v -l verbose -d 'More detail on stderr (-v: every connection attempt, -vv: debug)'
 complete -c warpgate -n "__fish_warpgate_using_subcommand nat-info" -s q -l quiet -d 'Only errors on stderr'
@@ -121,7 +121,7 @@ complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_s
 complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_seen_subcommand_from claim lookup release add list forget help" -l turn -d 'TURN server, replaces the configured list (repeatable)' -r
 complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_seen_subcommand_from claim lookup release add list forget help" -l registry -d 'Name registry, replaces the configured list (repeatable)' -r
 complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_seen_subcommand_from claim lookup release add list forget help" -l offline -d 'Use no infrastructure at all: direct paths only'
-complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_seen_subcommand_from claim lookup release add list forget help" -l no-portmap -d 'Ask the home router for no port mapping (UPnP IGD, PCP, NAT-PMP) or IPv6 pinhole (PCP) of the listen port (--offline implies it)'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_seen_subcommand_from claim lookup release add list forget help" -l no-portmap -d 'Ask the home router for no port mapping (UPnP IGD, PCP, NAT-PMP) of the listen port or of a connection\'s punching port, and no IPv6 pinhole (PCP) (--offline implies it)'
 complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_seen_subcommand_from claim lookup release add list forget help" -l json -d 'Machine-readable output: reports as JSON on stdout, events as JSON lines on stderr'
 complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_seen_subcommand_from claim lookup release add list forget help" -s v -l verbose -d 'More detail on stderr (-v: every connection attempt, -vv: debug)'
 complete -c warpgate -n "__fish_warpgate_using_subcommand name; and not __fish_seen_subcommand_from claim lookup release add list forget help" -s q -l quiet -d 'Only errors on stderr'
@@ -142,7 +142,7 @@ complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_
 complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from claim" -l turn -d 'TURN server, replaces the configured list (repeatable)' -r
 complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from claim" -l registry -d 'Name registry, replaces the configured list (repeatable)' -r
 complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from claim" -l offline -d 'Use no infrastructure at all: direct paths only'
-complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from claim" -l no-portmap -d 'Ask the home router for no port mapping (UPnP IGD, PCP, NAT-PMP) or IPv6 pinhole (PCP) of the listen port (--offline implies it)'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from claim" -l no-portmap -d 'Ask the home router for no port mapping (UPnP IGD, PCP, NAT-PMP) of the listen port or of a connection\'s punching port, and no IPv6 pinhole (PCP) (--offline implies it)'
 complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from claim" -l json -d 'Machine-readable output: reports as JSON on stdout, events as JSON lines on stderr'
 complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from claim" -s v -l verbose -d 'More detail on stderr (-v: every connection attempt, -vv: debug)'
 complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from claim" -s q -l quiet -d 'Only errors on stderr'
@@ -155,7 +155,7 @@ complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_
 complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from lookup" -l turn -d 'TURN server, replaces the configured list (repeatable)' -r
 complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from lookup" -l registry -d 'Name registry, replaces the configured list (repeatable)' -r
 complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from lookup" -l offline -d 'Use no infrastructure at all: direct paths only'
-complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from lookup" -l no-portmap -d 'Ask the home router for no port mapping (UPnP IGD, PCP, NAT-PMP) or IPv6 pinhole (PCP) of the listen port (--offline implies it)'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from lookup" -l no-portmap -d 'Ask the home router for no port mapping (UPnP IGD, PCP, NAT-PMP) of the listen port or of a connection\'s punching port, and no IPv6 pinhole (PCP) (--offline implies it)'
 complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from lookup" -l json -d 'Machine-readable output: reports as JSON on stdout, events as JSON lines on stderr'
 complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from lookup" -s v -l verbose -d 'More detail on stderr (-v: every connection attempt, -vv: debug)'
 complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from lookup" -s q -l quiet -d 'Only errors on stderr'
@@ -168,7 +168,7 @@ complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_
 complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from release" -l turn -d 'TURN server, replaces the configured list (repeatable)' -r
 complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from release" -l registry -d 'Name registry, replaces the configured list (repeatable)' -r
 complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from release" -l offline -d 'Use no infrastructure at all: direct paths only'
-complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from release" -l no-portmap -d 'Ask the home router for no port mapping (UPnP IGD, PCP, NAT-PMP) or IPv6 pinhole (PCP) of the listen port (--offline implies it)'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from release" -l no-portmap -d 'Ask the home router for no port mapping (UPnP IGD, PCP, NAT-PMP) of the listen port or of a connection\'s punching port, and no IPv6 pinhole (PCP) (--offline implies it)'
 complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from release" -l json -d 'Machine-readable output: reports as JSON on stdout, events as JSON lines on stderr'
 complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from release" -s v -l verbose -d 'More detail on stderr (-v: every connection attempt, -vv: debug)'
 complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from release" -s q -l quiet -d 'Only errors on stderr'
@@ -181,7 +181,7 @@ complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_
 complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from add" -l turn -d 'TURN server, replaces the configured list (repeatable)' -r
 complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from add" -l registry -d 'Name registry, replaces the configured list (repeatable)' -r
 complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from add" -l offline -d 'Use no infrastructure at all: direct paths only'
-complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from add" -l no-portmap -d 'Ask the home router for no port mapping (UPnP IGD, PCP, NAT-PMP) or IPv6 pinhole (PCP) of the listen port (--offline implies it)'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from add" -l no-portmap -d 'Ask the home router for no port mapping (UPnP IGD, PCP, NAT-PMP) of the listen port or of a connection\'s punching port, and no IPv6 pinhole (PCP) (--offline implies it)'
 complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from add" -l json -d 'Machine-readable output: reports as JSON on stdout, events as JSON lines on stderr'
 complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from add" -s v -l verbose -d 'More detail on stderr (-v: every connection attempt, -vv: debug)'
 complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from add" -s q -l quiet -d 'Only errors on stderr'
@@ -194,7 +194,7 @@ complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_
 complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from list" -l turn -d 'TURN server, replaces the configured list (repeatable)' -r
 complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from list" -l registry -d 'Name registry, replaces the configured list (repeatable)' -r
 complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from list" -l offline -d 'Use no infrastructure at all: direct paths only'
-complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from list" -l no-portmap -d 'Ask the home router for no port mapping (UPnP IGD, PCP, NAT-PMP) or IPv6 pinhole (PCP) of the listen port (--offline implies it)'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from list" -l no-portmap -d 'Ask the home router for no port mapping (UPnP IGD, PCP, NAT-PMP) of the listen port or of a connection\'s punching port, and no IPv6 pinhole (PCP) (--offline implies it)'
 complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from list" -l json -d 'Machine-readable output: reports as JSON on stdout, events as JSON lines on stderr'
 complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from list" -s v -l verbose -d 'More detail on stderr (-v: every connection attempt, -vv: debug)'
 complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from list" -s q -l quiet -d 'Only errors on stderr'
@@ -207,7 +207,7 @@ complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_
 complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from forget" -l turn -d 'TURN server, replaces the configured list (repeatable)' -r
 complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from forget" -l registry -d 'Name registry, replaces the configured list (repeatable)' -r
 complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from forget" -l offline -d 'Use no infrastructure at all: direct paths only'
-complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from forget" -l no-portmap -d 'Ask the home router for no port mapping (UPnP IGD, PCP, NAT-PMP) or IPv6 pinhole (PCP) of the listen port (--offline implies it)'
+complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from forget" -l no-portmap -d 'Ask the home router for no port mapping (UPnP IGD, PCP, NAT-PMP) of the listen port or of a connection\'s punching port, and no IPv6 pinhole (PCP) (--offline implies it)'
 complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from forget" -l json -d 'Machine-readable output: reports as JSON on stdout, events as JSON lines on stderr'
 complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from forget" -s v -l verbose -d 'More detail on stderr (-v: every connection attempt, -vv: debug)'
 complete -c warpgate -n "__fish_warpgate_using_subcommand name; and __fish_seen_subcommand_from forget" -s q -l quiet -d 'Only errors on stderr'
@@ -227,7 +227,7 @@ complete -c warpgate -n "__fish_warpgate_using_subcommand registry; and not __fi
 complete -c warpgate -n "__fish_warpgate_using_subcommand registry; and not __fish_seen_subcommand_from serve help" -l turn -d 'TURN server, replaces the configured list (repeatable)' -r
 complete -c warpgate -n "__fish_warpgate_using_subcommand registry; and not __fish_seen_subcommand_from serve help" -l registry -d 'Name registry, replaces the configured list (repeatable)' -r
 complete -c warpgate -n "__fish_warpgate_using_subcommand registry; and not __fish_seen_subcommand_from serve help" -l offline -d 'Use no infrastructure at all: direct paths only'
-complete -c warpgate -n "__fish_warpgate_using_subcommand registry; and not __fish_seen_subcommand_from serve help" -l no-portmap -d 'Ask the home router for no port mapping (UPnP IGD, PCP, NAT-PMP) or IPv6 pinhole (PCP) of the listen port (--offline implies it)'
+complete -c warpgate -n "__fish_warpgate_using_subcommand registry; and not __fish_seen_subcommand_from serve help" -l no-portmap -d 'Ask the home router for no port mapping (UPnP IGD, PCP, NAT-PMP) of the listen port or of a connection\'s punching port, and no IPv6 pinhole (PCP) (--offline implies it)'
 complete -c warpgate -n "__fish_warpgate_using_subcommand registry; and not __fish_seen_subcommand_from serve help" -l json -d 'Machine-readable output: reports as JSON on stdout, events as JSON lines on stderr'
 complete -c warpgate -n "__fish_warpgate_using_subcommand registry; and not __fish_seen_subcommand_from serve help" -s v -l verbose -d 'More detail on stderr (-v: every connection attempt, -vv: debug)'
 complete -c warpgate -n "__fish_warpgate_using_subcommand registry; and not __fish_seen_subcommand_from serve help" -s q -l quiet -d 'Only errors on stderr'
@@ -249,7 +249,7 @@ complete -c warpgate -n "__fish_warpgate_using_subcommand registry; and __fish_s
 complete -c warpgate -n "__fish_warpgate_using_subcommand registry; and __fish_seen_subcommand_from serve" -l turn -d 'TURN server, replaces the configured list (repeatable)' -r
 complete -c warpgate -n "__fish_warpgate_using_subcommand registry; and __fish_seen_subcommand_from serve" -l registry -d 'Name registry, replaces the configured list (repeatable)' -r
 complete -c warpgate -n "__fish_warpgate_using_subcommand registry; and __fish_seen_subcommand_from serve" -l offline -d 'Use no infrastructure at all: direct paths only'
-complete -c warpgate -n "__fish_warpgate_using_subcommand registry; and __fish_seen_subcommand_from serve" -l no-portmap -d 'Ask the home router for no port mapping (UPnP IGD, PCP, NAT-PMP) or IPv6 pinhole (PCP) of the listen port (--offline implies it)'
+complete -c warpgate -n "__fish_warpgate_using_subcommand registry; and __fish_seen_subcommand_from serve" -l no-portmap -d 'Ask the home router for no port mapping (UPnP IGD, PCP, NAT-PMP) of the listen port or of a connection\'s punching port, and no IPv6 pinhole (PCP) (--offline implies it)'
 complete -c warpgate -n "__fish_warpgate_using_subcommand registry; and __fish_seen_subcommand_from serve" -l json -d 'Machine-readable output: reports as JSON on stdout, events as JSON lines on stderr'
 complete -c warpgate -n "__fish_warpgate_using_subcommand registry; and __fish_seen_subcommand_from serve" -s v -l verbose -d 'More detail on stderr (-v: every connection attempt, -vv: debug)'
 complete -c warpgate -n "__fish_warpgate_using_subcommand registry; and __fish_seen_subcommand_from serve" -s q -l quiet -d 'Only errors on stderr'

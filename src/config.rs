@@ -144,7 +144,7 @@ pub struct Settings {
     pub registries: Vec<String>,
     /// Use no infrastructure at all: direct paths only.
     pub offline: bool,
-    /// Ask the home gateway for port mappings (UPnP IGD, PCP, NAT-PMP) and IPv6 pinholes (PCP) while listening: unless
+    /// Ask the home gateway for port mappings (UPnP IGD, PCP, NAT-PMP) of the listen port and of the connector's punching port, and IPv6 pinholes (PCP) while listening: unless
     /// `--no-portmap`, and not `--offline` (nothing but the peer is contacted then).
     pub portmap: bool,
 }

@@ -197,6 +197,13 @@ pub const NATPMP_RTO: Duration = Duration::from_millis(250);
 /// The lease asked for: renewals (at half of it) are rare, and a mapping a crashed listener
 /// could not delete closes within the hour.
 pub const PORTMAP_LEASE: Duration = Duration::from_secs(3600);
+/// A punching kit's mapping lives for one connection: a short lease, renewed at half, so one
+/// a killed process could not delete closes within minutes.
+pub const KIT_PORTMAP_LEASE: Duration = Duration::from_secs(120);
+/// A punching kit waits at most this long (from its start) for its port mapping, and only
+/// when the gateway has answered by the time STUN is done: the offer is not held up by a
+/// gateway that says nothing.
+pub const KIT_PORTMAP_WAIT: Duration = Duration::from_millis(300);
 /// `listen` waits at most this long (from the mapping's start, beside the quick look) for a
 /// gateway protocol to answer before printing its address: a LAN gateway answers NAT-PMP in
 /// milliseconds and an SSDP search in a few; one that says nothing (and a router without

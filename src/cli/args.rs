@@ -47,7 +47,7 @@ pub struct Global {
     /// Use no infrastructure at all: direct paths only
     #[arg(long, global = true)]
     pub offline: bool,
-    /// Ask the home router for no port mapping (UPnP IGD, PCP, NAT-PMP) or IPv6 pinhole (PCP) of the listen port
+    /// Ask the home router for no port mapping (UPnP IGD, PCP, NAT-PMP) of the listen port or of a connection's punching port, and no IPv6 pinhole (PCP)
     /// (--offline implies it)
     #[arg(long, global = true)]
     pub no_portmap: bool,

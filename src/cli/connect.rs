@@ -124,7 +124,19 @@ pub async fn run(
     // A file end's resume facts ride on the selection (none for --local: it has no files).
     ctx.note = transfer.note();
     let ctx = Arc::new(ctx);
-    let winner = cascade::run(&strategies, &via, &facts, ctx.clone(), exchange, timeout).await?;
+    let winner = cascade::run(&strategies, &via, &facts, ctx.clone(), exchange, timeout).await;
+    // The kit's port mapping stays while the link may need it, and is deleted at the end
+    // (at once when nothing connected).
+    let kit_portmap = ctx.rendezvous.get().and_then(|r| r.kit.take_portmap());
+    let winner = match winner {
+        Ok(winner) => winner,
+        Err(e) => {
+            if let Some(portmap) = kit_portmap {
+                portmap.close().await;
+            }
+            return Err(e.into());
+        }
+    };
     let link = winner.link;
     let mut event = Connected::new(link.info(), winner.method, start.elapsed());
     if let Some(stats) = ctx.rendezvous.get().and_then(|s| s.signal_stats()) {
@@ -146,7 +158,7 @@ pub async fn run(
     let stop = shutdown.token();
 
     let idle = Duration::from_secs(args.udp_idle);
-    match (local_listener, local_udp) {
+    let outcome = match (local_listener, local_udp) {
         (Some(tcp), _) => serve_local(link, tcp, &reporter, &stop).await,
         (_, Some(udp)) => serve_local_udp(link, udp, idle, &reporter, &stop).await,
         (None, None) => {
@@ -162,7 +174,11 @@ pub async fn run(
             link.close_with(close_reason(&stop)).await;
             outcome.map(|_| ExitCode::SUCCESS)
         }
+    };
+    if let Some(portmap) = kit_portmap {
+        portmap.close().await;
     }
+    outcome
 }
 
 /// Carries each local TCP connection to the peer as a new stream until the link ends, or until

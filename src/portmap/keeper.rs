@@ -21,9 +21,9 @@ use std::pin::pin;
 use std::time::Duration;
 
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::AbortOnDropHandle;
 
 use super::lease::Lease;
 use super::natpmp::{self, NATPMP_PORT};
@@ -31,14 +31,15 @@ use super::pcp::{self, PcpError};
 use super::upnp::{self, Igd};
 use super::Protocol;
 use crate::addr::{Candidate, CandidateKind};
-use crate::timing::{PORTMAP_DELETE_TIMEOUT, PORTMAP_LEASE, UPNP_TIMEOUT};
+use crate::timing::{KIT_PORTMAP_LEASE, PORTMAP_DELETE_TIMEOUT, PORTMAP_LEASE, UPNP_TIMEOUT};
 
 /// NAT-PMP transmissions for a mapping (250 + 500 + 1000 ms of waiting, RFC 6886 §3.1's start).
 const MAP_TRANSMISSIONS: u32 = 3;
 /// NAT-PMP transmissions for the external address while racing UPnP.
 const PROBE_TRANSMISSIONS: u32 = 3;
-/// PCP transmissions before NAT-PMP is asked instead (250 + 500 ms of waiting): a NAT-PMP-only
-/// gateway says "unsupported version" at once, so this is spent only on a silent one.
+/// PCP ANNOUNCE transmissions before NAT-PMP is asked instead (250 + 500 ms of waiting): a
+/// NAT-PMP-only gateway says "unsupported version" at once, so this is spent only on a silent
+/// one.
 const PCP_PROBE_TRANSMISSIONS: u32 = 2;
 /// NAT-PMP transmissions for a deletion: two fit in [`PORTMAP_DELETE_TIMEOUT`].
 const DELETE_TRANSMISSIONS: u32 = 2;
@@ -54,8 +55,10 @@ pub struct State {
     pub candidates: Vec<Candidate>,
 }
 
-/// A port mapping kept alive by a task; dropped without [`PortMap::close`], the task is
-/// aborted and the gateway drops the mapping when its lease runs out.
+/// A port mapping kept alive by a task. [`PortMap::close`] deletes it and waits; dropped
+/// without it, the task is told to stop and deletes the mapping by itself (within
+/// [`PORTMAP_DELETE_TIMEOUT`], if the runtime lives that long; else the gateway drops it when
+/// its lease runs out).
 pub struct PortMap {
     port: u16,
     started: Instant,
@@ -63,7 +66,13 @@ pub struct PortMap {
     /// The IPv6 pinholes' progress (never any candidates).
     pinholes: watch::Receiver<State>,
     cancel: CancellationToken,
-    tasks: [AbortOnDropHandle<()>; 2],
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for PortMap {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
 }
 
 impl PortMap {
@@ -71,6 +80,20 @@ impl PortMap {
     /// `stop` (or [`PortMap::close`]) deletes them.
     pub fn start(port: u16, stop: &CancellationToken) -> PortMap {
         Self::start_with(port, super::default_gateway_v4(), pinhole_target(), stop)
+    }
+
+    /// The mapping of a punching kit's port (UDP, and TCP on the same port number): a short
+    /// lease, since a kit lives for one connection, and no IPv6 pinhole (punching opens the
+    /// IPv6 firewall by itself).
+    pub fn start_kit(port: u16) -> PortMap {
+        let stop = CancellationToken::new();
+        Self::spawn(
+            port,
+            super::default_gateway_v4(),
+            None,
+            &stop,
+            secs(KIT_PORTMAP_LEASE),
+        )
     }
 
     /// [`PortMap::start`] with the gateways given (`None`: there is none): the IPv4 one, and
@@ -81,18 +104,28 @@ impl PortMap {
         gateway6: Option<(SocketAddr, Ipv6Addr)>,
         stop: &CancellationToken,
     ) -> PortMap {
+        Self::spawn(port, gateway, gateway6, stop, secs(PORTMAP_LEASE))
+    }
+
+    fn spawn(
+        port: u16,
+        gateway: Option<Ipv4Addr>,
+        gateway6: Option<(SocketAddr, Ipv6Addr)>,
+        stop: &CancellationToken,
+        lease: u32,
+    ) -> PortMap {
         let (tx, state) = watch::channel(State::default());
         let (tx6, pinholes) = watch::channel(State::default());
         let cancel = stop.child_token();
-        let task = tokio::spawn(keep(port, gateway, tx, cancel.clone()));
-        let task6 = tokio::spawn(keep_pinholes(port, gateway6, tx6, cancel.clone()));
+        let task = tokio::spawn(keep(port, gateway, lease, tx, cancel.clone()));
+        let task6 = tokio::spawn(keep_pinholes(port, gateway6, lease, tx6, cancel.clone()));
         PortMap {
             port,
             started: Instant::now(),
             state,
             pinholes,
             cancel,
-            tasks: [AbortOnDropHandle::new(task), AbortOnDropHandle::new(task6)],
+            tasks: vec![task, task6],
         }
     }
 
@@ -114,6 +147,19 @@ impl PortMap {
         self.candidates()
     }
 
+    /// The mapped candidates by `deadline`, waited for only if a gateway protocol has already
+    /// answered (a punching kit's offer must not wait on a gateway that says nothing).
+    pub async fn if_answered(&mut self, deadline: Instant) -> Vec<Candidate> {
+        let answered = {
+            let now = self.state.borrow();
+            now.answered || now.settled
+        };
+        if answered {
+            let _ = tokio::time::timeout_at(deadline, self.state.wait_for(|s| s.settled)).await;
+        }
+        self.candidates()
+    }
+
     pub fn candidates(&self) -> Vec<Candidate> {
         self.state.borrow().candidates.clone()
     }
@@ -125,17 +171,23 @@ impl PortMap {
 
     /// Stops renewing and deletes the mappings; returns within [`PORTMAP_DELETE_TIMEOUT`] and a
     /// little.
-    pub async fn close(self) {
+    pub async fn close(mut self) {
         self.cancel.cancel();
         let bound = PORTMAP_DELETE_TIMEOUT + Duration::from_millis(100);
-        let [task, task6] = self.tasks;
-        if tokio::time::timeout(bound, async { tokio::join!(task, task6) })
-            .await
-            .is_err()
-        {
+        let mut tasks = std::mem::take(&mut self.tasks);
+        let all = futures_util::future::join_all(tasks.iter_mut());
+        if tokio::time::timeout(bound, all).await.is_err() {
+            for task in &tasks {
+                task.abort();
+            }
             tracing::warn!("port mapping: deletion did not finish in time");
         }
     }
+}
+
+/// A lease in the seconds the gateway protocols speak.
+fn secs(lease: Duration) -> u32 {
+    u32::try_from(lease.as_secs()).unwrap_or(u32::MAX)
 }
 
 /// Waits until `state` says its first attempt is over: until `silent` for a gateway protocol
@@ -296,8 +348,7 @@ fn candidates(external: IpAddr, mappings: &[Mapping], now: Instant) -> Vec<Candi
 
 /// Maps `port` for UDP and TCP (TCP asks for UDP's external port, so one candidate serves
 /// both); either alone is kept when the other is refused.
-async fn map_both(gw: &Gateway, port: u16) -> Result<Vec<Mapping>, String> {
-    let lease = u32::try_from(PORTMAP_LEASE.as_secs()).unwrap_or(u32::MAX);
+async fn map_both(gw: &Gateway, port: u16, lease: u32) -> Result<Vec<Mapping>, String> {
     let mut mappings = Vec::new();
     let mut errors = Vec::new();
     let mut wanted = port;
@@ -326,18 +377,23 @@ async fn setup(
     local: Ipv4Addr,
     gateway: Ipv4Addr,
     port: u16,
+    lease: u32,
     tx: &watch::Sender<State>,
     cancel: &CancellationToken,
 ) -> Option<(Gateway, IpAddr, Vec<Mapping>)> {
-    // PCP first (its UDP mapping is the answer), NAT-PMP where the gateway speaks only that
-    // (RFC 6887 §9) or PCP is silent; nobody on port 5351 (a refusal) ends both.
+    // PCP first (ANNOUNCE, then the UDP mapping, whose answer names the outside address),
+    // NAT-PMP where the gateway speaks only that (RFC 6887 §9) or PCP is silent; nobody on
+    // port 5351 (a refusal) ends both.
     let natpmp = async {
         let pcp = async {
             let client =
                 pcp::Client::connect(local.into(), pcp::Client::gateway(gateway.into())).await?;
-            let lease = u32::try_from(PORTMAP_LEASE.as_secs()).unwrap_or(u32::MAX);
+            // Present (a no-op answered at once, where a mapping takes the gateway a while):
+            // a punching kit waits for the mapping only then.
+            client.announce(PCP_PROBE_TRANSMISSIONS).await?;
+            tx.send_modify(|s| s.answered = true);
             let r = client
-                .map(Protocol::Udp, port, port, lease, PCP_PROBE_TRANSMISSIONS)
+                .map(Protocol::Udp, port, port, lease, MAP_TRANSMISSIONS)
                 .await?;
             Ok::<_, PcpError>((Gateway::Pcp(client), r.external.ip()))
         };
@@ -385,7 +441,7 @@ async fn setup(
             return None;
         }
         tx.send_modify(|s| s.answered = true);
-        match map_both(&gw, port).await {
+        match map_both(&gw, port, lease).await {
             Ok(mappings) => return Some((gw, external, mappings)),
             Err(e) => tracing::info!("port mapping by {} refused: {e}", gw.name()),
         }
@@ -397,6 +453,7 @@ async fn setup(
 async fn keep(
     port: u16,
     gateway: Option<Ipv4Addr>,
+    lease: u32,
     tx: watch::Sender<State>,
     cancel: CancellationToken,
 ) {
@@ -420,7 +477,8 @@ async fn keep(
         return settle(Vec::new());
     }
     let started = Instant::now();
-    let Some((gw, external, mut mappings)) = setup(local, gateway, port, &tx, &cancel).await else {
+    let Some((gw, external, mut mappings)) = setup(local, gateway, port, lease, &tx, &cancel).await
+    else {
         tracing::debug!("port mapping: no gateway protocol mapped port {port}");
         return settle(Vec::new());
     };
@@ -432,13 +490,14 @@ async fn keep(
         "port {port} mapped on the gateway"
     );
     settle(published);
-    hold(&gw, Some(external), &mut mappings, &tx, &cancel).await;
+    hold(&gw, Some(external), &mut mappings, lease, &tx, &cancel).await;
 }
 
 /// The pinhole keeper: PCP MAP requests to the IPv6 gateway for this host's own address.
 async fn keep_pinholes(
     port: u16,
     target: Option<(SocketAddr, Ipv6Addr)>,
+    lease: u32,
     tx: watch::Sender<State>,
     cancel: CancellationToken,
 ) {
@@ -456,7 +515,7 @@ async fn keep_pinholes(
         }
     };
     let mapping = tokio::select! {
-        m = map_both(&gw, port) => m,
+        m = map_both(&gw, port, lease) => m,
         () = cancel.cancelled() => return settle(),
     };
     let mut mappings = match mapping {
@@ -471,7 +530,7 @@ async fn keep_pinholes(
         "port {port} open on the IPv6 firewall at [{local}]:{port} (PCP pinhole)"
     );
     settle();
-    hold(&gw, None, &mut mappings, &tx, &cancel).await;
+    hold(&gw, None, &mut mappings, lease, &tx, &cancel).await;
 }
 
 /// Renews `mappings` on `gw` until cancelled, then deletes them. With `external`, their
@@ -480,6 +539,7 @@ async fn hold(
     gw: &Gateway,
     external: Option<IpAddr>,
     mappings: &mut [Mapping],
+    lease: u32,
     tx: &watch::Sender<State>,
     cancel: &CancellationToken,
 ) {
@@ -488,7 +548,6 @@ async fn hold(
         None => Vec::new(),
     };
     let mut published = publish(mappings);
-    let lease = u32::try_from(PORTMAP_LEASE.as_secs()).unwrap_or(u32::MAX);
     loop {
         let next = mappings.iter().filter_map(|m| m.next).min();
         let due = async {

@@ -3,6 +3,7 @@
 //! pinholes).
 
 use super::*;
+use tokio_util::task::AbortOnDropHandle;
 
 #[test]
 fn only_public_outside_addresses_are_advertised() {
@@ -191,7 +192,7 @@ async fn a_renewal_in_flight_does_not_keep_the_deletion_waiting() {
 /// client address, nonce).
 type PcpRequests = std::sync::Arc<std::sync::Mutex<Vec<(u8, u16, u32, IpAddr, Vec<u8>)>>>;
 
-/// A PCP "gateway" on `at`: grants two-second leases, at 203.0.113.9:41000 to an IPv4 client
+/// A PCP "gateway" on `at`: answers ANNOUNCE, grants two-second leases, at 203.0.113.9:41000 to an IPv4 client
 /// and at the client's own address and suggested port to an IPv6 one (a pinhole).
 async fn pcp_double(at: SocketAddr) -> (PcpRequests, AbortOnDropHandle<()>) {
     let server = tokio::net::UdpSocket::bind(at).await.unwrap();
@@ -203,6 +204,14 @@ async fn pcp_double(at: SocketAddr) -> (PcpRequests, AbortOnDropHandle<()>) {
             let Ok((n, from)) = server.recv_from(&mut buf).await else {
                 return;
             };
+            if n == 24 && buf[0] == 2 && buf[1] == 0 {
+                // ANNOUNCE: the header back, as a success.
+                let mut answer = buf[..24].to_vec();
+                answer[1] = 0x80;
+                answer[8..].fill(0);
+                let _ = server.send_to(&answer, from).await;
+                continue;
+            }
             let Ok(request) = <[u8; 60]>::try_from(&buf[..n]) else {
                 continue;
             };

@@ -1,5 +1,6 @@
-//! PCP (RFC 6887), the MAP opcode only: a pure codec for the 60-byte request and response and a
-//! client on one UDP socket connected to the gateway's port 5351 (shared with NAT-PMP, and
+//! PCP (RFC 6887), the MAP and ANNOUNCE opcodes: a pure codec for the 60-byte MAP request and
+//! response and the 24-byte ANNOUNCE (a no-op a PCP server answers at once: is anyone there?)
+//! and a client on one UDP socket connected to the gateway's port 5351 (shared with NAT-PMP, and
 //! its retransmission, [`super::natpmp::exchange`]). MAP asks an IPv4 NAT for a port mapping,
 //! and an IPv6 firewall for a pinhole to this host's own address: the same message either
 //! way, the client's address in IPv4-mapped form for IPv4. A mapping is refreshed and deleted
@@ -17,7 +18,10 @@ use super::Protocol;
 
 /// The PCP version (RFC 6887 §7); NAT-PMP is version 0 on the same port.
 const VERSION: u8 = 2;
+const OP_ANNOUNCE: u8 = 0;
 const OP_MAP: u8 = 1;
+/// The common header, all an ANNOUNCE is.
+const HEADER_LEN: usize = 24;
 /// The R bit: set in responses.
 const RESPONSE: u8 = 0x80;
 /// A MAP request or response without options.
@@ -92,6 +96,41 @@ fn wire(ip: IpAddr) -> [u8; 16] {
     }
 }
 
+/// An ANNOUNCE request (RFC 6887 §14.1) from `client`: the common header, lifetime 0.
+pub fn announce_request(client: IpAddr) -> [u8; HEADER_LEN] {
+    let mut m = [0u8; HEADER_LEN];
+    m[0] = VERSION;
+    m[1] = OP_ANNOUNCE;
+    m[8..24].copy_from_slice(&wire(client));
+    m
+}
+
+/// Reads the answer to an [`announce_request`]: the server's epoch (seconds since its
+/// mapping state was initialised).
+pub fn parse_announce_response(data: &[u8]) -> Result<u32, PcpError> {
+    let head = header(data, OP_ANNOUNCE)?;
+    Ok(u32::from_be_bytes([head[8], head[9], head[10], head[11]]))
+}
+
+/// The common header of a response to `op`, once it says success.
+fn header(data: &[u8], op: u8) -> Result<&[u8], PcpError> {
+    // A NAT-PMP server answers any other version with its own "unsupported version".
+    if data.first() == Some(&0) {
+        return Err(PcpError::NatPmpOnly);
+    }
+    // An error response may carry nothing more than the header.
+    let head = data
+        .get(..HEADER_LEN)
+        .ok_or(PcpError::TooShort(data.len()))?;
+    if head[0] != VERSION || head[1] != RESPONSE | op {
+        return Err(PcpError::Unexpected);
+    }
+    match head[3] {
+        0 => Ok(head),
+        code => Err(PcpError::Refused(code)),
+    }
+}
+
 /// A MAP request (RFC 6887 §11.1): from `client` (this host's address as the gateway sees
 /// the request come), map `internal` for `lifetime` seconds, preferably to `suggested`
 /// outside. Lifetime 0 deletes the mapping made with `nonce`.
@@ -134,18 +173,7 @@ pub fn parse_map_response(
     nonce: &[u8; 12],
     protocol: Protocol,
 ) -> Result<MapResponse, PcpError> {
-    // A NAT-PMP server answers any other version with its own "unsupported version".
-    if data.first() == Some(&0) {
-        return Err(PcpError::NatPmpOnly);
-    }
-    // The common header first: an error response may carry nothing more.
-    let head = data.get(..24).ok_or(PcpError::TooShort(data.len()))?;
-    if head[0] != VERSION || head[1] != RESPONSE | OP_MAP {
-        return Err(PcpError::Unexpected);
-    }
-    if head[3] != 0 {
-        return Err(PcpError::Refused(head[3]));
-    }
+    header(data, OP_MAP)?;
     let d = data.get(..MAP_LEN).ok_or(PcpError::TooShort(data.len()))?;
     if &d[24..36] != nonce || d[36] != protocol.iana_number() {
         return Err(PcpError::Unexpected);
@@ -192,6 +220,19 @@ impl Client {
     /// The gateway's address for `gateway_ip` (PCP's port).
     pub fn gateway(gateway_ip: IpAddr) -> SocketAddr {
         SocketAddr::new(gateway_ip, NATPMP_PORT)
+    }
+
+    /// Asks whether a PCP server is there (ANNOUNCE): a NAT-PMP-only gateway says so at once.
+    pub async fn announce(&self, transmissions: u32) -> Result<(), PcpError> {
+        let request = announce_request(self.client);
+        exchange(
+            &self.socket,
+            &request,
+            transmissions,
+            parse_announce_response,
+        )
+        .await
+        .map(drop)
     }
 
     /// Maps (or, with lifetime 0, deletes) `internal`, preferably to the same port outside:
@@ -265,6 +306,33 @@ mod tests {
         assert_eq!(&m[4..8], &[0; 4]);
         assert_eq!(&m[8..24], &wire(v6));
         assert_eq!((m[36], &m[44..60]), (6, &wire(v6)[..]));
+    }
+
+    #[test]
+    fn announce_codec() {
+        let client: IpAddr = "192.168.17.2".parse().unwrap();
+        let request = announce_request(client);
+        let mut want = vec![2, 0, 0, 0, 0, 0, 0, 0];
+        want.extend_from_slice(&wire(client));
+        assert_eq!(request.to_vec(), want);
+        let mut answer = request;
+        answer[1] = 0x80;
+        answer[8..12].copy_from_slice(&12u32.to_be_bytes());
+        answer[12..].fill(0);
+        assert_eq!(parse_announce_response(&answer), Ok(12));
+        answer[3] = 8;
+        assert_eq!(parse_announce_response(&answer), Err(PcpError::Refused(8)));
+        assert_eq!(
+            parse_announce_response(&answer[..23]),
+            Err(PcpError::TooShort(23))
+        );
+        // A MAP answer is not an ANNOUNCE answer.
+        answer[1] = 0x81;
+        assert_eq!(parse_announce_response(&answer), Err(PcpError::Unexpected));
+        assert_eq!(
+            parse_announce_response(&[0, 128, 0, 1, 0, 0, 0, 9]),
+            Err(PcpError::NatPmpOnly)
+        );
     }
 
     #[test]

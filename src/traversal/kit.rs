@@ -7,6 +7,11 @@
 //! announced is the mapping used), allocates the relay meanwhile, and turns what was learned
 //! into candidates for the peer.
 //!
+//! The connector's kit also asks the home gateway to map its port (UPnP IGD, PCP, NAT-PMP:
+//! [`PortMap::start_kit`]), waiting for it only when the gateway answered while STUN ran; the
+//! mapping is a candidate the peer reaches through any NAT type; the connector deletes it
+//! when its link is over.
+//!
 //! IPv6 travels beside IPv4 without NAT: the UDP socket is dual-stack and the TCP port is bound
 //! in both families, so the host's global IPv6 addresses are candidates too, on the same
 //! ports. Behind a stateful IPv6 firewall both sides' probes (or SYNs) open the way as they do
@@ -33,10 +38,11 @@ use crate::link::paths::{self, PathSocket};
 use crate::link::pin::Credentials;
 use crate::link::quic;
 use crate::nat::SocketMapping;
+use crate::portmap::PortMap;
 use crate::relay::Allocation;
 use crate::relay::RelayError;
 use crate::stun::{self, Timing};
-use crate::timing::KIT_STUN_GRACE;
+use crate::timing::{KIT_PORTMAP_WAIT, KIT_STUN_GRACE};
 
 /// STUN for a kit must not hold up the offer: three tries over 300 ms, then go without.
 const KIT_STUN: Timing = Timing::BRIEF;
@@ -77,25 +83,36 @@ pub struct Kit {
     /// What this NAT did with the socket's mapping towards two servers: kept it, or made a new
     /// port per destination (a symmetric NAT), sequentially or at random.
     pub mapping: SocketMapping,
+    /// The gateway's mapping of the kit's port: the connector takes it to delete it once its
+    /// link is over; dropped with the kit, it is deleted then.
+    portmap: std::sync::Mutex<Option<PortMap>>,
 }
 
 impl Kit {
     /// Binds the sockets, learns their public mappings from `stun_servers` (IPv4) while
-    /// `relay` makes (or has made) the TURN allocation, if there is to be one, and makes the
-    /// QUIC endpoint that accepts only `peer`.
+    /// `relay` makes (or has made) the TURN allocation, if there is to be one, and, with
+    /// `portmap`, the gateway maps the port; makes the QUIC endpoint that accepts only `peer`.
     pub async fn prepare(
         creds: &Credentials,
         peer: &PublicKey,
         stun_servers: &[HostPort],
         relay: impl Future<Output = Option<Result<Allocation, RelayError>>>,
+        portmap: bool,
     ) -> std::io::Result<Self> {
+        let started = Instant::now();
         let udp = crate::net::bind_udp_dual_stack()?;
         udp.set_nonblocking(true)?;
         let udp = tokio::net::UdpSocket::from_std(udp)?;
         let udp_port = udp.local_addr()?.port();
         let udp_v6 = udp.local_addr()?.is_ipv6();
-        let listener = crate::net::shared_tcp_socket(Ipv4Addr::UNSPECIFIED.into(), 0)?;
+        // TCP on the UDP port's number where it is free, so one mapping serves both.
+        let v4 = Ipv4Addr::UNSPECIFIED.into();
+        let listener = match crate::net::shared_tcp_socket(v4, udp_port) {
+            Ok(socket) => socket,
+            Err(_) => crate::net::shared_tcp_socket(v4, 0)?,
+        };
         let tcp_port = listener.local_addr()?.port();
+        let mut portmap = portmap.then(|| PortMap::start_kit(udp_port));
         let tcp_listener = listener.listen(16)?;
         let interface_ips = crate::net::interface_ips()?;
         let (local_ips, ips6) = local_ips(&interface_ips);
@@ -113,6 +130,10 @@ impl Kit {
         tracing::debug!(?udp_public, ?tcp_public, "kit mappings");
         let mapping = classify(&udp_public);
         let tcp_public = tcp_public_or_guess(tcp_public, &udp_public, udp_port, tcp_port);
+        let mapped = match portmap.as_mut() {
+            Some(map) => map.if_answered(started + KIT_PORTMAP_WAIT).await,
+            None => Vec::new(),
+        };
         let with_v6 = |yes: bool| {
             let extra: &[IpAddr] = if yes { &ips6 } else { &[] };
             local_ips
@@ -121,12 +142,17 @@ impl Kit {
                 .copied()
                 .collect::<Vec<IpAddr>>()
         };
-        let udp_candidates = candidates(udp_port, &with_predictions(udp_public), &with_v6(udp_v6));
-        let tcp_candidates = candidates(
+        let mut udp_candidates =
+            candidates(udp_port, &with_predictions(udp_public), &with_v6(udp_v6));
+        let mut tcp_candidates = candidates(
             tcp_port,
             &with_predictions(tcp_public),
             &with_v6(tcp_listener6.is_some()),
         );
+        with_mapped(&mut udp_candidates, &mapped);
+        if tcp_port == udp_port {
+            with_mapped(&mut tcp_candidates, &mapped);
+        }
 
         let server = quic::server_config(creds, Some(vec![Allowed::Key(*peer)]))
             .map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -157,7 +183,13 @@ impl Kit {
             tcp: tcp_candidates,
             relay_error,
             mapping,
+            portmap: std::sync::Mutex::new(portmap),
         })
+    }
+
+    /// The gateway's mapping of the kit's port, for its owner to close when done.
+    pub fn take_portmap(&self) -> Option<PortMap> {
+        self.portmap.lock().ok()?.take()
     }
 }
 
@@ -311,6 +343,14 @@ fn candidates(port: u16, public: &[SocketAddr], local_ips: &[IpAddr]) -> Vec<Can
     list
 }
 
+/// Puts the gateway's mappings of the kit's port first among `list` (replacing a STUN mapping
+/// at the same address), within what one signalling message carries.
+fn with_mapped(list: &mut Vec<Candidate>, mapped: &[Candidate]) {
+    list.retain(|c| !mapped.iter().any(|m| m.addr == c.addr));
+    list.splice(0..0, mapped.iter().cloned());
+    list.truncate(crate::signal::message::MAX_CANDIDATES);
+}
+
 /// The mappings learned, deduplicated, plus predictions: when two servers saw the same IP on
 /// ports a small step apart, the NAT allocates sequentially per destination, so the peer will
 /// meet the next ports along (DESIGN §3 port prediction). Equal ports (the mapping is kept) and
@@ -397,6 +437,20 @@ mod tests {
         assert_eq!(of(&random), SocketMapping::Random);
         assert!(SocketMapping::Random.varies() && SocketMapping::Sequential.varies());
         assert!(!SocketMapping::Kept.varies() && !SocketMapping::Unknown.varies());
+    }
+
+    #[test]
+    fn the_gateways_mapping_comes_first_and_once() {
+        let ips: Vec<IpAddr> = vec!["192.168.1.9".parse().unwrap()];
+        let mut list = candidates(4000, &addrs(&["203.0.113.5:4000"]), &ips);
+        let mapped = Candidate {
+            kind: CandidateKind::Mapped,
+            addr: "203.0.113.5:4000".parse().unwrap(),
+        };
+        with_mapped(&mut list, std::slice::from_ref(&mapped));
+        let kinds: Vec<CandidateKind> = list.iter().map(|c| c.kind).collect();
+        assert_eq!(kinds, [CandidateKind::Mapped, CandidateKind::Local]);
+        assert_eq!(list[0], mapped);
     }
 
     #[test]

@@ -61,7 +61,7 @@ pub fn exchange(
     } else {
         Duration::ZERO
     };
-    let (peer, stun) = (peer.clone(), settings.stun.clone());
+    let (peer, stun, portmap) = (peer.clone(), settings.stun.clone(), settings.portmap);
     let turn = settings
         .turn
         .first()
@@ -86,7 +86,7 @@ pub fn exchange(
                 kit::allocate(turn.as_ref())
             );
             let signal = signal?;
-            let kit = Kit::prepare(&creds, &peer.key, &stun, async { relay }).await?;
+            let kit = Kit::prepare(&creds, &peer.key, &stun, async { relay }, portmap).await?;
             offer(signal, creds, &peer, kit, strategies).await
         }
         .boxed(),

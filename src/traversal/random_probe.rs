@@ -523,7 +523,7 @@ mod tests {
         let keys = [ids[0].public_key(), ids[1].public_key()];
         let mut kits = Vec::new();
         for i in 0..2 {
-            let kit = Kit::prepare(&creds[i], &keys[1 - i], &[], async { None })
+            let kit = Kit::prepare(&creds[i], &keys[1 - i], &[], async { None }, false)
                 .await
                 .unwrap();
             kits.push(kit);

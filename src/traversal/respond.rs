@@ -136,7 +136,8 @@ async fn answer(
         .turn
         .as_ref()
         .filter(|_| offer.strategies.iter().any(|s| s == "relay"));
-    let kit = Kit::prepare(&creds, &peer, &responder.stun, kit::allocate(turn)).await?;
+    // The listener's own port is mapped already (`listen`); its kits are not.
+    let kit = Kit::prepare(&creds, &peer, &responder.stun, kit::allocate(turn), false).await?;
     let answer = Answer {
         udp: kit.udp.clone(),
         tcp: kit.tcp.clone(),

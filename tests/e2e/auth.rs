@@ -151,6 +151,7 @@ async fn signalling_answers_only_allowed_keys() {
         .arg("--home")
         .arg(listener_node.home())
         .arg("--json")
+        .arg("--no-portmap")
         .arg("--config")
         .arg(&config)
         .args(["listen", "--port", "0", "--allow", &friend_addr])

@@ -244,6 +244,7 @@ async fn a_flooded_signalling_topic_leaves_the_listener_reachable() {
         cmd.arg("--home")
             .arg(node.home())
             .arg("--json")
+            .arg("--no-portmap")
             .arg("--config")
             .arg(&config)
             .args(args)

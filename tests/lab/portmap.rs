@@ -147,6 +147,18 @@ fn hello_offline(lab: &Lab, from: &str, l: Running, listening: &Value) -> Value 
     c.event("connected").expect("connected").clone()
 }
 
+/// The port the keeper logged (at -v) as "port N mapped on the gateway".
+fn port_mapped(stderr: &[String]) -> Option<u16> {
+    stderr.iter().find_map(|line| {
+        let v: Value = serde_json::from_str(line).ok()?;
+        let message = v["fields"]["message"].as_str()?;
+        let port = message
+            .strip_prefix("port ")?
+            .strip_suffix(" mapped on the gateway")?;
+        port.parse().ok()
+    })
+}
+
 /// Waits up to `within` for the router to hold nothing for `port` (`upnpc -l` and its rules).
 fn gone(lab: &Lab, port: u16, within: Duration) -> Vec<String> {
     let deadline = Instant::now() + within;
@@ -420,5 +432,56 @@ fn portmap_ipv6_pinhole_lets_an_offline_connector_in() {
         ev["setup_ms"],
         ev["transport"],
         ev["remote"]
+    );
+}
+
+/// The connector's punching kit asks its gateway for a mapping too (IPv4-only lab): a
+/// connector on up1h dialling a listener behind the symmetric NAT sym1 gets a direct link
+/// through its kit's mapping (by `reverse` or a punch) instead of `random_probe`'s spray, and
+/// the mapping is gone from the router once the connector exits. With `--no-portmap` no
+/// mapping is made.
+#[test]
+fn portmap_the_connectors_kit_is_mapped_and_deleted_after() {
+    let Some(lab) = lab() else { return };
+    let _g = crate::harness::exclusive();
+    let _v4 = lab.ipv4_only();
+    let infra = infra();
+    let global: Vec<&str> = infra.iter().map(String::as_str).collect();
+    let run = |extra: &[&str]| {
+        let mut l = lab.spawn("sym1h", &global, &["listen", "--port", "0"], b"hi\n");
+        let addr = l.wait_event("listening")["addr"]
+            .as_str()
+            .expect("addr")
+            .to_string();
+        let mut flags = global.clone();
+        flags.extend_from_slice(extra);
+        let c = lab
+            .spawn(
+                HOST,
+                &flags,
+                &["connect", &addr, "--timeout", "10"],
+                b"ho\n",
+            )
+            .finish(Duration::from_secs(20));
+        let l = l.finish(Duration::from_secs(10));
+        assert_eq!(c.code, Some(0), "{:?}", c.stderr);
+        assert!(c.stdout.contains("hi") && l.stdout.contains("ho"));
+        let ev = c.event("connected").expect("connected").clone();
+        (ev, port_mapped(&c.stderr))
+    };
+    let (ev, kit_port) = run(&["-v"]);
+    let kit_port = kit_port.expect("the connector's kit was mapped");
+    assert_eq!(ev["path"], "direct", "{ev}");
+    assert_ne!(ev["method"], "random_probe", "{ev}");
+    let left = forwards_of(lab, HOST, kit_port);
+    assert!(
+        left.is_empty(),
+        "the kit's mapping outlived the connector: {left:?}"
+    );
+    let (without, none) = run(&["-v", "--no-portmap"]);
+    assert_eq!(none, None, "--no-portmap mapped the kit");
+    eprintln!(
+        "portmap: kit mapped: {} in {} ms; --no-portmap: {} in {} ms",
+        ev["method"], ev["setup_ms"], without["method"], without["setup_ms"]
     );
 }
