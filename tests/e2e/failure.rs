@@ -204,18 +204,7 @@ fn a_sender_that_cannot_open_its_file_fails_the_receiver_too() {
     for (round, via) in ["tcp", "quic"].iter().enumerate() {
         std::fs::write(&file, b"served").unwrap();
         let first = b.dir.path().join(format!("first-{via}.bin"));
-        let out = b
-            .command(&[
-                "connect",
-                "--via",
-                via,
-                "--recv",
-                first.to_str().unwrap(),
-                &listener.addr,
-            ])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+        let out = b.connect_file(via, "--recv", &first, &listener.addr);
         assert!(
             out.status.success(),
             "{}",
@@ -225,18 +214,7 @@ fn a_sender_that_cannot_open_its_file_fails_the_receiver_too() {
 
         std::fs::remove_file(&file).unwrap();
         let second = b.dir.path().join(format!("second-{via}.bin"));
-        let out = b
-            .command(&[
-                "connect",
-                "--via",
-                via,
-                "--recv",
-                second.to_str().unwrap(),
-                &listener.addr,
-            ])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+        let out = b.connect_file(via, "--recv", &second, &listener.addr);
         assert_eq!(
             out.status.code(),
             Some(1),

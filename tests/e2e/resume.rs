@@ -596,18 +596,7 @@ fn stdio_and_forwarded_streams_carry_no_resume_bytes() {
     let got = a.dir.path().join("stdout.bin");
     for via in ["direct,tcp", "direct,quic"] {
         let mut listener = a.listen(&[], Stdio::null(), file_out(&got));
-        let out = b
-            .command(&[
-                "connect",
-                "--via",
-                via,
-                "--send",
-                source.to_str().unwrap(),
-                &listener.addr,
-            ])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+        let out = b.connect_file(via, "--send", &source, &listener.addr);
         assert!(
             out.status.success(),
             "{}",

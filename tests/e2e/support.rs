@@ -5,7 +5,7 @@
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Instant;
 
@@ -54,6 +54,16 @@ impl Node {
     }
 
     /// Starts `listen --port 0 <extra>` and waits for its `listening` event.
+    /// `connect --via VIA FLAG PATH ADDR` (FLAG: `--send` or `--recv`) with no stdin, run to
+    /// its end.
+    pub fn connect_file(&self, via: &str, flag: &str, path: &Path, addr: &str) -> Output {
+        let path = path.to_str().expect("a UTF-8 path");
+        self.command(&["connect", "--via", via, flag, path, addr])
+            .stdin(Stdio::null())
+            .output()
+            .expect("warpgate runs")
+    }
+
     pub fn listen(&self, extra: &[&str], stdin: Stdio, stdout: Stdio) -> Running {
         let mut args = vec!["listen", "--port", "0"];
         args.extend_from_slice(extra);

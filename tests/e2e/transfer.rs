@@ -165,18 +165,7 @@ fn tcp_sender_tail_is_never_lost() {
             Stdio::null(),
             Stdio::null(),
         );
-        let out = b
-            .command(&[
-                "connect",
-                "--via",
-                "tcp",
-                "--send",
-                source.to_str().unwrap(),
-                &listener.addr,
-            ])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+        let out = b.connect_file("tcp", "--send", &source, &listener.addr);
         assert!(
             out.status.success(),
             "round {round}: {}",
